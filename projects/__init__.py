@@ -1,0 +1,1 @@
+"""Task projects: each ``projects/<task>/`` is one MLproject entry point built on ``tracking``."""

@@ -1,0 +1,119 @@
+"""``summary.json`` and ``REPORT.md``: what a run did, readable without the UI.
+
+Written at the end of every run, also a failed or killed one, so the reason a metric or a
+component is missing is always next to the numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+_ICON = {"success": "✅ success", "disabled": "⏸ disabled", "failed": "❌ failed"}
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:  # numpy / torch scalars
+        return _json_safe(value.item())
+    except Exception:
+        return str(value)
+
+
+def summary_json(summary: Mapping[str, Any]) -> str:
+    return json.dumps(_json_safe(summary), indent=2, sort_keys=False)
+
+
+def report_markdown(summary: Mapping[str, Any]) -> str:
+    s = summary
+    lines = [f"# {s.get('name') or s['run_id']}", ""]
+    if s.get("description"):
+        lines += [s["description"], ""]
+    lines += [
+        "| | |", "|---|---|",
+        f"| run | `{s['run_id']}` |",
+        f"| outcome | **{s['outcome']}** |",
+        f"| research status | {s['tags'].get('labrun.status', '')} |",
+        f"| task / method / condition / seed | {s['task']} / {s['tags'].get('labrun.method')} / "
+        f"{s['tags'].get('labrun.condition')} / {s['tags'].get('labrun.seed')} |",
+        f"| git | `{s['git']['commit']}` on {s['git']['branch']}, dirty: {s['git']['dirty']} |",
+        f"| base config | {s.get('base_config') or '(schema defaults)'} |",
+        f"| overrides | {' '.join(f'`{o}`' for o in s.get('cli_overrides') or []) or '(none)'} |",
+        f"| fingerprint / group | `{s['tags'].get('labrun.fingerprint')}` / `{s['tags'].get('labrun.group')}` |",
+        f"| duration | {s.get('duration_s', 0):.1f} s |",
+    ]
+    if s.get("resumed_from"):
+        lines.append(f"| resumed from | `{s['resumed_from']}` at step {s.get('resumed_step')} |")
+    lines.append("")
+    if s.get("failure"):
+        lines += ["## Failure", "", f"`{s['failure']}`", "",
+                  "The traceback is in `traceback.txt`, the log in `logs/train.log`.", ""]
+
+    lines += ["## Training", ""]
+    training = s.get("training") or {}
+    if training:
+        lines += ["| metric | final | at step | best | at step | direction |",
+                  "|---|---:|---:|---:|---:|:---:|"]
+        for name, st in training.items():
+            lines.append(f"| `{name}` | {_num(st['final'])} | {st['final_step']} | "
+                         f"{_num(st['best'])} | {st['best_step']} | {st['direction']} |")
+    else:
+        lines.append("No metric was logged.")
+    lines.append("")
+
+    components = s.get("components") or {}
+    lines += ["## Components", ""]
+    if not components:
+        lines += ["This task reported no optional components.", ""]
+    else:
+        lines += ["| component | status | reason / how to enable |", "|---|---|---|"]
+        for name, c in components.items():
+            why = c["reason"] or ""
+            if c["status"] == "disabled" and c.get("enable"):
+                why += f" — enable with `{c['enable']}`"
+            lines.append(f"| `{name}` | {_ICON.get(c['status'], c['status'])} | {why} |")
+        lines.append("")
+        for name, c in components.items():
+            lines += [f"### {name} — {c['status']}", ""]
+            if c["reason"]:
+                lines += [f"Reason: {c['reason']}", ""]
+            if c["status"] == "disabled" and c.get("enable"):
+                lines += [f"To enable: `{c['enable']}`", ""]
+            if c.get("metrics"):
+                lines += ["| metric | value |", "|---|---:|"]
+                lines += [f"| `{k}` | {_num(v)} |" for k, v in c["metrics"].items()]
+                lines.append("")
+            data = {k: v for k, v in (c.get("data") or {}).items() if k != "traceback"}
+            if data:
+                lines += ["| result | value |", "|---|---|"]
+                for k, v in data.items():
+                    text = _num(v) if not isinstance(v, (list, dict)) else json.dumps(_json_safe(v))[:200]
+                    lines.append(f"| {k} | {text} |")
+                lines.append("")
+            for fig in c.get("figures") or []:
+                lines += [f"![{name}]({fig})", ""]
+    figures = [f for f in s.get("figures") or []
+               if not any(f in (c.get("figures") or []) for c in components.values())]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f}]({f})\n" for f in figures]
+    lines += ["## Files", "",
+              "`config.yaml` (header + resolved config), `summary.json`, `logs/train.log`"
+              + (", `git.diff`" if s["git"]["dirty"] == "true" else "")
+              + (", `checkpoints/`" if s.get("checkpoints") else "")
+              + (", `traceback.txt`" if s.get("failure") else ""), ""]
+    return "\n".join(lines)

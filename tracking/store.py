@@ -1,0 +1,129 @@
+"""Where runs live: the tracking URI, the client, and reading a run's config back.
+
+MLflow 3's own default (``sqlite:///mlflow.db`` in the working directory, artifacts in
+``./mlruns``) is kept so that a bare ``mlflow ui`` opens the same runs labrun wrote.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+_QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "WANDB_MODE": "disabled",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def quiet_environment() -> None:
+    """No telemetry, no wandb: labrun runs without network, and these phone home."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def client():
+    """An ``MlflowClient`` on :func:`tracking_uri` (imported lazily: mlflow is slow to import)."""
+    quiet_environment()
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(name: str, *, create: bool = True) -> str | None:
+    """Id of the experiment called ``name``; created on first use (race-safe for workers)."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    if not create:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.create_experiment(name)
+    except MlflowException:
+        # Another worker created it between our lookup and create.
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def resolved_config_of(run_id: str) -> dict[str, Any]:
+    """The resolved config a run logged in ``config.yaml`` (for ``--resume``).
+
+    Raises ConfigError with a one-line reason when the run or its config is missing.
+    """
+    import tempfile
+
+    import yaml
+
+    from tracking.config import ConfigError
+
+    c = client()
+    try:
+        c.get_run(run_id)
+    except Exception:
+        raise ConfigError(
+            f"cannot resume: no run {run_id!r} in the tracking store {tracking_uri()}"
+        ) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = c.download_artifacts(run_id, "config.yaml", tmp)
+        except Exception:
+            raise ConfigError(
+                f"cannot resume: run {run_id!r} has no config.yaml artifact (not a labrun run?)"
+            ) from None
+        with open(path) as fh:
+            doc = yaml.safe_load(fh)
+    if not isinstance(doc, dict) or "config" not in doc:
+        raise ConfigError(f"cannot resume: config.yaml of run {run_id!r} has no 'config' section")
+    return doc["config"]
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(status: str, tags: dict[str, str], start_time_ms: int | None,
+             *, grace_s: float = 300.0) -> bool:
+    """A RUNNING run nobody is running any more (crashed launcher, SIGKILL, bad ``mlflow run``).
+
+    On this host the recorded pid decides. Elsewhere the ``labrun.heartbeat`` tag (refreshed
+    every 30 s by a live run) decides after ``grace_s``; a run with neither (``mlflow run``
+    created it but its command never started) is judged by its age.
+    """
+    if status != "RUNNING":
+        return False
+    host, pid = tags.get("labrun.host"), tags.get("labrun.pid")
+    if pid and host == socket.gethostname():
+        try:
+            return not process_alive(int(pid))
+        except ValueError:
+            return True
+    beat = tags.get("labrun.heartbeat")
+    if beat:
+        try:
+            return (time.time() - float(beat)) > grace_s
+        except ValueError:
+            pass
+    if start_time_ms is None:
+        return True
+    return (time.time() - start_time_ms / 1000.0) > grace_s
