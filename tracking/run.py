@@ -249,7 +249,8 @@ def _header(cfg: TaskConfig, run: Run, resumed_epoch: int | None) -> dict:
     return {
         "name": opts.name or run.run_id,
         "description": opts.description,
-        "tags": dict(sorted(run.tags.items())),
+        "tags": {k: v for k, v in sorted(run.tags.items())
+                 if k not in ("labrun.heartbeat", "labrun.pid")},
         "status": opts.status,
         "run_id": run.run_id,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -304,7 +305,8 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None) -> Iterator[Run
     client = store.client()
     run_id, exp_id, adopted = _create_or_adopt(client, cfg, experiment)
     local_dir = Path(tempfile.mkdtemp(prefix=f"labrun-{run_id[:8]}-"))
-    git = git_info()
+    # Provenance of the code that runs (the schema's module), not of the working directory.
+    git = git_info(Path(sys.modules[type(cfg).__module__].__file__).resolve().parent)
     run = Run(cfg, run_id, exp_id, client, local_dir, git)
     logging_ = RunLogging(local_dir / "logs" / "train.log")
     opts = cfg.launch

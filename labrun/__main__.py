@@ -1,0 +1,3 @@
+from labrun.cli import main
+
+raise SystemExit(main())
