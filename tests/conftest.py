@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -10,15 +12,31 @@ os.environ.setdefault("LABRUN_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+@pytest.fixture(scope="session")
+def _template_db(tmp_path_factory):
+    """A migrated, empty MLflow database: creating one costs seconds of migrations, a copy none."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("template")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(tracking_uri=uri).search_experiments()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, _template_db):
     """A fresh tracking store: ``sqlite:///<tmp>/mlflow.db`` with artifacts in ``<tmp>/mlruns``.
 
     The cwd moves to the temp dir because MLflow resolves the default artifact root
     (``./mlruns``) against it. Yields an ``MlflowClient``; ``store.uri`` is the URI.
     """
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_template_db, db)
+    with sqlite3.connect(db) as con:  # the Default experiment's artifacts belong here too
+        con.execute("update experiments set artifact_location = ? where experiment_id = 0",
+                    (str(tmp_path / "mlruns" / "0"),))
+    uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
                 "LABRUN_PARENT_RUN_ID", "LABRUN_OBSERVERS"):

@@ -22,6 +22,8 @@ def run_cli(args, *, env_extra=None, cwd=None, timeout=300, check=False):
     env = dict(os.environ)
     env.update(env_extra or {})
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # `mlflow run --env-manager local` runs `python ...` from PATH: make it this interpreter.
+    env["PATH"] = str(Path(PYTHON).parent) + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")

@@ -416,9 +416,31 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
             opts.base_config = f"run:{opts.resume}"
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        _fail_adopted_run(str(exc))
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     cfg._launch = opts
     return cfg
+
+
+def _fail_adopted_run(message: str) -> None:
+    """Under ``mlflow run`` the run exists before our code does: record why it failed.
+
+    Without this it would end FAILED with no reason (or stay RUNNING if the launcher died).
+    """
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from tracking.store import client
+
+        c = client()
+        c.set_tag(run_id, "labrun.failure", f"ConfigError: {message}"[:5000])
+        c.set_tag(run_id, "labrun.status", "failed")
+        c.set_terminated(run_id, "FAILED")
+    except Exception:
+        pass
 
 
 # --------------------------------------------------------------------------- identity

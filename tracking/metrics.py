@@ -80,7 +80,15 @@ class MetricLogger:
     stats: dict[str, MetricStats] = field(default_factory=dict)
     listeners: list[Callable[[Mapping[str, float], int], None]] = field(default_factory=list)
 
+    fast_uri: str | None = None
+    """Tracking URI of an SQL store to write to directly (see ``sqlmetrics``); None: log_batch."""
+
     def __post_init__(self) -> None:
+        self._writer = None
+        if self.fast_uri:
+            from tracking.sqlmetrics import SqlMetricWriter
+
+            self._writer = SqlMetricWriter.for_uri(self.fast_uri)
         self._buffer: list = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -102,8 +110,6 @@ class MetricLogger:
             old.best, old.best_step = math.nan, -1
 
     def log(self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         rows = []
         for name, value in metrics.items():
@@ -111,7 +117,7 @@ class MetricLogger:
                 validate_name(name)
                 self._known.add(name)
             v = float(value)
-            rows.append(Metric(name, v, ts, int(step)))
+            rows.append((name, v, ts, int(step)))
             st = self.stats.get(name)
             if st is None:
                 st = self.stats[name] = MetricStats(self.directions.get(name) or default_direction(name))
@@ -130,11 +136,22 @@ class MetricLogger:
                 rows, self._buffer = self._buffer, []
             for i in range(0, len(rows), MAX_BATCH):
                 try:
-                    self.client.log_batch(self.run_id, metrics=rows[i:i + MAX_BATCH])
+                    self._write(rows[i:i + MAX_BATCH])
                 except BaseException:
                     with self._lock:  # keep what was not written for the next try
                         self._buffer[:0] = rows[i:]
                     raise
+
+    def _write(self, rows: list) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.write(self.run_id, rows)
+                return
+            except Exception:  # schema or driver surprise: MLflow's own path always works
+                self._writer = None
+        from mlflow.entities import Metric
+
+        self.client.log_batch(self.run_id, metrics=[Metric(*row) for row in rows])
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_every_s):
@@ -147,7 +164,11 @@ class MetricLogger:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
         if self._error is not None:
             err, self._error = self._error, None
             raise RuntimeError(f"background metric flush failed: {err}") from err

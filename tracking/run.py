@@ -73,7 +73,7 @@ class Run:
         self._resume_state: dict | None = None
         self._tracked: dict[str, Any] = {}
         self._checkpoints: list[str] = []
-        self.metrics = MetricLogger(client, run_id)
+        self.metrics = MetricLogger(client, run_id, fast_uri=store.tracking_uri())
         self.observers: list[_observers.RunObserver] = []
 
     # ------------------------------------------------------------------ metrics
@@ -172,6 +172,8 @@ class Run:
         """
         if not self._tracked:
             raise RuntimeError("call run.track_state(model=..., optimizer=...) before save_checkpoint")
+        # The store must hold every metric up to this step: a resume copies that history.
+        self.metrics.flush()
         state = ckpt.collect(self._tracked, global_step=global_step, epoch=epoch, extra=extra,
                              quantize_moments=self.cfg.checkpoint.quantize_moments)
         if best:

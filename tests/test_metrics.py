@@ -1,0 +1,80 @@
+"""Metric names and the batching logger (SQL fast path and MLflow's log_batch agree)."""
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+
+from tracking.metrics import MetricLogger, default_direction, validate_name
+
+
+@pytest.mark.parametrize("name", ["loss.kl.z", "metric.accuracy.val", "diag.grad_norm_clipped",
+                                  "dynamics.layer0.cka", "perf.samples_per_s"])
+def test_valid_names(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["loss", "Loss.total", "kl.z", "loss..z", "loss.kl z", "metric."])
+def test_invalid_names_say_what_is_valid(name):
+    with pytest.raises(ValueError, match=r"use lowercase dotted names under one of loss, metric"):
+        validate_name(name)
+
+
+def test_directions_by_name():
+    assert default_direction("metric.accuracy.val") == "max"
+    assert default_direction("metric.mse.val") == "min"
+    assert default_direction("loss.total") == "min"
+
+
+ROWS = [({"loss.a": 1.0, "loss.b": float("nan")}, 0), ({"loss.a": 0.5, "loss.b": 2.0}, 1),
+        ({"loss.a": float("inf"), "loss.b": -float("inf")}, 2), ({"loss.a": 0.25}, 1),
+        ({"loss.a": 0.1}, 3)]
+
+
+def _log_all(client, run_id, fast_uri):
+    logger = MetricLogger(client, run_id, flush_every_s=0, fast_uri=fast_uri)
+    assert (logger._writer is not None) == bool(fast_uri)
+    for i, (metrics, step) in enumerate(ROWS):
+        logger.log(metrics, step, timestamp_ms=1000 + i)
+    logger.log({"loss.a": 0.1}, 3, timestamp_ms=1004)  # exact duplicate: ignored, not an error
+    logger.close()
+    return logger
+
+
+def _read(client, run_id):
+    run = client.get_run(run_id)
+    hist = {k: [(m.step, m.timestamp, "nan" if math.isnan(m.value) else m.value) for m in
+                sorted(client.get_metric_history(run_id, k), key=lambda m: (m.step, m.timestamp))]
+            for k in ("loss.a", "loss.b")}
+    return run.data.metrics, hist
+
+
+def test_fast_sql_path_matches_mlflow_log_batch(store):
+    exp = store.create_experiment("m")
+    slow = store.create_run(exp).info.run_id
+    fast = store.create_run(exp).info.run_id
+    logger = _log_all(store, slow, None)
+    _log_all(store, fast, store.uri)
+    latest_slow, hist_slow = _read(store, slow)
+    latest_fast, hist_fast = _read(store, fast)
+    assert hist_fast == hist_slow
+    assert set(latest_fast) == set(latest_slow) == {"loss.a", "loss.b"}
+    assert latest_fast["loss.a"] == latest_slow["loss.a"] == pytest.approx(0.1)
+    assert latest_fast["loss.b"] == latest_slow["loss.b"] == -sys.float_info.max
+    assert hist_fast["loss.b"][0][2] == "nan"
+    assert hist_fast["loss.a"] == [(0, 1000, 1.0), (1, 1001, 0.5), (1, 1003, 0.25),
+                                   (2, 1002, sys.float_info.max), (3, 1004, 0.1)]
+    stats = logger.summary()
+    assert stats["loss.a"]["best"] == pytest.approx(0.1) and stats["loss.a"]["final_step"] == 3
+    assert stats["loss.b"]["count"] == 3
+
+
+def test_background_flush_loses_nothing(store):
+    run_id = store.create_run(store.create_experiment("bg")).info.run_id
+    logger = MetricLogger(store, run_id, flush_every_s=0.01, max_buffer=50, fast_uri=store.uri)
+    for step in range(2000):
+        logger.log({"loss.x": step * 1.0, "loss.y": -step * 1.0}, step)
+    logger.close()
+    assert len(store.get_metric_history(run_id, "loss.x")) == 2000
+    assert store.get_run(run_id).data.metrics["loss.y"] == -1999.0

@@ -1,0 +1,27 @@
+"""The three environment files describe one environment; every task takes -P config."""
+from __future__ import annotations
+
+import tomllib
+
+import yaml
+
+from tests.helpers import REPO
+from tracking.tasks import entry_points, load_task, task_names
+
+
+def test_environment_files_agree():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    deps = set(pyproject["project"]["dependencies"])
+    venv = set(yaml.safe_load((REPO / "python_env.yaml").read_text())["dependencies"])
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())["dependencies"]
+    pip = set(next(d["pip"] for d in conda if isinstance(d, dict)))
+    assert deps == venv == pip
+    assert {"mlflow==3.17.2", "torch==2.14.1", "torchvision==0.29.1"} <= deps
+
+
+def test_every_task_entry_point_loads_and_takes_config():
+    eps = entry_points(REPO)
+    for name in task_names(REPO):
+        assert "config" in eps[name].parameters, name
+        task = load_task(name, REPO)
+        assert task.schema.task == name
