@@ -5,7 +5,7 @@ The state is built from each tracked object's own ``state_dict`` (Lightning's
 bit-identically on CPU. A file that fails its checksum is reported and skipped in favour
 of the previous valid one, never loaded half-way.
 
-File layout: ``MAGIC (8) | version u32 | payload length u64 | sha256 of payload (32) | payload``
+File layout: ``MAGIC (8) | version u32 | payload length u64 | BLAKE2b-256 of payload (32) | payload``
 where the payload is ``torch.save`` bytes compressed with zstandard.
 """
 from __future__ import annotations
@@ -199,14 +199,14 @@ def checkpoint_name(global_step: int) -> str:
     return f"cp_{int(global_step)}.ptz"
 
 
-def dumps(state: Mapping[str, Any], level: int = 3) -> bytes:
+def dumps(state: Mapping[str, Any], level: int = 1) -> bytes:
     import torch
     import zstandard
 
     raw = io.BytesIO()
     torch.save(dict(state), raw)
     payload = zstandard.ZstdCompressor(level=level, threads=-1).compress(raw.getvalue())
-    return _HEADER.pack(MAGIC, VERSION, len(payload), hashlib.sha256(payload).digest()) + payload
+    return _HEADER.pack(MAGIC, VERSION, len(payload), hashlib.blake2b(payload, digest_size=32).digest()) + payload
 
 
 def loads(blob: bytes, *, source: str = "<bytes>") -> dict:
@@ -220,10 +220,10 @@ def loads(blob: bytes, *, source: str = "<bytes>") -> dict:
         raise CheckpointError(f"{source}: not a labrun checkpoint (bad magic)")
     if version > VERSION:
         raise CheckpointError(f"{source}: format v{version} is newer than this labrun (v{VERSION})")
-    payload = blob[_HEADER.size:]
+    payload = memoryview(blob)[_HEADER.size:]  # no 100 MB copy
     if len(payload) != length:
         raise CheckpointError(f"{source}: truncated ({len(payload)} of {length} payload bytes)")
-    if hashlib.sha256(payload).digest() != digest:
+    if hashlib.blake2b(payload, digest_size=32).digest() != digest:
         raise CheckpointError(f"{source}: checksum mismatch (file corrupted)")
     raw = zstandard.ZstdDecompressor().decompress(payload)
     # Our own files, just verified by checksum; RNG states need full unpickling.
