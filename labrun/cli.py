@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+            if exc.name not in (name, name.split(".")[0]):
+                raise  # the plugin exists but something it needs does not
             continue
         module.register(sub)
     return parser
