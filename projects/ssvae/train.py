@@ -1,0 +1,276 @@
+"""Semi-supervised VAE with a mixture-of-Gaussians prior: the ``ssvae`` entry point.
+
+    python -m projects.ssvae.train --config quick --set model.num_components=20
+    labrun run ssvae --config quick
+    mlflow run . -e ssvae --env-manager local -P config=quick
+
+Trains on a labelled fraction of the data plus the rest unlabelled, logs the loss terms
+(``loss.recon``, ``loss.kl.z``, ``loss.kl.c``, ``loss.classifier``, ``loss.diversity``,
+``loss.dirichlet``; they sum to ``loss.total``), accuracy, ``metric.k_eff`` and
+``metric.responsibility.confidence`` per epoch, and reports every optional component as
+success, disabled (with the reason and the override that enables it) or failed.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from tracking import Section, TaskConfig, load_config, start_run
+
+EXIT_CONFIG_ERROR = 2
+
+
+class DataConfig(Section):
+    dataset: Literal["digits", "mnist", "fashion_mnist", "kmnist"] = "digits"
+    """digits ships with scikit-learn; the torchvision ones need data.root (never downloaded)."""
+    root: str | None = None
+    """Folder that already holds the torchvision files (e.g. <root>/MNIST/raw)."""
+    labelled_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    """Share of the training images whose labels the model sees (stratified, fixed per seed)."""
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """digits only: held-out share (metric.accuracy.val is measured on it)."""
+    max_train: int | None = Field(None, ge=10)
+    """Use at most this many training images (quick runs on MNIST)."""
+
+
+class ModelConfig(Section):
+    encoder: Literal["mlp", "conv"] = "mlp"
+    hidden: int = Field(256, ge=1)
+    latent_dim: int = Field(8, ge=1)
+    num_components: int = Field(10, ge=1)
+    """K; the tau-classifier needs K >= number of classes."""
+    prior: Literal["mixture", "normal"] = "mixture"
+    """mixture: learnable Gaussian per component (GMVAE); normal: N(0, I), decoder sees c (M2)."""
+    prior_spread: float = Field(1.0, ge=0.0)
+    """Scale of the random initial component means."""
+    learn_pi: bool = False
+    """Learn the mixture weights pi (else uniform)."""
+    decoder: Literal["bernoulli", "gaussian"] = "bernoulli"
+    """gaussian: heteroscedastic, per-pixel sigma clamped to [sigma_min, sigma_max]."""
+    sigma_min: float = Field(0.05, gt=0.0)
+    sigma_max: float = Field(1.0, gt=0.0)
+    kl_weight: float = Field(1.0, ge=0.0)
+    """Weight of KL(q(z|x,c) || p(z|c)) (beta)."""
+
+    @field_validator("sigma_max")
+    @classmethod
+    def _above_min(cls, v: float, info: ValidationInfo) -> float:
+        lo = info.data.get("sigma_min")
+        if lo is not None and v <= lo:
+            raise ValueError(f"must be larger than model.sigma_min={lo}")
+        return v
+
+
+class TrainConfig(Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    eval_every: int = Field(1, ge=1)
+    """Epochs between accuracy / k_eff evaluations (the last epoch is always evaluated)."""
+    num_threads: int | None = Field(1, ge=1)
+    """torch CPU threads; these nets are small, so one thread beats several fighting over
+    a shared machine (None: torch's default)."""
+    fail_at_epoch: int | None = None
+    """Raise at this epoch: shows what a crashed run leaves (and lets --resume be tried)."""
+
+
+class TauConfig(Section):
+    enabled: bool = True
+
+
+class ClassifierConfig(Section):
+    weight: float = 10.0
+    """Mean cross-entropy over a batch's labelled images, component k read as label
+    k mod classes; 0 = off."""
+
+
+class DiversityConfig(Section):
+    weight: float = 0.0
+    """> 0 rewards entropy of the average responsibilities (against collapse), < 0 penalises it."""
+
+
+class DirichletConfig(Section):
+    weight: float = 0.0
+    """Prior on pi (needs model.learn_pi); 0 = off."""
+    alpha: float = Field(2.0, gt=0.0)
+    """> 1 keeps pi spread out, < 1 pushes it to few components."""
+
+
+class DiagnosticsConfig(Section):
+    figures: bool = True
+    points: int = Field(1000, ge=10)
+    """Held-out images in the latent-space figure."""
+    reconstructions: int = Field(10, ge=1)
+    samples_per_component: int = Field(8, ge=1)
+    active_threshold: float = Field(0.01, ge=0.0, le=1.0)
+    """A component is active when its average responsibility is at least this."""
+
+
+class Config(TaskConfig):
+    task: ClassVar[str] = "ssvae"
+    method_key: ClassVar[str] = "model.prior"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tau_classifier: TauConfig = TauConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    diversity: DiversityConfig = DiversityConfig()
+    dirichlet: DirichletConfig = DirichletConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+
+
+def load_data(cfg: Config):
+    from projects.ssvae import data
+
+    d = cfg.data
+    return data.load(d.dataset, root=d.root, labelled_fraction=d.labelled_fraction,
+                     test_fraction=d.test_fraction, max_train=d.max_train, seed=cfg.seed)
+
+
+def loss_weights(cfg: Config, split) -> "LossWeights":
+    from projects.ssvae.components import classifier_active, dirichlet_disabled_reason
+    from projects.ssvae.losses import LossWeights
+
+    return LossWeights(
+        kl_weight=cfg.model.kl_weight,
+        classifier=cfg.classifier.weight if classifier_active(cfg, split.num_classes) else 0.0,
+        diversity=cfg.diversity.weight,
+        dirichlet=cfg.dirichlet.weight if dirichlet_disabled_reason(cfg) is None else 0.0,
+        dirichlet_alpha=cfg.dirichlet.alpha, num_classes=split.num_classes,
+        num_train=len(split.y_train))
+
+
+def build_model(cfg: Config, split):
+    from projects.ssvae.model import SSVAE
+
+    m = cfg.model
+    return SSVAE(split.num_features, split.image_shape, num_components=m.num_components,
+                 latent_dim=m.latent_dim, hidden=m.hidden, encoder=m.encoder, prior=m.prior,
+                 learn_pi=m.learn_pi, decoder=m.decoder, sigma_min=m.sigma_min,
+                 sigma_max=m.sigma_max, prior_spread=m.prior_spread)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = load_config(Config, argv, prog="labrun run ssvae")
+    from projects.ssvae.data import DataError
+
+    try:  # before the run exists: bad data settings leave nothing in the store
+        split = load_data(cfg)
+    except DataError as exc:
+        print(f"labrun run ssvae: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+    import torch
+
+    from projects.ssvae import components as comp
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    with start_run(cfg) as run:
+        dev = run.device
+        run.results["data"] = split.describe()
+        run.log.info("data: %s", split.describe())
+        xtr = torch.as_tensor(split.x_train, device=dev)
+        ytr = torch.as_tensor(split.y_train, device=dev)
+        lab = torch.as_tensor(split.labelled, device=dev)
+        xte = torch.as_tensor(split.x_test, device=dev)
+        model = build_model(cfg, split).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+        sampler = torch.Generator().manual_seed(cfg.seed)
+        weights = loss_weights(cfg, split)
+        tau_on = comp.tau_disabled_reason(cfg, split.num_classes) is None
+        history: dict[str, list] = {"epoch": [], "pi": [], "resp": []}
+        resumed = run.track_state(model=model, optimizer=opt, sampler=sampler)
+        start = resumed.epoch + 1 if resumed else 1
+        if resumed:
+            history = resumed.extra.get("history", history)
+        epochs = cfg.train.epochs
+        loss_keys = ["loss.total", "loss.recon", "loss.kl.z", "loss.kl.c"] + [
+            k for k, w in (("loss.classifier", weights.classifier), ("loss.diversity", weights.diversity),
+                           ("loss.dirichlet", weights.dirichlet)) if w]
+        shown = loss_keys + ["metric.accuracy.train", "metric.accuracy.val", "metric.k_eff",
+                             "metric.responsibility.confidence"]
+        final: dict[str, float] = {}
+        t0 = time.time()
+        for epoch in run.progress(range(start, epochs + 1), total=epochs, initial=start - 1, desc="ssvae"):
+            if cfg.train.fail_at_epoch == epoch:
+                raise RuntimeError(f"injected failure at epoch {epoch} (train.fail_at_epoch)")
+            metrics = _train_epoch(model, opt, sampler, (xtr, ytr, lab), weights, loss_keys,
+                                   cfg.train.batch_size)
+            if epoch % cfg.train.eval_every == 0 or epoch == epochs:
+                metrics.update(_evaluate(model, xtr, xte, split, tau_on))
+            history["epoch"].append(epoch)
+            history["pi"].append(model.pi().detach().cpu().tolist())
+            history["resp"].append(_mean_resp(model, xtr))
+            run.log_metrics(metrics, step=epoch)
+            run.epoch_line(epoch, epochs, metrics, time.time() - t0, keys=shown)
+            final = metrics
+            if run.should_checkpoint(epoch) or epoch == epochs:
+                run.save_checkpoint(epoch, epoch=epoch, extra={"history": history})
+
+        model.eval()
+        ctx = comp.Context(cfg, run, model, split, xtr, xte, comp.encode(model, xtr), comp.encode(model, xte),
+                           history, final)
+        for name in ("diag.mixture.active_components", "diag.tau.labels_covered"):
+            run.set_direction(name, "max")
+        for name, provider in comp.PROVIDERS.items():
+            run.component(name, lambda p=provider: p(ctx))
+        run.results.update({k: final[k] for k in shown if k in final})
+
+
+def _train_epoch(model, opt, sampler, tensors, weights, loss_keys: list[str], batch_size: int) -> dict[str, float]:
+    """One pass over the shuffled training set; returns each loss term's per-example mean.
+
+    ``loss.total`` is accumulated from the very tensor that is minimised, not re-added
+    from the terms, so the test that the terms sum to it checks something real.
+    """
+    import torch
+
+    from projects.ssvae.losses import loss_terms
+
+    x, y, lab = tensors
+    n = x.shape[0]
+    model.train()
+    sums = dict.fromkeys(loss_keys, 0.0)
+    perm = torch.randperm(n, generator=sampler).to(x.device)
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        terms = loss_terms(model, model(x[idx]), x[idx], y[idx], lab[idx], weights)
+        total = sum(terms.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        sums["loss.total"] += total.item() * len(idx)
+        for k, v in terms.items():
+            sums[k] += v.item() * len(idx)
+    return {k: v / n for k, v in sums.items()}
+
+
+def _mean_resp(model, x) -> list[float]:
+    import torch
+
+    with torch.no_grad():
+        return model.encode(x)[0].softmax(-1).mean(0).cpu().tolist()
+
+
+def _evaluate(model, xtr, xte, split, tau_on: bool) -> dict[str, float]:
+    """Per-epoch metrics. Accuracy uses the tau-classifier fitted on the labelled images only;
+    train accuracy is over all training images (labels of the unlabelled ones are used only here)."""
+    from projects.ssvae import components as comp
+
+    tr, te = comp.encode(model, xtr), comp.encode(model, xte)
+    out = {"metric.k_eff": comp.k_eff(tr.q_c), "metric.responsibility.confidence": comp.confidence(tr.q_c)}
+    if tau_on:
+        tau = comp.tau_matrix(tr.q_c[split.labelled], split.y_train[split.labelled], split.num_classes)
+        out["metric.accuracy.train"] = float((comp.tau_predict(tr.q_c, tau) == split.y_train).mean())
+        out["metric.accuracy.val"] = float((comp.tau_predict(te.q_c, tau) == split.y_test).mean())
+    if tr.sigma is not None:
+        out["diag.sigma.mean"] = float(tr.sigma.mean())
+    return out
+
+
+if __name__ == "__main__":
+    main()
