@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """Base for nested config sections: unknown keys are errors, assignments are checked."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class CheckpointConfig(Section):
@@ -164,6 +164,20 @@ def valid_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             keys.extend(valid_keys(sub, dotted + "."))
     return keys
+
+
+def _describe_key(schema: type[BaseModel], key: str) -> str:
+    """``  train.lr (float, default 0.001): what the field's docstring says``"""
+    model: Any = schema
+    info = None
+    for part in key.split("."):
+        info = model.model_fields[part]
+        model = _unwrap_model(info.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return f"  {key}:"
+    default = info.get_default(call_default_factory=True)
+    doc = f" — {info.description}" if info.description else ""
+    return f"  {key} ({_type_name(info.annotation)}, default {default!r}){doc}"
 
 
 def _closest(key: str, keys: Sequence[str]) -> str:
@@ -400,7 +414,7 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
     try:
         opts, overrides, want_help = parse_argv(argv)
         if want_help:
-            keys = "\n".join(f"  {k}" for k in valid_keys(schema))
+            keys = "\n".join(_describe_key(schema, k) for k in valid_keys(schema))
             print(USAGE.format(prog=prog, task=schema.task, keys=keys))
             raise SystemExit(0)
         base = None
