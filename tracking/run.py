@@ -69,6 +69,7 @@ class Run:
         self.results: dict[str, Any] = {}
         self.figures: list[str] = []
         self.tags: dict[str, str] = {}
+        self.name = cfg.launch.name or run_id
         self.resume: ckpt.ResumeInfo | None = None
         self._resume_state: dict | None = None
         self._tracked: dict[str, Any] = {}
@@ -249,7 +250,7 @@ def _create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tu
 def _header(cfg: TaskConfig, run: Run, resumed_epoch: int | None) -> dict:
     opts = cfg.launch
     return {
-        "name": opts.name or run.run_id,
+        "name": run.name,
         "description": opts.description,
         "tags": {k: v for k, v in sorted(run.tags.items())
                  if k not in ("labrun.heartbeat", "labrun.pid")},
@@ -374,6 +375,7 @@ def _record_start(run: Run, cfg: TaskConfig, adopted: bool) -> None:
 
     opts = cfg.launch
     existing = run.client.get_run(run.run_id)
+    run.name = opts.name or existing.info.run_name or run.run_id
     tags = {
         "labrun.task": cfg.task,
         "labrun.method": cfg.method_tag,
@@ -436,7 +438,7 @@ def _finish(run: Run, cfg: TaskConfig, outcome: str, failure: str | None,
         guarded("tag the pruning", run.client.set_tag, run.run_id, "labrun.pruned", "true")
     summary = {
         "run_id": run.run_id,
-        "name": cfg.launch.name,
+        "name": run.name,
         "description": cfg.launch.description,
         "task": cfg.task,
         "outcome": outcome,
