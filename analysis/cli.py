@@ -1,0 +1,95 @@
+"""``labrun analyze`` and ``labrun export``. Light at import: the work is imported on call."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ANALYZE_HELP = """\
+Read the runs of one or more experiments from the tracking store and answer the questions
+a paper asks: mean ± std over seeds, t-based and bootstrap 95% CIs, per-seed ranks with
+Kendall's W (does the ranking hold from seed to seed?), paired t / Wilcoxon tests of the
+winner against each other group, and learning curves with ± std bands.
+
+Runs that are not FINISHED are left out and counted. Groups default to labrun.group (the
+same config without the seed), labelled by method (and condition). Everything is printed,
+and logged as artifacts (table.md/.tex, ranks.md/.tex, paired.md/.tex, stats.json,
+runs.csv, figures/) of an analysis run tagged labrun.analysis in the first experiment.
+
+examples:
+  labrun analyze --experiment ired --metric metric.mse.val
+  labrun analyze --experiment toy --metric metric.mse.val --group-by train.optimizer train.lr
+  labrun analyze --experiment toy --metric metric.mse.val --value best --filter "train.lr<0.05"
+  labrun analyze --experiment ired --metric metric.mse.val --compare adversarial none
+"""
+
+EXPORT_HELP = """\
+Write the tidy scalar table (one row per task run: ids, status, times, labrun.* tags,
+params.* and final./best./step. per metric; a stable column order) as summary.csv or
+summary.parquet, and with --curves the metric histories as curves.csv (long format:
+run_id, metric, step, value, timestamp) and curves.npz.
+"""
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from analysis.report import AnalyzeOptions, analyze
+
+    opts = AnalyzeOptions(experiments=args.experiment, metric=args.metric, direction=args.direction,
+                          group_by=args.group_by or [], value=args.value, filters=args.filter or [],
+                          compare=args.compare or [],
+                          confidence=args.confidence, n_boot=args.bootstrap, seed=args.seed,
+                          curves=not args.no_curves, log_run=not args.no_log,
+                          out_dir=Path(args.out) if args.out else None)
+    result = analyze(opts)
+    print(result.text)
+    if result.run_id:
+        print(f"\nanalysis run {result.run_id}: {', '.join(result.artifacts)}")
+    if args.out:
+        print(f"written to {args.out}/")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from analysis.export import export
+
+    paths = export(args.experiment, args.out, fmt=args.format, curves=args.curves, metrics=args.metric,
+                   filters=args.filter or [])
+    for p in paths:
+        print(p)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``analyze`` and ``export`` to the ``labrun`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("analyze", help="mean ± std, CIs, significance and rank consistency over seeds",
+                              description=ANALYZE_HELP, formatter_class=fmt)
+    p.add_argument("--experiment", "-e", nargs="+", required=True, metavar="NAME",
+                   help="experiment name(s) (or ids) to analyse together")
+    p.add_argument("--metric", "-m", required=True, help="metric to compare, e.g. metric.mse.val")
+    p.add_argument("--direction", choices=["min", "max"], default=None,
+                   help="which way is better (default: max for accuracy-like names, else min)")
+    p.add_argument("--group-by", "-g", nargs="+", metavar="KEY",
+                   help="tags or params to group by (e.g. labrun.method train.lr); default labrun.group")
+    p.add_argument("--value", choices=["final", "best"], default="final",
+                   help="compare each run's final value (default) or its best over the history")
+    p.add_argument("--filter", "-f", action="append", metavar="EXPR",
+                   help="keep runs where KEY OP VALUE holds (OP: = != < <= > >=); repeatable, ANDed")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="paired tests of group A against group B only (labels as printed in the table)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the CIs (default 0.95)")
+    p.add_argument("--bootstrap", type=int, default=10_000, metavar="N", help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--no-curves", action="store_true", help="skip reading histories for the curve figure")
+    p.add_argument("--no-log", action="store_true", help="print only; create no analysis run in the store")
+    p.add_argument("--out", metavar="DIR", help="also write the tables and figures to DIR")
+    p.set_defaults(func=_analyze)
+
+    p = subparsers.add_parser("export", help="write the runs table (csv/parquet) and metric histories",
+                              description=EXPORT_HELP, formatter_class=fmt)
+    p.add_argument("--experiment", "-e", nargs="+", required=True, metavar="NAME")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: here)")
+    p.add_argument("--curves", action="store_true", help="also write curves.csv and curves.npz")
+    p.add_argument("--metric", "-m", nargs="+", help="metrics for --curves (default: all logged)")
+    p.add_argument("--filter", "-f", action="append", metavar="EXPR", help="as for analyze")
+    p.set_defaults(func=_export)

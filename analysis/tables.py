@@ -1,0 +1,85 @@
+"""Tables for three readers: a terminal, a Markdown page (MLflow UI, GitHub), a LaTeX paper.
+
+Cells are strings built once (``cells``), so the three renderings always show the same
+numbers. LaTeX uses booktabs rules and escapes what TeX treats as special.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def num(x: float | None, digits: int = 4) -> str:
+    """Compact number: ``0.01234``, ``1.235e+05``; blank for missing."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (int,)) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e6):
+        return str(int(x))
+    return f"{x:.{digits}g}"
+
+
+def pm(mean: float, std: float, digits: int = 4) -> str:
+    return num(mean, digits) if std is None or math.isnan(std) else f"{num(mean, digits)} ± {num(std, 3)}"
+
+
+def interval(low: float, high: float, digits: int = 4) -> str:
+    if low is None or math.isnan(low):
+        return "–"
+    return f"[{num(low, digits)}, {num(high, digits)}]"
+
+
+def pvalue(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def to_text(table: "pd.DataFrame") -> str:
+    """Aligned plain-text table for the terminal (first column left, the rest right)."""
+    cols = [str(c) for c in table.columns]
+    rows = [[str(v) for v in r] for r in table.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(cols), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def to_markdown(table: "pd.DataFrame") -> str:
+    cols = [str(c) for c in table.columns]
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(esc(c) for c in cols) + " |",
+           "|" + "|".join([":---"] + ["---:"] * (len(cols) - 1)) + "|"]
+    out += ["| " + " | ".join(esc(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    return "\n".join(out) + "\n"
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(text)).replace("±", r"$\pm$").replace("–", "--")
+
+
+def to_latex(table: "pd.DataFrame", *, caption: str = "", label: str = "",
+             bold_row: int | None = None) -> str:
+    """A ``table`` environment with booktabs rules; ``bold_row`` marks the best method."""
+    cols = [str(c) for c in table.columns]
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}",
+             r"\toprule", " & ".join(tex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    for i, r in enumerate(table.itertuples(index=False)):
+        cells = [tex_escape(v) for v in r]
+        if bold_row is not None and i == bold_row:
+            cells = [r"\textbf{" + c + "}" for c in cells]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + tex_escape(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
