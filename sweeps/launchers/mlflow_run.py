@@ -1,0 +1,147 @@
+"""``mlflow``: each cell as ``mlflow run <root> -e <entry> --env-manager local -P ...``.
+
+This is the launcher to use when the MLproject itself is the contract (another machine,
+another environment manager). The cell's run is created here first, nested under the
+sweep's parent and tagged, then handed to ``mlflow run --run-id`` so that MLflow's own
+run tracking and labrun's agree on one run.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from sweeps.launchers.base import Job, Launcher
+from sweeps.launchers.local import _die_with_parent
+
+
+def mlflow_params(job: Job) -> list[str]:
+    """``-P`` arguments: the base config plus every override (undeclared ones reach the task
+    as ``--a.b v``), and ``resume`` for a retried cell."""
+    args: list[str] = []
+    if job.config is not None:
+        args += ["-P", f"config={job.config}"]
+    for item in job.overrides:
+        args += ["-P", item]
+    if job.resume:
+        args += ["-P", f"resume={job.resume}"]
+    return args
+
+
+class MlflowRunLauncher(Launcher):
+    name = "mlflow"
+
+    def __init__(self, parallel: int = 1, *, root: str | Path | None = None, **options: Any) -> None:
+        super().__init__(parallel, **options)
+        from tracking.tasks import project_root
+
+        self.root = str(project_root(root))
+        self.queue: deque[Job] = deque()
+        self.procs: dict[str, tuple[Job, subprocess.Popen]] = {}
+
+    def _create_run(self, job: Job) -> str:
+        from tracking import store
+
+        client = store.client()
+        tags = {**job.all_tags(), "mlflow.parentRunId": job.parent_run_id,
+                "mlflow.user": getpass.getuser(), "mlflow.source.type": "PROJECT",
+                "mlflow.source.name": self.root, "mlflow.project.entryPoint": job.entry,
+                # Until the task starts, the launcher answers for the run: if it dies first,
+                # the run is judged stale by this pid instead of lingering for minutes.
+                "labrun.host": socket.gethostname(), "labrun.pid": str(os.getpid()),
+                "labrun.task": job.entry}
+        if job.cell is not None:  # so the ledger sees the run even if the task never starts
+            tags["labrun.fingerprint"] = job.cell.fingerprint
+        run = client.create_run(job.experiment_id, tags=tags, run_name=job.run_name)
+        return run.info.run_id
+
+    def submit(self, job: Job) -> None:
+        self.queue.append(job)
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.queue and len(self.procs) < self.parallel:
+            job = self.queue.popleft()
+            job.run_id = self._create_run(job)
+            cmd = [sys.executable, "-m", "mlflow", "run", self.root, "-e", job.entry,
+                   "--env-manager", "local", "--run-id", job.run_id, *mlflow_params(job)]
+            env = {**os.environ, **job.child_env()}
+            env.pop("LABRUN_PARENT_RUN_ID", None)  # the run exists; --run-id hands it over
+            env.pop("MLFLOW_RUN_ID", None)  # the sweep's own run (under `mlflow run -e sweep`)
+            # `--env-manager local` runs the MLproject's `python` from PATH: make it this one
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+            out = open(job.log_path, "ab") if job.log_path else subprocess.DEVNULL
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=self.root, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
+            if out is not subprocess.DEVNULL:
+                out.close()
+            self.procs[job.key] = (job, proc)
+
+    def poll(self) -> list[tuple[Job, int]]:
+        done = []
+        for key, (job, proc) in list(self.procs.items()):
+            code = proc.poll()
+            if code is not None:
+                done.append((job, self._task_code(job, code)))
+                del self.procs[key]
+        self._fill()
+        return done
+
+    def _task_code(self, job: Job, code: int) -> int:
+        """``mlflow run`` exits 1 for any failure; the run's status says what happened."""
+        if code == 0:
+            return 0
+        from tracking import store
+
+        try:
+            run = store.client().get_run(job.run_id)
+        except Exception:
+            return code
+        tags = run.data.tags
+        interrupted = tags.get("labrun.failure", "").startswith("Interrupted")
+        if tags.get("labrun.pruned") == "true" or interrupted:
+            # `mlflow run` marks any non-zero exit FAILED after the task said KILLED.
+            if run.info.status != "KILLED":
+                store.client().set_terminated(job.run_id, "KILLED")
+            return 3 if tags.get("labrun.pruned") == "true" else 143
+        if run.info.status == "KILLED":
+            return 143
+        if run.info.status == "RUNNING":  # the task never started (bad -P, missing env)
+            store.client().set_terminated(job.run_id, "FAILED")
+        return 1
+
+    def running(self) -> int:
+        return len(self.procs)
+
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def stop(self, grace_s: float = 30.0) -> list[Job]:
+        dropped = list(self.queue)
+        self.queue.clear()
+        for _, proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # mlflow and the task it started
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace_s
+        for _, proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        return dropped
+
+    def close(self) -> None:
+        for _, proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()

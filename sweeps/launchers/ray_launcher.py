@@ -1,0 +1,79 @@
+"""``ray`` (optional, ``pip install 'labrun[ray]'``): cells as Ray tasks on a Ray cluster.
+
+Each Ray task starts the cell as a subprocess (``python -m <module> ...``), so a crashing
+cell cannot take a Ray worker down with it. Not exercised by the test suite (Ray is not
+installed in CI); it needs ``ray.init()`` to reach a cluster or start a local one.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from typing import Any
+
+from sweeps.launchers.base import Job, Launcher
+
+
+def _run_subprocess(module: str, argv: list[str], env: dict[str, str]) -> int:
+    import subprocess
+
+    full = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    return subprocess.call([sys.executable, "-m", module, *argv], env={**full, **env})
+
+
+class RayLauncher(Launcher):
+    name = "ray"
+
+    def __init__(self, parallel: int = 1, **options: Any) -> None:
+        super().__init__(parallel, **options)
+        try:
+            import ray
+        except ImportError:
+            from tracking.config import ConfigError
+
+            raise ConfigError("launcher 'ray' needs ray: pip install 'labrun[ray]' "
+                              "(or use launcher local, mlflow or submitit)") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(ignore_reinit_error=True, include_dashboard=False)
+        self.remote = ray.remote(_run_subprocess)
+        self.queue: deque[Job] = deque()
+        self.refs: dict[str, tuple[Job, Any]] = {}
+
+    def submit(self, job: Job) -> None:
+        self.queue.append(job)
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.queue and len(self.refs) < self.parallel:
+            job = self.queue.popleft()
+            self.refs[job.key] = (job, self.remote.remote(job.module, job.task_argv(), job.child_env()))
+
+    def poll(self) -> list[tuple[Job, int]]:
+        done = []
+        if self.refs:
+            ready, _ = self.ray.wait([r for _, r in self.refs.values()], timeout=0,
+                                     num_returns=len(self.refs))
+            for key, (job, ref) in list(self.refs.items()):
+                if ref in ready:
+                    try:
+                        code = int(self.ray.get(ref))
+                    except Exception:
+                        code = 1
+                    done.append((job, code))
+                    del self.refs[key]
+        self._fill()
+        return done
+
+    def running(self) -> int:
+        return len(self.refs)
+
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def stop(self, grace_s: float = 30.0) -> list[Job]:
+        dropped = list(self.queue)
+        self.queue.clear()
+        for _, ref in self.refs.values():
+            self.ray.cancel(ref, force=False)
+        return dropped

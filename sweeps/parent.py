@@ -1,0 +1,87 @@
+"""The parent MLflow run of a sweep or study: the one row that holds its cells together.
+
+Running the same sweep again continues the same parent (found by its tags), so a sweep
+resumed three times still reads as one sweep with all its cells nested under it. Under
+``mlflow run`` (``MLFLOW_RUN_ID`` set) the run MLflow created is adopted instead.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+
+def open_client() -> Any:
+    """``tracking.store.client()``, retried: on a fresh store MLflow creates its tables on
+    first use, and two workers doing that at the same moment collide."""
+    from tracking import store
+
+    for attempt in range(5):
+        try:
+            return store.client()
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
+
+
+def experiment_id(name: str, *, create: bool = True) -> str | None:
+    """``tracking.store.experiment_id`` that survives workers racing to create a fresh store
+    (MLflow creates its tables on first use, and two processes doing so at once collide)."""
+    from tracking import store
+
+    for attempt in range(5):
+        try:
+            return store.experiment_id(name, create=create)
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
+    return None
+
+
+def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
+                extra_tags: dict[str, str] | None = None, reuse: bool = True) -> tuple[str, bool]:
+    """Adopt ``MLFLOW_RUN_ID``, else reopen this sweep's newest parent, else create one.
+
+    Returns ``(run_id, reopened)``.
+    """
+    tags = {"labrun.kind": kind, "labrun.sweep": name, "labrun.host": socket.gethostname(),
+            "labrun.pid": str(os.getpid()), **(extra_tags or {})}
+    adopted = os.environ.get("MLFLOW_RUN_ID")
+    if adopted:
+        client.update_run(adopted, status="RUNNING")
+        for k, v in tags.items():
+            client.set_tag(adopted, k, v)
+        return adopted, True
+    if reuse:
+        from mlflow.entities import ViewType
+
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`labrun.kind` = '{kind}' and tags.`labrun.sweep` = '{name}'",
+            run_view_type=ViewType.ACTIVE_ONLY, max_results=1, order_by=["attributes.start_time DESC"])
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            for k in ("labrun.host", "labrun.pid"):
+                client.set_tag(run_id, k, tags[k])
+            return run_id, True
+    base = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(sys.argv[:1]) or "labrun",
+            "mlflow.user": getpass.getuser()}
+    run = client.create_run(experiment_id, tags={**base, **tags}, run_name=f"{kind}:{name}")
+    return run.info.run_id, False
+
+
+def close_parent(client: Any, run_id: str, status: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    step = int(time.time())  # each resumption adds a point; the last one is the current count
+    rows = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    if rows:
+        client.log_batch(run_id, metrics=rows)
+    client.set_terminated(run_id, status, end_time=now)

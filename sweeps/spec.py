@@ -1,0 +1,301 @@
+"""Sweep and study specs: YAML files validated by typed schemas before anything runs.
+
+A spec error must cost nothing: every check here (and the cell expansion that follows,
+which validates each cell's overrides against the task schema) happens before a single
+run exists, and each failure is one line naming the bad key and what would be valid.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tracking.config import ConfigError, set_dotted
+
+LAUNCHERS = ("local", "mlflow", "submitit", "ray")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmititOptions(_Strict):
+    """Slurm through submitit: one array job, one task per cell."""
+
+    folder: str = "submitit_logs"
+    """Where submitit keeps job scripts and logs."""
+    cluster: Literal["auto", "slurm", "local", "debug"] = "auto"
+    """'auto' is Slurm when sbatch exists, else local processes (what the tests use)."""
+    timeout_min: int = 60
+    partition: str | None = None
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    mem_gb: float | None = None
+
+
+class SweepSpec(_Strict):
+    """A run matrix: ``conditions x zip x matrix x seeds`` cells of one entry point."""
+
+    entry: str
+    """MLproject entry point of the task (e.g. ired, toy)."""
+    name: str | None = None
+    """Sweep name (tag ``labrun.sweep``); default: the spec file's stem."""
+    description: str = ""
+    config: str | None = None
+    """Base config: a YAML path or a name from the task's configs/ (default: default.yaml)."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Fixed dotted overrides applied to every cell."""
+    matrix: dict[str, list[Any]] | None = None
+    """Dotted key -> values; every combination is a cell."""
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)
+    """Groups of keys that vary together (equal-length lists), e.g. model pairs."""
+    seeds: list[int] | None = None
+    """Seeds (innermost axis varies slowest: all cells of seed 0 first)."""
+    conditions: dict[str, dict[str, Any]] | None = None
+    """Named override bundles (label_noise_20, ood...); each sets ``condition`` to its name."""
+    retries: int = Field(default=1, ge=0)
+    """How often a FAILED cell is run again (killed and stale ones are always rerun)."""
+    parallel: int = Field(default=1, ge=1)
+    launcher: str = "local"
+    experiment: str | None = None
+    """MLflow experiment of the sweep and its cells (default: the entry point name)."""
+    submitit: SubmititOptions = SubmititOptions()
+
+    @field_validator("launcher")
+    @classmethod
+    def _known_launcher(cls, value: str) -> str:
+        if value not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {value!r}; valid: {', '.join(LAUNCHERS)}")
+        return value
+
+    @field_validator("matrix")
+    @classmethod
+    def _matrix_values(cls, value: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("matrix is empty; give at least one dotted key with a list of values, "
+                             "or leave 'matrix' out")
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"matrix key {key!r} has no values; give a non-empty list")
+        return value
+
+    @field_validator("zip")
+    @classmethod
+    def _zip_groups(cls, groups: list[dict[str, list[Any]]]) -> list[dict[str, list[Any]]]:
+        for group in groups:
+            lengths = {k: len(v) for k, v in group.items()}
+            if not group or 0 in lengths.values():
+                raise ValueError("a zip group is empty; give keys with non-empty lists of equal length")
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"zip group lists differ in length ({lengths}); they vary together, "
+                                 f"so give each key the same number of values")
+        return groups
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and not seeds:
+            raise ValueError("seeds is empty; give a list such as [0, 1, 2] or leave it out")
+        return seeds
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, conds: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        if conds is not None and not conds:
+            raise ValueError("conditions is empty; name at least one bundle or leave it out")
+        return conds
+
+
+class ParamSpec(_Strict):
+    """One search-space dimension over a dotted config key."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ParamSpec":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"an {self.type} parameter needs 'low' and 'high'")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) is above high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"log scale needs low > 0, got {self.low}")
+        return self
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+    reduce: Literal["last", "best"] = "last"
+    """'last': the final logged value; 'best': the best one over the run's history."""
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_name(cls, name: str) -> str:
+        from tracking.metrics import validate_name
+
+        validate_name(name)
+        return name
+
+
+class SamplerSpec(_Strict):
+    type: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    seed: int | None = None
+
+
+class PrunerSpec(_Strict):
+    type: Literal["none", "median", "hyperband"] = "median"
+    n_startup_trials: int = 3
+    n_warmup_steps: int = 0
+    min_resource: int = 1
+    max_resource: int | str = "auto"
+    reduction_factor: int = 3
+
+
+class StudySpec(_Strict):
+    """An Optuna study over one entry point: each trial is one child run per seed."""
+
+    entry: str
+    name: str | None = None
+    """Study name in the storage (default: the spec file's stem)."""
+    description: str = ""
+    config: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, ParamSpec]
+    objective: Objective | list[Objective]
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    n_trials: int = Field(default=20, ge=1)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    storage: str = "sqlite:///optuna.db"
+    """Optuna storage: an SQLite file by default, any SQLAlchemy URL for several workers."""
+    experiment: str | None = None
+    heartbeat_s: int = Field(default=30, ge=1)
+    """A worker's trial is judged dead after 2x this without a beat, then retried."""
+    max_retry: int = Field(default=2, ge=0)
+    """How often a killed worker's trial is retried by another worker."""
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        if not space:
+            raise ValueError("space is empty; give at least one dotted key with a type and range")
+        return space
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("seeds is empty; give a list such as [0] or leave it out")
+        return seeds
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+
+# --------------------------------------------------------------------------- loading
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, info in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, prefix + name + "."))
+    return keys
+
+
+def _explain(model: type[BaseModel], exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    # union members appear in the location as type names ('Objective', 'list[Objective]')
+    loc = [str(p) for p in err["loc"] if not (str(p)[:1].isupper() or "[" in str(p))]
+    key = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        keys = _valid_keys(model)
+        close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+        hint = f"did you mean: {', '.join(close)}?" if close else \
+            f"valid keys: {', '.join(k for k in keys if '.' not in k)}"
+        return f"{source}: unknown key {key!r}; {hint}"
+    if err["type"] == "missing":
+        return f"{source}: {key!r} is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    where = f"{key}: " if key else ""
+    if err["type"] in ("value_error", "assertion_error"):
+        return f"{source}: {where}{msg}"
+    return f"{source}: {where}{msg} (got {err.get('input')!r})"
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        specs = Path(__file__).resolve().parent / "specs"
+        for candidate in (specs / str(path), specs / f"{path}.yaml"):
+            if candidate.exists():
+                p = candidate
+                break
+        else:
+            shipped = ", ".join(sorted(f.stem for f in specs.glob("*.yaml")))
+            raise ConfigError(f"spec {str(path)!r} not found; pass a YAML file or a shipped spec: {shipped}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"cannot parse spec {str(p)!r}{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"spec {str(p)!r} must be a YAML mapping of keys, got {type(data).__name__}")
+    data.setdefault("name", p.stem)
+    return data
+
+
+def _apply_sets(data: dict[str, Any], sets: Sequence[str]) -> None:
+    """``--set parallel=2`` / ``--set overrides.train.steps=5`` on the spec itself."""
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"malformed --set {item!r}: expected key=value (e.g. --set parallel=2)")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text else ""
+        head, _, rest = key.partition(".")
+        if head in ("overrides", "matrix") and rest:
+            data.setdefault(head, {})
+            if data[head] is None:
+                data[head] = {}
+            data[head][rest] = value  # dotted config keys stay one key
+        elif head == "space" and rest and "." in rest:
+            dotted, _, attr = rest.rpartition(".")
+            data.setdefault("space", {}).setdefault(dotted, {})[attr] = value
+        else:
+            set_dotted(data, key, value)
+
+
+S = typing.TypeVar("S", SweepSpec, StudySpec)
+
+
+def load_spec(kind: type[S], path: str | Path, sets: Sequence[str] = ()) -> tuple[S, dict[str, Any]]:
+    """Spec file (+ ``--set``) -> validated spec and the raw mapping (logged as an artifact)."""
+    data = _read(path)
+    _apply_sets(data, sets)
+    try:
+        spec = kind.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(kind, exc, f"spec {Path(str(path)).name}")) from None
+    return spec, data
+
+
+def dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

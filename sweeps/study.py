@@ -1,0 +1,450 @@
+"""The Optuna driver: a study over any entry point, one child run per trial and seed.
+
+Unlike Optuna's MLflowCallback, every trial's runs nest under one parent run per study,
+workers on a shared storage split ``n_trials`` between them (a trial number is assigned
+by the storage, so no trial is evaluated twice), a killed worker's trial is failed by its
+stopped heartbeat and retried by the next worker, and a seed's run that already FINISHED
+with the same fingerprint is read back instead of being trained again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tracking.config import ConfigError, resolve_config
+from sweeps.launchers.base import outcome_of
+from sweeps.matrix import Cell, override_text
+from sweeps.spec import StudySpec, dump
+
+
+class CellFailed(RuntimeError):
+    """A trial's run failed or was killed: the trial is FAIL, the study goes on."""
+
+
+class Surplus(RuntimeError):
+    """Other workers already hold ``n_trials`` trials: this one stops without running."""
+
+
+# --------------------------------------------------------------------------- optuna parts
+
+def make_sampler(spec: StudySpec, seed: int | None) -> Any:
+    import optuna
+
+    kind = spec.sampler.type
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "cmaes":
+        if len(spec.objectives) > 1:
+            raise ConfigError("sampler cmaes supports one objective; use tpe or random for several")
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if kind == "grid":
+        return optuna.samplers.GridSampler(grid_space(spec), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
+    import numpy as np
+
+    space: dict[str, list[Any]] = {}
+    for key, p in spec.space.items():
+        if p.type == "categorical":
+            space[key] = list(p.choices or [])
+        elif p.type == "int":
+            space[key] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+        elif p.step:
+            space[key] = [float(v) for v in np.arange(p.low, p.high + p.step / 2, p.step)]
+        else:
+            raise ConfigError(f"sampler grid needs a finite grid: give space.{key} a 'step' "
+                              f"or make it categorical")
+    return space
+
+
+def suggest(trial: Any, spec: StudySpec) -> dict[str, Any]:
+    values = {}
+    for key, p in spec.space.items():
+        if p.type == "categorical":
+            values[key] = trial.suggest_categorical(key, p.choices)
+        elif p.type == "int":
+            values[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            values[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return values
+
+
+def make_storage(spec: StudySpec) -> Any:
+    """An RDB storage with heartbeats, so a killed worker's trial is noticed and retried."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    kwargs: dict[str, Any] = {}
+    try:  # Optuna >= 4.9 renamed the retry callback and its argument
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        kwargs["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry)
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback
+
+        kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=spec.max_retry)
+    if spec.storage.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    for attempt in range(4):
+        try:
+            return RDBStorage(storage_url(spec.storage), heartbeat_interval=spec.heartbeat_s,
+                              grace_period=2 * spec.heartbeat_s, **kwargs)
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(f"cannot open Optuna storage {safe_url(spec.storage)!r}: "
+                              f"{str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # workers starting together race to create the tables
+            if attempt == 3:
+                raise ConfigError(f"cannot open Optuna storage {safe_url(spec.storage)!r}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+            time.sleep(1.0 + attempt)
+
+
+def storage_url(url: str) -> str:
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; use psycopg2 when only it exists."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+            return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def safe_url(url: str) -> str:
+    """The storage URL without a password (it goes into tags and logs)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+    return url
+
+
+def _check_storage_apart(storage: str, tracking: str) -> None:
+    """Optuna and MLflow both version their schema in an ``alembic_version`` table, so one
+    database schema cannot hold both: each would find the other's revision and stop."""
+    norm = lambda u: u.replace("+psycopg2", "").replace("+psycopg", "").rstrip("/")  # noqa: E731
+    if norm(storage) == norm(tracking) and not storage.startswith("sqlite"):
+        raise ConfigError(f"the Optuna storage and the MLflow store are the same database "
+                          f"({safe_url(storage)}); give Optuna another database or schema, e.g. "
+                          f"{safe_url(storage)}?options=-csearch_path%3Doptuna")
+    if norm(storage) == norm(tracking):
+        raise ConfigError(f"the Optuna storage and the MLflow store are the same SQLite file "
+                          f"({storage}); use another file such as sqlite:///optuna.db")
+
+
+def _check_space(spec: StudySpec, schema: Any) -> None:
+    """Every searched key exists and takes values of its range: fail before any trial."""
+    fixed = [override_text(k, v) for k, v in spec.overrides.items()]
+    for probe in ("low", "high"):
+        sample = []
+        for key, p in spec.space.items():
+            value = (p.choices[0] if probe == "low" else p.choices[-1]) if p.type == "categorical" \
+                else (int(getattr(p, probe)) if p.type == "int" else float(getattr(p, probe)))
+            sample.append(override_text(key, value))
+        try:
+            resolve_config(schema, spec.config, fixed + sample + [f"seed={spec.seeds[0]}"])
+        except ConfigError as exc:
+            raise ConfigError(f"search space does not fit task {spec.entry!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- parent run
+
+def _study_parent(study: Any, client: Any, exp_id: str, spec: StudySpec) -> str:
+    """One parent run per study, shared by all workers through a study user attribute."""
+    from sweeps.parent import open_parent
+
+    tags = {"optuna.study": spec.name or "", "optuna.storage": safe_url(spec.storage),
+            "labrun.sweep.entry": spec.entry}
+    known = study.user_attrs.get("mlflow_parent_run_id")
+    if os.environ.get("MLFLOW_RUN_ID"):
+        run_id, _ = open_parent(client, exp_id, kind="study", name=spec.name or "", extra_tags=tags)
+        if not known:
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+        return run_id
+    if known:
+        try:
+            client.get_run(known)
+            client.update_run(known, status="RUNNING")
+            return known
+        except Exception:
+            pass
+    run_id, _ = open_parent(client, exp_id, kind="study", name=spec.name or "", extra_tags=tags,
+                            reuse=False)
+    if study.user_attrs.get("mlflow_parent_run_id") in (None, known):
+        study.set_user_attr("mlflow_parent_run_id", run_id)
+    time.sleep(0.05)
+    winner = optuna_attr(study, "mlflow_parent_run_id") or run_id
+    if winner != run_id:  # another worker created the parent at the same moment
+        client.delete_run(run_id)
+    return winner
+
+
+def optuna_attr(study: Any, key: str) -> Any:
+    return study._storage.get_study_user_attrs(study._study_id).get(key)
+
+
+# --------------------------------------------------------------------------- the objective
+
+class Objective:
+    """One trial: suggest, run each seed as a child run, reduce the metric(s) to a value."""
+
+    def __init__(self, spec: StudySpec, task: Any, client: Any, exp_name: str, exp_id: str,
+                 parent_id: str, launcher: Any, logs: Path) -> None:
+        self.spec, self.task, self.client = spec, task, client
+        self.exp_name, self.exp_id, self.parent_id = exp_name, exp_id, parent_id
+        self.launcher, self.logs = launcher, logs
+        self.fixed = [override_text(k, v) for k, v in spec.overrides.items()]
+        self.metric_error: str | None = None
+        self.kept_logs = False
+
+    def _surplus(self, trial: Any) -> bool:
+        from optuna.trial import TrialState
+
+        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+        ahead = [t for t in trial.study.get_trials(deepcopy=False)
+                 if t.number < trial.number and t.state in live
+                 and not t.user_attrs.get("labrun.surplus")]
+        return len(ahead) >= self.spec.n_trials
+
+    def __call__(self, trial: Any) -> Any:
+        if self._surplus(trial):
+            trial.set_user_attr("labrun.surplus", True)
+            trial.study.stop()
+            raise Surplus(f"n_trials={self.spec.n_trials} already taken by other workers")
+        values = suggest(trial, self.spec)
+        overrides = self.fixed + [override_text(k, v) for k, v in values.items()]
+        run_ids: list[str] = []
+        per_seed: list[list[float]] = []
+        objectives = self.spec.objectives
+        for i, seed in enumerate(self.spec.seeds):
+            cfg = resolve_config(self.task.schema, self.spec.config, overrides + [f"seed={seed}"])
+            from tracking.config import fingerprint, group_key
+
+            cell = Cell(i, {**values, "seed": seed}, overrides + [f"seed={seed}"], cfg,
+                        fingerprint(cfg), group_key(cfg))
+            run = self._finished_run(cell.fingerprint)
+            if run is None:
+                run = self._launch(trial, cell, i, run_ids)
+            else:
+                run_ids.append(run.info.run_id)
+                trial.set_user_attr("mlflow_run_ids", run_ids)
+            per_seed.append([self._read(run, o) for o in objectives])
+        means = [sum(v[j] for v in per_seed) / len(per_seed) for j in range(len(objectives))]
+        for j, o in enumerate(objectives):
+            trial.set_user_attr(f"{o.metric}.per_seed", [v[j] for v in per_seed])
+        return means[0] if len(means) == 1 else tuple(means)
+
+    def _finished_run(self, fp: str) -> Any | None:
+        found = self.client.search_runs(
+            [self.exp_id], filter_string=f"tags.`labrun.fingerprint` = '{fp}' and "
+                                         f"attributes.status = 'FINISHED'", max_results=1)
+        return found[0] if found else None
+
+    def _launch(self, trial: Any, cell: Cell, seed_index: int, run_ids: list[str]) -> Any:
+        import optuna
+
+        from sweeps.pruning import pruning_env
+        from sweeps.sweep import _tail, cell_job, find_run
+
+        env = {}
+        if seed_index == 0 and len(self.spec.objectives) == 1 and self.spec.pruner.type != "none":
+            env = pruning_env(self.spec.storage, self.spec.name or "", trial._trial_id,
+                              self.spec.objectives[0].metric, self.spec.pruner)
+        job = cell_job(cell, entry=self.spec.entry, module=self.task.module, config=self.spec.config,
+                       experiment=self.exp_name, experiment_id=self.exp_id, parent_run_id=self.parent_id,
+                       sweep_name=self.spec.name or "", logs=self.logs, env=env,
+                       tags={"optuna.study": self.spec.name or "", "optuna.trial": str(trial.number),
+                             "optuna.seed_index": str(seed_index)})
+        job.run_name = f"trial{trial.number}-s{cell.seed}"
+        code = self.launcher.wait_one(job)
+        run = find_run(self.client, self.exp_id, job)
+        kind = outcome_of(code)
+        if run is not None:
+            run_ids.append(run.info.run_id)
+            trial.set_user_attr("mlflow_run_ids", run_ids)
+        if kind == "pruned":
+            raise optuna.TrialPruned(f"run {run.info.run_id if run else '?'} pruned")
+        if kind != "finished" or run is None:
+            self.kept_logs = True
+            raise CellFailed(f"trial {trial.number} seed {cell.seed}: run "
+                             f"{run.info.run_id if run else '(none)'} {kind} (exit {code}); "
+                             f"log {job.log_path}\n{_tail(job.log_path)}")
+        return run
+
+    def _read(self, run: Any, objective: Any) -> float:
+        metrics = run.data.metrics
+        if objective.metric not in metrics:
+            logged = ", ".join(sorted(k for k in metrics if not k.startswith("diag."))) or "none"
+            self.metric_error = (f"objective metric {objective.metric!r} was not logged by "
+                                 f"{self.spec.entry!r} (run {run.info.run_id}); logged: {logged}")
+            raise CellFailed(self.metric_error)
+        if objective.reduce == "last":
+            return float(metrics[objective.metric])
+        history = [m.value for m in self.client.get_metric_history(run.info.run_id, objective.metric)]
+        return float(min(history) if objective.direction == "minimize" else max(history))
+
+
+# --------------------------------------------------------------------------- the driver
+
+def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
+    """Create or join the study and work on it until it holds ``n_trials`` trials."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from tracking import store
+    from tracking.tasks import load_task
+    from sweeps.launchers.local import LocalLauncher
+    from sweeps.parent import experiment_id, open_client
+
+    task = load_task(spec.entry)
+    _check_space(spec, task.schema)
+    from sweeps.launchers.local import prewarm
+
+    prewarm(task.module)
+    if spec.pruner.type != "none" and len(spec.objectives) > 1:
+        raise ConfigError("pruning needs a single objective; set pruner.type: none for several")
+    _check_storage_apart(spec.storage, store.tracking_uri())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(spec)
+    directions = [o.direction for o in spec.objectives]
+    from sweeps.pruning import make_pruner
+
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
+                                    pruner=make_pruner(spec.pruner), load_if_exists=True)
+    except Exception as exc:  # e.g. an unreachable server
+        raise ConfigError(f"cannot open study {spec.name!r} in {safe_url(spec.storage)}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    existing = [d.name.lower() for d in study.directions]
+    if existing != directions:
+        raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "
+                          f"asks for {directions}; use another study name")
+    seed = None if spec.sampler.seed is None else spec.sampler.seed + len(study.trials)
+    study.sampler = make_sampler(spec, seed)
+
+    store.quiet_environment()
+    client = open_client()
+    exp_name = spec.experiment or spec.entry
+    exp_id = experiment_id(exp_name)
+    parent_id = _study_parent(study, client, exp_id, spec)
+    client.log_text(parent_id, dump(raw), "study.yaml")
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+    done_before = len(study.get_trials(deepcopy=False, states=counted))
+    print(f"study {spec.name!r} on {safe_url(spec.storage)}: {done_before}/{spec.n_trials} trials done; "
+          f"parent run {parent_id} in experiment {exp_name!r}\n"
+          f"  watch it: optuna-dashboard {safe_url(spec.storage)}", flush=True)
+    launcher = LocalLauncher(1, module=task.module)
+    logs = Path(tempfile.mkdtemp(prefix=f"labrun-study-{spec.name}-"))
+    objective = Objective(spec, task, client, exp_name, exp_id, parent_id, launcher, logs)
+
+    def report(study_: Any, trial: Any) -> None:
+        if trial.user_attrs.get("labrun.surplus"):
+            return
+        values = trial.values or []
+        value = ", ".join(f"{v:.6g}" for v in values) or "-"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in trial.params.items())
+        line = f"trial {trial.number}: {trial.state.name} value={value}  {params}"
+        if trial.state == TrialState.FAIL and objective.metric_error:
+            line += f"\n  {objective.metric_error}"
+        print(line, flush=True)
+        if objective.metric_error:
+            study_.stop()
+
+    interrupted = False
+    try:
+        if done_before < spec.n_trials:
+            study.optimize(objective, n_trials=None, catch=(CellFailed, Surplus),
+                           callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), report,
+                                      _fail_guard(spec)], gc_after_trial=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        launcher.stop()
+        launcher.poll()
+    finally:
+        launcher.close()
+    if objective.kept_logs:
+        print(f"logs of the failed trials' processes: {logs}", file=sys.stderr)
+    else:  # each run keeps its own logs/train.log; these copies are not needed
+        import shutil
+
+        shutil.rmtree(logs, ignore_errors=True)
+    _close(study, client, parent_id, spec, interrupted)
+    if objective.metric_error:
+        print(f"labrun optimize: error: {objective.metric_error}", file=sys.stderr)
+        return 2
+    return 130 if interrupted else 0
+
+
+def _fail_guard(spec: StudySpec) -> Any:
+    """Stop a worker whose trials keep failing instead of burning the budget forever."""
+    from optuna.trial import TrialState
+
+    def guard(study: Any, trial: Any) -> None:
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if not t.user_attrs.get("labrun.surplus")]
+        if len(failed) >= max(3, spec.n_trials):
+            print(f"stopping: {len(failed)} trials failed (see their runs' labrun.failure tags)",
+                  file=sys.stderr, flush=True)
+            study.stop()
+    return guard
+
+
+def _close(study: Any, client: Any, parent_id: str, spec: StudySpec, interrupted: bool) -> None:
+    from optuna.trial import TrialState
+
+    from sweeps.parent import close_parent
+
+    trials = study.get_trials(deepcopy=False)
+    count = lambda s: sum(t.state == s and not t.user_attrs.get("labrun.surplus") for t in trials)  # noqa: E731
+    metrics = {"study.trials.complete": count(TrialState.COMPLETE),
+               "study.trials.pruned": count(TrialState.PRUNED),
+               "study.trials.failed": count(TrialState.FAIL)}
+    best: dict[str, Any] = {}
+    if len(spec.objectives) == 1 and metrics["study.trials.complete"]:
+        bt = study.best_trial
+        metrics["study.best_value"] = float(bt.value)
+        best = {"number": bt.number, "value": bt.value, "params": bt.params,
+                "mlflow_run_ids": bt.user_attrs.get("mlflow_run_ids", [])}
+        client.log_text(parent_id, json.dumps(best, indent=2, default=str), "best_trial.json")
+        print(f"best trial {bt.number}: {spec.objectives[0].metric}={bt.value:.6g} params={bt.params}",
+              flush=True)
+        _figure(study, client, parent_id)
+    running = count(TrialState.RUNNING)
+    status = "KILLED" if interrupted else ("RUNNING" if running else "FINISHED")
+    if status == "RUNNING":  # other workers still at it: they close it
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    else:
+        close_parent(client, parent_id, status, metrics)
+
+
+def _figure(study: Any, client: Any, parent_id: str) -> None:
+    """Optimization history as a PNG on the parent run (people look, rather than read)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import optuna.visualization.matplotlib as ovm
+
+        ax = ovm.plot_optimization_history(study)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "optimization_history.png"
+            ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+            plt.close(ax.figure)
+            client.log_artifact(parent_id, str(path), "figures")
+    except Exception as exc:  # a figure is never worth failing the study for
+        print(f"(no optimization history figure: {exc})", file=sys.stderr)
