@@ -98,20 +98,6 @@ def _sql_rows(client: Any, experiment_id: str) -> list[tuple[str, str, int, dict
     return list(runs.values())
 
 
-def _zombie(tags: dict[str, str]) -> bool:
-    """A launcher killed but not yet reaped still answers ``kill(pid, 0)``; it is dead."""
-    import socket
-
-    pid = tags.get("labrun.pid")
-    if not pid or tags.get("labrun.host") != socket.gethostname():
-        return False
-    try:
-        with open(f"/proc/{int(pid)}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, ValueError, IndexError):
-        return False
-
-
 class Ledger:
     """Fingerprint -> attempts, from one search of the store."""
 
@@ -143,7 +129,7 @@ class Ledger:
             if tags.get("labrun.task") != self.task or not fp or (wanted is not None and fp not in wanted):
                 continue
             attempt = Attempt(run_id, status, start_time or 0, tags)
-            attempt.stale = is_stale(status, tags, start_time) or (status == "RUNNING" and _zombie(tags))
+            attempt.stale = is_stale(status, tags, start_time)
             if attempt.stale:
                 stale.append(attempt)
             self.states.setdefault(fp, CellState(fp)).attempts.append(attempt)

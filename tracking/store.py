@@ -93,13 +93,18 @@ def resolved_config_of(run_id: str) -> dict[str, Any]:
 
 
 def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a killed process its parent has not reaped yet (a zombie) is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) is all we know
 
 
 def is_stale(status: str, tags: dict[str, str], start_time_ms: int | None,

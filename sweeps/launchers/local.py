@@ -57,20 +57,6 @@ def _die_with_parent() -> None:
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a SIGKILLed launcher not yet reaped by its shell is a zombie: dead all the same
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _follow_launcher(pid: int, every_s: float = 1.0) -> None:
     """End this cell (SIGTERM -> KILLED, checkpoints kept) when the launcher is gone.
 
@@ -79,8 +65,10 @@ def _follow_launcher(pid: int, every_s: float = 1.0) -> None:
     """
     import threading
 
+    from tracking.store import process_alive
+
     def watch() -> None:
-        while _alive(pid):
+        while process_alive(pid):
             time.sleep(every_s)
         os.kill(os.getpid(), signal.SIGTERM)
 
