@@ -6,7 +6,8 @@ export MLFLOW_DISABLE_TELEMETRY=true WANDB_MODE=disabled
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "IRED matrix inversion, adversarial negative mining (quick config) via mlflow run"
-mlflow run . -e ired --env-manager local -P config=quick -P mining.strategy=adversarial -P seed=0
+mlflow run . -e ired --env-manager local --experiment-name ired \
+    -P config=quick -P mining.strategy=adversarial -P seed=0
 
 step "The same task, baseline (no energy-landscape loss), from the labrun CLI"
 labrun run ired --config quick --set mining.strategy=none --seed 0 --status baseline
@@ -15,7 +16,7 @@ step "A small sweep: strategies x seeds, resumable (run it again: finished cells
 labrun sweep sweeps/specs/ired_quick.yaml
 
 step "Statistics across seeds"
-labrun analyze --experiment ired-quick --metric metric.mse.val
+labrun analyze --experiment ired_quick --metric metric.mse.val
 
 cat <<MSG
 
