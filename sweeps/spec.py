@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tracking.config import ConfigError, set_dotted
+from tracking.config import ConfigError, read_yaml, set_dotted
 
 LAUNCHERS = ("local", "mlflow", "submitit", "ray")
 
@@ -251,14 +251,7 @@ def _read(path: str | Path) -> dict[str, Any]:
         else:
             shipped = ", ".join(sorted(f.stem for f in specs.glob("*.yaml")))
             raise ConfigError(f"spec {str(path)!r} not found; pass a YAML file or a shipped spec: {shipped}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"cannot parse spec {str(p)!r}{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"spec {str(p)!r} must be a YAML mapping of keys, got {type(data).__name__}")
+    data = read_yaml(p, "spec", "pass a YAML file or a shipped spec name")
     data.setdefault("name", p.stem)
     return data
 

@@ -242,23 +242,25 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
     return key, value
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "config",
+              hint: str = "pass an existing YAML file with --config") -> dict[str, Any]:
+    """A YAML mapping, or a one-line ConfigError naming the file, the line and the problem."""
     if not path.exists():
-        raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
+        raise ConfigError(f"{what} file {str(path)!r} not found; {hint}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"cannot parse YAML config {str(path)!r}{where}: {problem}") from None
+        raise ConfigError(f"cannot parse YAML {what} {str(path)!r}{where}: {problem}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"config {str(path)!r} must be a YAML mapping of keys to values, got {type(data).__name__}"
+            f"{what} {str(path)!r} must be a YAML mapping of keys to values, got {type(data).__name__}"
         )
     return data
 
