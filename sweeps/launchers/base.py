@@ -2,12 +2,15 @@
 
 A launcher only starts processes and reports exit codes; what a cell *is* (its config,
 its parent run, its tags) is decided by the sweep or study before the job reaches it, so
-a new launcher (a cluster, a cloud queue) is one class with four methods.
+a new launcher (a cluster, a cloud queue) is one class with three methods: start a job,
+read a started job's exit code, stop what runs. The queue and the ``parallel`` bound live
+here, once, so every launcher throttles and counts jobs the same way.
 """
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,31 +94,70 @@ def apply_env(env: dict[str, str]) -> None:
 
 
 class Launcher(ABC):
-    """Start jobs, report exit codes, stop what runs. ``parallel`` bounds running jobs."""
+    """Start jobs, report exit codes, stop what runs. ``parallel`` bounds running jobs.
+
+    The base keeps the bookkeeping: ``queue`` holds jobs not yet started and ``active``
+    maps a started job's key to ``(job, handle)``, where the handle is whatever
+    :meth:`_start` returned (a process, a future, a Ray ref) and :meth:`_exit_code`
+    reads back.
+    """
 
     name = "base"
 
     def __init__(self, parallel: int = 1, **options: Any) -> None:
         self.parallel = max(1, int(parallel))
         self.options = options
+        self.queue: deque[Job] = deque()
+        self.active: dict[str, tuple[Job, Any]] = {}
 
     @abstractmethod
-    def submit(self, job: Job) -> None:
-        """Queue a job; it starts when a slot is free (the launcher keeps the queue)."""
+    def _start(self, job: Job) -> Any:
+        """Start one job now; the handle returned is kept in ``active`` until it ends."""
 
     @abstractmethod
-    def poll(self) -> list[tuple[Job, int]]:
-        """Jobs that ended since the last call, with the task's exit code."""
+    def _exit_code(self, job: Job, handle: Any) -> int | None:
+        """The task's exit code once the job has ended, ``None`` while it still runs."""
 
     @abstractmethod
     def stop(self) -> list[Job]:
         """Interrupt running jobs (they end KILLED) and drop queued ones; returns the dropped."""
 
+    def submit(self, job: Job) -> None:
+        """Queue a job; it starts when a slot is free (the launcher keeps the queue)."""
+        self.queue.append(job)
+        self._fill()
+
+    def _fill(self) -> None:
+        """Start queued jobs while fewer than ``parallel`` run."""
+        while self.queue and len(self.active) < self.parallel:
+            job = self.queue.popleft()
+            self.active[job.key] = (job, self._start(job))
+
+    def poll(self) -> list[tuple[Job, int]]:
+        """Jobs that ended since the last call, with the task's exit code.
+
+        Ended jobs free their slots, so queued ones start before this returns.
+        """
+        done = []
+        for key, (job, handle) in list(self.active.items()):
+            code = self._exit_code(job, handle)
+            if code is not None:
+                done.append((job, code))
+                del self.active[key]
+        self._fill()
+        return done
+
+    def _drop_queue(self) -> list[Job]:
+        """Empty the queue (first step of every ``stop``), so nothing new starts; returns it."""
+        dropped = list(self.queue)
+        self.queue.clear()
+        return dropped
+
     def running(self) -> int:
-        return 0
+        return len(self.active)
 
     def pending(self) -> int:
-        return 0
+        return len(self.queue)
 
     def close(self) -> None:
         """Release workers (process pools, clusters)."""

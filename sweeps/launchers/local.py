@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from typing import Any
 
 from sweeps.launchers.base import Job, Launcher
@@ -127,50 +126,31 @@ class LocalLauncher(Launcher):
     def __init__(self, parallel: int = 1, *, module: str, **options: Any) -> None:
         super().__init__(parallel, **options)
         self.module = module
-        self.queue: deque[Job] = deque()
-        self.procs: dict[str, tuple[Job, Any]] = {}
 
-    def submit(self, job: Job) -> None:
-        self.queue.append(job)
-        self._fill()
+    def _start(self, job: Job) -> Any:
+        proc = _context(self.module).Process(
+            target=run_cell, name=f"cell-{job.key[:8]}",
+            args=(job.module, job.task_argv(), job.child_env(),
+                  str(job.log_path) if job.log_path else None, os.getpid()))
+        proc.start()
+        return proc
 
-    def _fill(self) -> None:
-        ctx = _context(self.module)
-        while self.queue and len(self.procs) < self.parallel:
-            job = self.queue.popleft()
-            proc = ctx.Process(target=run_cell, name=f"cell-{job.key[:8]}",
-                               args=(job.module, job.task_argv(), job.child_env(),
-                                     str(job.log_path) if job.log_path else None, os.getpid()))
-            proc.start()
-            self.procs[job.key] = (job, proc)
-
-    def poll(self) -> list[tuple[Job, int]]:
-        done = []
-        for key, (job, proc) in list(self.procs.items()):
-            if proc.exitcode is not None:
-                proc.join()
-                done.append((job, proc.exitcode))
-                del self.procs[key]
-        self._fill()
-        return done
-
-    def running(self) -> int:
-        return len(self.procs)
-
-    def pending(self) -> int:
-        return len(self.queue)
+    def _exit_code(self, job: Job, proc: Any) -> int | None:
+        if proc.exitcode is None:
+            return None
+        proc.join()
+        return proc.exitcode
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
-        dropped = list(self.queue)
-        self.queue.clear()
-        for job, proc in self.procs.values():
+        dropped = self._drop_queue()
+        for job, proc in self.active.values():
             if proc.exitcode is None and proc.pid:
                 try:
                     os.kill(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.time() + grace_s
-        for job, proc in self.procs.values():
+        for job, proc in self.active.values():
             proc.join(max(0.1, deadline - time.time()))
             if proc.exitcode is None:
                 proc.kill()
@@ -178,6 +158,6 @@ class LocalLauncher(Launcher):
         return dropped
 
     def close(self) -> None:
-        for _, proc in self.procs.values():
+        for _, proc in self.active.values():
             if proc.exitcode is None:
                 proc.kill()

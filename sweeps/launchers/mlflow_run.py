@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,6 @@ class MlflowRunLauncher(Launcher):
         from tracking.tasks import project_root
 
         self.root = str(project_root(root))
-        self.queue: deque[Job] = deque()
-        self.procs: dict[str, tuple[Job, subprocess.Popen]] = {}
 
     def _create_run(self, job: Job) -> str:
         from tracking import store
@@ -62,38 +59,26 @@ class MlflowRunLauncher(Launcher):
         run = client.create_run(job.experiment_id, tags=tags, run_name=job.run_name)
         return run.info.run_id
 
-    def submit(self, job: Job) -> None:
-        self.queue.append(job)
-        self._fill()
+    def _start(self, job: Job) -> subprocess.Popen:
+        job.run_id = self._create_run(job)
+        cmd = [sys.executable, "-m", "mlflow", "run", self.root, "-e", job.entry,
+               "--env-manager", "local", "--run-id", job.run_id, *mlflow_params(job)]
+        env = {**os.environ, **job.child_env()}
+        env.pop("LABRUN_PARENT_RUN_ID", None)  # the run exists; --run-id hands it over
+        env.pop("MLFLOW_RUN_ID", None)  # the sweep's own run (under `mlflow run -e sweep`)
+        # `--env-manager local` runs the MLproject's `python` from PATH: make it this one
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        out = open(job.log_path, "ab") if job.log_path else subprocess.DEVNULL
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=self.root, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        if out is not subprocess.DEVNULL:
+            out.close()
+        return proc
 
-    def _fill(self) -> None:
-        while self.queue and len(self.procs) < self.parallel:
-            job = self.queue.popleft()
-            job.run_id = self._create_run(job)
-            cmd = [sys.executable, "-m", "mlflow", "run", self.root, "-e", job.entry,
-                   "--env-manager", "local", "--run-id", job.run_id, *mlflow_params(job)]
-            env = {**os.environ, **job.child_env()}
-            env.pop("LABRUN_PARENT_RUN_ID", None)  # the run exists; --run-id hands it over
-            env.pop("MLFLOW_RUN_ID", None)  # the sweep's own run (under `mlflow run -e sweep`)
-            # `--env-manager local` runs the MLproject's `python` from PATH: make it this one
-            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-            out = open(job.log_path, "ab") if job.log_path else subprocess.DEVNULL
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.root, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
-            if out is not subprocess.DEVNULL:
-                out.close()
-            self.procs[job.key] = (job, proc)
-
-    def poll(self) -> list[tuple[Job, int]]:
-        done = []
-        for key, (job, proc) in list(self.procs.items()):
-            code = proc.poll()
-            if code is not None:
-                done.append((job, self._task_code(job, code)))
-                del self.procs[key]
-        self._fill()
-        return done
+    def _exit_code(self, job: Job, proc: subprocess.Popen) -> int | None:
+        code = proc.poll()
+        return None if code is None else self._task_code(job, code)
 
     def _task_code(self, job: Job, code: int) -> int:
         """``mlflow run`` exits 1 for any failure; the run's status says what happened."""
@@ -118,22 +103,15 @@ class MlflowRunLauncher(Launcher):
             store.client().set_terminated(job.run_id, "FAILED")
         return 1
 
-    def running(self) -> int:
-        return len(self.procs)
-
-    def pending(self) -> int:
-        return len(self.queue)
-
     def stop(self, grace_s: float = 30.0) -> list[Job]:
-        dropped = list(self.queue)
-        self.queue.clear()
-        for _, proc in self.procs.values():
+        dropped = self._drop_queue()
+        for _, proc in self.active.values():
             try:
                 os.killpg(proc.pid, signal.SIGTERM)  # mlflow and the task it started
             except ProcessLookupError:
                 pass
         deadline = time.time() + grace_s
-        for _, proc in self.procs.values():
+        for _, proc in self.active.values():
             try:
                 proc.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
@@ -142,6 +120,6 @@ class MlflowRunLauncher(Launcher):
         return dropped
 
     def close(self) -> None:
-        for _, proc in self.procs.values():
+        for _, proc in self.active.values():
             if proc.poll() is None:
                 proc.kill()

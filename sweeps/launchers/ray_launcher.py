@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import deque
 from typing import Any
 
 from sweeps.launchers.base import Job, Launcher
@@ -37,43 +36,29 @@ class RayLauncher(Launcher):
         if not ray.is_initialized():
             ray.init(ignore_reinit_error=True, include_dashboard=False)
         self.remote = ray.remote(_run_subprocess)
-        self.queue: deque[Job] = deque()
-        self.refs: dict[str, tuple[Job, Any]] = {}
+        self._ready: list[Any] = []
 
-    def submit(self, job: Job) -> None:
-        self.queue.append(job)
-        self._fill()
-
-    def _fill(self) -> None:
-        while self.queue and len(self.refs) < self.parallel:
-            job = self.queue.popleft()
-            self.refs[job.key] = (job, self.remote.remote(job.module, job.task_argv(), job.child_env()))
+    def _start(self, job: Job) -> Any:
+        return self.remote.remote(job.module, job.task_argv(), job.child_env())
 
     def poll(self) -> list[tuple[Job, int]]:
-        done = []
-        if self.refs:
-            ready, _ = self.ray.wait([r for _, r in self.refs.values()], timeout=0,
-                                     num_returns=len(self.refs))
-            for key, (job, ref) in list(self.refs.items()):
-                if ref in ready:
-                    try:
-                        code = int(self.ray.get(ref))
-                    except Exception:
-                        code = 1
-                    done.append((job, code))
-                    del self.refs[key]
-        self._fill()
-        return done
+        # One ray.wait over every running ref per poll, not one round-trip per ref.
+        self._ready = []
+        if self.active:
+            self._ready, _ = self.ray.wait([r for _, r in self.active.values()], timeout=0,
+                                           num_returns=len(self.active))
+        return super().poll()
 
-    def running(self) -> int:
-        return len(self.refs)
-
-    def pending(self) -> int:
-        return len(self.queue)
+    def _exit_code(self, job: Job, ref: Any) -> int | None:
+        if ref not in self._ready:
+            return None
+        try:
+            return int(self.ray.get(ref))
+        except Exception:
+            return 1
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
-        dropped = list(self.queue)
-        self.queue.clear()
-        for _, ref in self.refs.values():
+        dropped = self._drop_queue()
+        for _, ref in self.active.values():
             self.ray.cancel(ref, force=False)
         return dropped

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections import deque
 from typing import Any
 
 from sweeps.launchers.base import Job, Launcher
@@ -57,56 +56,40 @@ class SubmititLauncher(Launcher):
             if self.opts.mem_gb:
                 params["mem_gb"] = self.opts.mem_gb
         self.executor.update_parameters(**params)
-        self.queue: deque[Job] = deque()
-        self.jobs: dict[str, tuple[Job, Any]] = {}
 
-    def submit(self, job: Job) -> None:
-        self.queue.append(job)
-        self._fill()
+    def _start(self, job: Job) -> Any:
+        # Inside ``executor.batch()`` (see _fill) this returns a job submitted at the block's end.
+        return self.executor.submit(job_body, job.module, job.task_argv(), job.child_env())
 
     def _fill(self) -> None:
         # Slurm throttles an array itself (%parallel), so everything queued goes in one
         # array; local processes are throttled here.
-        limit = len(self.queue) if self.cluster == "slurm" else self.parallel - len(self.jobs)
+        limit = len(self.queue) if self.cluster == "slurm" else self.parallel - len(self.active)
         batch = [self.queue.popleft() for _ in range(min(limit, len(self.queue)))]
         if not batch:
             return
         with self.executor.batch():
-            futures = [self.executor.submit(job_body, job.module, job.task_argv(), job.child_env())
-                       for job in batch]
+            futures = [self._start(job) for job in batch]
         for job, fut in zip(batch, futures):
-            self.jobs[job.key] = (job, fut)
+            self.active[job.key] = (job, fut)
 
-    def poll(self) -> list[tuple[Job, int]]:
-        done = []
-        for key, (job, fut) in list(self.jobs.items()):
-            if not fut.done():
-                continue
-            try:
-                code = int(fut.result())
-            except Exception as exc:  # the job process died or was cancelled
-                text = str(exc)
-                code = 143 if ("SIGINT" in text or "SIGTERM" in text or "cancel" in text.lower()) else 1
-            done.append((job, code))
-            del self.jobs[key]
-        self._fill()
-        return done
-
-    def running(self) -> int:
-        return len(self.jobs)
-
-    def pending(self) -> int:
-        return len(self.queue)
+    def _exit_code(self, job: Job, fut: Any) -> int | None:
+        if not fut.done():
+            return None
+        try:
+            return int(fut.result())
+        except Exception as exc:  # the job process died or was cancelled
+            text = str(exc)
+            return 143 if ("SIGINT" in text or "SIGTERM" in text or "cancel" in text.lower()) else 1
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
-        dropped = list(self.queue)
-        self.queue.clear()
-        for _, fut in self.jobs.values():
+        dropped = self._drop_queue()
+        for _, fut in self.active.values():
             try:
                 fut.cancel(check=False)
             except (subprocess.SubprocessError, OSError):
                 pass
         deadline = time.time() + grace_s
-        while time.time() < deadline and any(not f.done() for _, f in self.jobs.values()):
+        while time.time() < deadline and any(not f.done() for _, f in self.active.values()):
             time.sleep(0.2)
         return dropped
