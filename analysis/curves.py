@@ -38,6 +38,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    """PNG at ``path`` (folders made), figure closed: long analyses must not pile up figures."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_bands(bands: "pd.DataFrame", metric: str, path: str | Path, *, order: list[str] | None = None,
                title: str | None = None) -> Path:
     """One line per group with a shaded ±1 std band; log y when the values span decades."""
@@ -64,12 +74,7 @@ def plot_bands(bands: "pd.DataFrame", metric: str, path: str | Path, *, order: l
     ax.set(xlabel="step", ylabel=metric, title=title or f"{metric}: mean ± std over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_best_vs_final(final: "pd.DataFrame", best: "pd.DataFrame", metric: str, path: str | Path) -> Path:
@@ -87,12 +92,7 @@ def plot_best_vs_final(final: "pd.DataFrame", best: "pd.DataFrame", metric: str,
     ax.set(ylabel=metric, title="final vs best value (mean ± std over seeds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_rank_heatmap(ranks: "pd.DataFrame", metric: str, path: str | Path) -> Path:
@@ -109,9 +109,4 @@ def plot_rank_heatmap(ranks: "pd.DataFrame", metric: str, path: str | Path) -> P
             ax.text(j, i, f"{value:g}", ha="center", va="center", color="black" if light else "white", fontsize=8)
     fig.colorbar(im, ax=ax, label="rank (1 = best)")
     ax.set_title(f"per-seed ranks on {metric}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
