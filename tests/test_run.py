@@ -124,7 +124,11 @@ def _wait_for(predicate, timeout=120.0, every=0.3):
     raise AssertionError("condition not reached in time")
 
 
-def test_sigterm_marks_killed_and_keeps_checkpoints(store, tmp_path):
+@pytest.mark.parametrize("sig, code, reason", [
+    (signal.SIGTERM, 143, "Interrupted: signal SIGTERM"),
+    (signal.SIGINT, 130, "Interrupted: KeyboardInterrupt"),
+])
+def test_signal_marks_killed_and_keeps_checkpoints(store, tmp_path, sig, code, reason):
     env = {"MLFLOW_TRACKING_URI": store.uri}
     import os
 
@@ -142,13 +146,13 @@ def test_sigterm_marks_killed_and_keeps_checkpoints(store, tmp_path):
         return rid if store.list_artifacts(rid, "checkpoints") else None
 
     run_id = _wait_for(has_checkpoint)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert f"--resume {run_id}" in err
     run = store.get_run(run_id)
     assert run.info.status == "KILLED"
-    assert run.data.tags["labrun.failure"].startswith("Interrupted: signal SIGTERM")
+    assert run.data.tags["labrun.failure"].startswith(reason)
     assert store.list_artifacts(run_id, "checkpoints")
     summary = json.loads(_artifact(store, run_id, "summary.json"))
     assert summary["outcome"] == "KILLED"
