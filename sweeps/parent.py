@@ -14,35 +14,6 @@ import time
 from typing import Any
 
 
-def open_client() -> Any:
-    """``tracking.store.client()``, retried: on a fresh store MLflow creates its tables on
-    first use, and two workers doing that at the same moment collide."""
-    from tracking import store
-
-    for attempt in range(5):
-        try:
-            return store.client()
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(1.0 + attempt)
-
-
-def experiment_id(name: str, *, create: bool = True) -> str | None:
-    """``tracking.store.experiment_id`` that survives workers racing to create a fresh store
-    (MLflow creates its tables on first use, and two processes doing so at once collide)."""
-    from tracking import store
-
-    for attempt in range(5):
-        try:
-            return store.experiment_id(name, create=create)
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(1.0 + attempt)
-    return None
-
-
 def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
                 extra_tags: dict[str, str] | None = None, reuse: bool = True) -> tuple[str, bool]:
     """Adopt ``MLFLOW_RUN_ID``, else reopen this sweep's newest parent, else create one.

@@ -304,7 +304,6 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     from tracking import store
     from tracking.tasks import load_task
     from sweeps.launchers.local import LocalLauncher
-    from sweeps.parent import experiment_id, open_client
 
     task = load_task(spec.entry)
     _check_space(spec, task.schema)
@@ -333,9 +332,9 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     study.sampler = make_sampler(spec, seed)
 
     store.quiet_environment()
-    client = open_client()
+    client = store.client()
     exp_name = spec.experiment or spec.entry
-    exp_id = experiment_id(exp_name)
+    exp_id = store.experiment_id(exp_name)
     parent_id = _study_parent(study, client, exp_id, spec)
     client.log_text(parent_id, dump(raw), "study.yaml")
     counted = (TrialState.COMPLETE, TrialState.PRUNED)

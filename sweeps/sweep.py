@@ -89,17 +89,16 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
         from sweeps.launchers.local import prewarm
 
         prewarm(task.module)
-    from sweeps.parent import experiment_id, open_client
 
     store.quiet_environment()
-    client = open_client()
+    client = store.client()
     adopted = os.environ.get("MLFLOW_RUN_ID") if not dry_run else None
     if adopted:
         exp_id = client.get_run(adopted).info.experiment_id
         exp_name = client.get_experiment(exp_id).name
     else:
         exp_name = spec.experiment or spec.entry
-        exp_id = experiment_id(exp_name, create=not dry_run)
+        exp_id = store.experiment_id(exp_name, create=not dry_run)
     ledger = Ledger(client, exp_id, task.name).load([c.fingerprint for c in cells],
                                                     mark_stale=not dry_run)
     plan = {c.fingerprint: ledger.state(c.fingerprint).decision(spec.retries) for c in cells}

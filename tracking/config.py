@@ -18,8 +18,9 @@ from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
+from tracking.exits import EXIT_CONFIG as EXIT_CONFIG_ERROR
+
 RESEARCH_STATUSES = ("exploratory", "keep", "baseline", "failed")
-EXIT_CONFIG_ERROR = 2
 
 
 class ConfigError(ValueError):
@@ -431,11 +432,18 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
         else:
             opts.base_config = f"run:{opts.resume}"
     except ConfigError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        _fail_adopted_run(str(exc))
-        raise SystemExit(EXIT_CONFIG_ERROR) from None
+        exit_with_config_error(str(exc), prog)
     cfg._launch = opts
     return cfg
+
+
+def exit_with_config_error(message: str, prog: str) -> "typing.NoReturn":
+    """One line on stderr, exit 2: for any user error a task finds before its run starts
+    (config, overrides, data settings). Under ``mlflow run`` the pre-created run is failed
+    with the reason, so it neither stays RUNNING nor fails silently."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    _fail_adopted_run(message)
+    raise SystemExit(EXIT_CONFIG_ERROR)
 
 
 def _fail_adopted_run(message: str) -> None:

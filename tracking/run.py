@@ -32,6 +32,7 @@ from tracking import observers as _observers
 from tracking import store
 from tracking.components import ComponentResult, Provider, evaluate
 from tracking.config import TaskConfig, fingerprint, flatten, group_key
+from tracking.exits import EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
 from tracking.logs import RunLogging
 from tracking.metrics import MetricLogger
 from tracking.progress import epoch_line, progress
@@ -40,10 +41,6 @@ from tracking.seeding import resolve_device, seed_everything
 
 log = logging.getLogger("labrun")
 
-EXIT_FAILED = 1
-EXIT_PRUNED = 3
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 HEARTBEAT_S = 30.0
 _PARAM_MAX = 6000  # MLflow's limit on a param value
 
@@ -74,6 +71,7 @@ class Run:
         self._resume_state: dict | None = None
         self._tracked: dict[str, Any] = {}
         self._checkpoints: list[str] = []
+        self._artifacts: Any = None
         self.metrics = MetricLogger(client, run_id, fast_uri=store.tracking_uri())
         self.observers: list[_observers.RunObserver] = []
 
@@ -196,8 +194,10 @@ class Run:
             try:
                 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-                uri = self.client.get_run(self.run_id).info.artifact_uri
-                get_artifact_repository(uri).delete_artifacts(f"checkpoints/{name}")
+                if self._artifacts is None:  # one lookup per run, not per pruned file
+                    uri = self.client.get_run(self.run_id).info.artifact_uri
+                    self._artifacts = get_artifact_repository(uri)
+                self._artifacts.delete_artifacts(f"checkpoints/{name}")
             except Exception as exc:  # some stores cannot delete: keep the file, say so once
                 self.log.debug("could not prune checkpoint %s: %s", name, exc)
 

@@ -37,11 +37,31 @@ def client():
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    # Building the client creates MLflow's tables in a fresh store; see _racing_first_use.
+    return _racing_first_use(lambda: MlflowClient(tracking_uri=uri))
+
+
+def _racing_first_use(fn):
+    """Retry ``fn`` a few times before believing its error.
+
+    On a fresh store MLflow creates its tables on first use, and processes starting
+    together (sweep cells, optimize workers, two people's first runs) collide doing it.
+    """
+    for attempt in range(5):
+        try:
+            return fn()
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
 
 
 def experiment_id(name: str, *, create: bool = True) -> str | None:
     """Id of the experiment called ``name``; created on first use (race-safe for workers)."""
+    return _racing_first_use(lambda: _experiment_id(name, create))
+
+
+def _experiment_id(name: str, create: bool) -> str | None:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:

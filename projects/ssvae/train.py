@@ -12,15 +12,14 @@ success, disabled (with the reason and the override that enables it) or failed.
 """
 from __future__ import annotations
 
-import sys
 import time
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from tracking import Section, TaskConfig, load_config, start_run
+from tracking.config import exit_with_config_error
 
-EXIT_CONFIG_ERROR = 2
 
 
 class DataConfig(Section):
@@ -160,8 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     try:  # before the run exists: bad data settings leave nothing in the store
         split = load_data(cfg)
     except DataError as exc:
-        print(f"labrun run ssvae: error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG_ERROR) from None
+        exit_with_config_error(str(exc), "labrun run ssvae")
 
     import torch
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXIT_FINISHED, EXIT_FAILED, EXIT_CONFIG, EXIT_PRUNED = 0, 1, 2, 3
-KILLED_CODES = {130, 143, -2, -9, -15, 137}
+from tracking.exits import EXIT_CONFIG, EXIT_FINISHED, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
+
+# Negative codes: killed by that signal before Python could turn it into KILLED; 137 = shell SIGKILL.
+KILLED_CODES = {EXIT_SIGINT, EXIT_SIGTERM, -2, -9, -15, 137}
 
 
 def outcome_of(code: int | None) -> str:
