@@ -109,13 +109,18 @@ def test_providers_explain_how_to_enable_what_is_off():
     cfg = resolve_config(Config, None, ["tau_classifier.enabled=false", "diagnostics.figures=false",
                                         "classifier.weight=0", "dirichlet.weight=1", "model.learn_pi=false"])
     ctx = comp.Context(cfg, None, None, data.load("digits", max_train=64), None, None, None, None)
-    tau = comp.tau_classifier(ctx)
+    from tracking.components import evaluate
+
+    def result(name):  # what run.report_components records for it
+        return evaluate(comp.COMPONENTS.resolve(name, cfg, ctx))
+
+    tau = result("tau_classifier")
     assert tau.status == "disabled" and tau.enable == "--set tau_classifier.enabled=true"
-    assert comp.classifier(ctx).enable == "--set classifier.weight=1.0"
-    d = comp.dirichlet(ctx)
+    assert result("classifier").enable == "--set classifier.weight=1.0"
+    d = result("dirichlet")
     assert d.status == "disabled" and "learn_pi is false" in d.reason and "learn_pi=true" in d.enable
     for name in ("figures.latent_space", "figures.reconstructions", "figures.component_samples"):
-        r = comp.PROVIDERS[name](ctx)
+        r = result(name)
         assert r.status == "disabled" and r.enable == "--set diagnostics.figures=true"
 
 

@@ -21,6 +21,12 @@ _EXPORTS = {
     "Run": "tracking.run",
     "set_research_status": "tracking.run",
     "ComponentResult": "tracking.components",
+    "Components": "tracking.components",
+    "Gate": "tracking.components",
+    "disabled_by": "tracking.components",
+    "execution": "tracking.config",
+    "Steps": "tracking.loop",
+    "TrainerState": "tracking.loop",
     "seed_everything": "tracking.seeding",
     "resolve_device": "tracking.seeding",
     "RunObserver": "tracking.observers",
@@ -33,9 +39,10 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracking.checkpoint import CheckpointError, ResumeInfo
-    from tracking.components import ComponentResult
-    from tracking.config import (CheckpointConfig, ConfigError, Section, TaskConfig, fingerprint,
-                                 group_key, load_config, resolve_config)
+    from tracking.components import ComponentResult, Components, Gate, disabled_by
+    from tracking.config import (CheckpointConfig, ConfigError, Section, TaskConfig, execution,
+                                 fingerprint, group_key, load_config, resolve_config)
+    from tracking.loop import Steps, TrainerState
     from tracking.observers import Pruned, RunObserver
     from tracking.run import Run, set_research_status, start_run
     from tracking.seeding import resolve_device, seed_everything

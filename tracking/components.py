@@ -65,3 +65,92 @@ def evaluate(provider: Provider) -> ComponentResult:
             f"provider returned {type(result).__name__}, expected ComponentResult"
         )
     return result
+
+
+# --------------------------------------------------------------------------- providers
+
+@dataclass(frozen=True)
+class Gate:
+    """A reason a component cannot run in this config, with the override that lifts it.
+
+    ``applies(cfg)`` is true when the component must report ``disabled``; the IRED
+    feedforward baseline, which has no energy landscape, is one gate shared by four
+    components instead of four hand-written ``disabled`` results.
+    """
+
+    applies: Callable[[Any], bool]
+    reason: str
+    enable: str = ""
+
+    @classmethod
+    def off(cls, key: str, *, enable_value: Any = True, why: str = "") -> "Gate":
+        """Disabled while the dotted config key ``key`` is false, 0, None or empty."""
+        shown = str(enable_value).lower() if isinstance(enable_value, bool) else enable_value
+        return cls(lambda cfg: not _dotted(cfg, key), _off_reason(key, why),
+                   f"--set {key}={shown}")
+
+    def check(self, cfg: Any) -> ComponentResult | None:
+        return ComponentResult.disabled(self.reason, enable=self.enable) if self.applies(cfg) else None
+
+
+def _dotted(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _off_reason(key: str, why: str) -> str:
+    return f"{key} is false" + (f" ({why})" if why else "")
+
+
+def disabled_by(key: str, value: Any, *, enable_value: Any, why: str = "") -> ComponentResult:
+    """``disabled`` because config key ``key`` has ``value``: the reason and the ``--set`` to enable."""
+    shown = str(value).lower() if isinstance(value, bool) else value
+    on = str(enable_value).lower() if isinstance(enable_value, bool) else enable_value
+    reason = f"{key} is {shown}" + (f" ({why})" if why else "")
+    return ComponentResult.disabled(reason, enable=f"--set {key}={on}")
+
+
+@dataclass
+class _Entry:
+    fn: Callable[[Any], ComponentResult]
+    gates: tuple[Gate, ...]
+
+
+class Components:
+    """A task's optional parts, in report order: ``@components.provider(name, ...)``.
+
+    A provider takes the task's context object (whatever it passes to ``report``) and
+    returns a :class:`ComponentResult`. Gates are checked first, so a provider body only
+    ever handles the enabled case; ``enabled_by="diag.x.enabled"`` is the common gate.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def provider(self, name: str, *, enabled_by: str | None = None, why: str = "",
+                 gates: tuple[Gate, ...] | list[Gate] = ()) -> Callable:
+        def register(fn: Callable[[Any], ComponentResult]) -> Callable[[Any], ComponentResult]:
+            own = (Gate.off(enabled_by, why=why),) if enabled_by else ()
+            self._entries[name] = _Entry(fn, tuple(gates) + own)
+            return fn
+        return register
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def disabled(self, name: str, cfg: Any) -> ComponentResult | None:
+        """The first gate that holds for ``cfg``, as a ``disabled`` result (training code
+        asks this too, so a loss term and its component are switched by one rule)."""
+        for gate in self._entries[name].gates:
+            result = gate.check(cfg)
+            if result is not None:
+                return result
+        return None
+
+    def resolve(self, name: str, cfg: Any, ctx: Any) -> Provider:
+        """The provider for ``run.component``: a gate's ``disabled`` result, else the call."""
+        entry = self._entries[name]
+        return self.disabled(name, cfg) or (lambda: entry.fn(ctx))

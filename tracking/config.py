@@ -1,8 +1,15 @@
 """Typed task configs: a YAML base file plus dotted ``--set`` overrides.
 
-Everything here runs before an MLflow run exists, so a typo in an override can never
-leave a half-written run in the store: validation either yields a complete, typed config
-or a :class:`ConfigError` whose one-line message says what was wrong and what is valid.
+Validation runs before labrun creates a run, so a typo in an override can never leave a
+half-written run in the store: it either yields a complete, typed config or a
+:class:`ConfigError` whose one-line message says what was wrong and what is valid. (Under
+``mlflow run`` the run exists before the task starts; a config error then marks that run
+FAILED with the reason instead, see :func:`exit_with_config_error`.)
+
+Fields marked :func:`execution` say *how* a run executes (checkpoint cadence, threads,
+pauses), not *what* it computes: they are logged as params like any other field but left
+out of the fingerprint and the group, so changing them neither reruns finished sweep cells
+nor splits a group of seeds in analysis.
 """
 from __future__ import annotations
 
@@ -16,8 +23,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from tracking import env
+from tracking import tags as T
 from tracking.exits import EXIT_CONFIG as EXIT_CONFIG_ERROR
 
 RESEARCH_STATUSES = ("exploratory", "keep", "baseline", "failed")
@@ -25,6 +34,23 @@ RESEARCH_STATUSES = ("exploratory", "keep", "baseline", "failed")
 
 class ConfigError(ValueError):
     """A config, override or option that cannot be used; the message is one line."""
+
+
+_EXECUTION = "labrun_execution"
+
+
+def execution(default: Any = None, **kwargs: Any) -> Any:
+    """A field that does not define the experiment: same result whatever its value.
+
+    ``sleep_s: float = execution(0.0)``; keyword arguments go to pydantic's ``Field``.
+    """
+    extra = dict(kwargs.pop("json_schema_extra", None) or {}, **{_EXECUTION: True})
+    return Field(default, json_schema_extra=extra, **kwargs)
+
+
+def is_execution(info: Any) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(_EXECUTION))
 
 
 class Section(BaseModel):
@@ -51,12 +77,15 @@ class TaskConfig(Section):
 
     task: ClassVar[str] = "task"
     method_key: ClassVar[str | None] = None
+    packages: ClassVar[tuple[str, ...]] = ()
+    """The task's own libraries, whose versions go into environment.json."""
 
     seed: int = 0
     condition: str = "default"
     device: str = "auto"
     deterministic: bool = True
-    checkpoint: CheckpointConfig = CheckpointConfig()
+    checkpoint: CheckpointConfig = execution(CheckpointConfig())
+    """How often to save and how many files to keep: an execution setting."""
 
     _launch: "LaunchOptions" = PrivateAttr(default=None)
 
@@ -451,17 +480,15 @@ def _fail_adopted_run(message: str) -> None:
 
     Without this it would end FAILED with no reason (or stay RUNNING if the launcher died).
     """
-    import os
-
-    run_id = os.environ.get("MLFLOW_RUN_ID")
+    run_id = env.MLFLOW_RUN_ID.get()
     if not run_id:
         return
     try:
         from tracking.store import client
 
         c = client()
-        c.set_tag(run_id, "labrun.failure", f"ConfigError: {message}"[:5000])
-        c.set_tag(run_id, "labrun.status", "failed")
+        c.set_tag(run_id, T.FAILURE, f"ConfigError: {message}"[:5000])
+        c.set_tag(run_id, T.STATUS, "failed")
         c.set_terminated(run_id, "FAILED")
     except Exception:
         pass
@@ -474,13 +501,25 @@ def _digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def experiment_fields(cfg: BaseModel) -> dict[str, Any]:
+    """The resolved config without its :func:`execution` fields, at any depth."""
+    out: dict[str, Any] = {}
+    for name, info in type(cfg).model_fields.items():
+        if is_execution(info):
+            continue
+        value = getattr(cfg, name)
+        out[name] = experiment_fields(value) if isinstance(value, BaseModel) else \
+            cfg.model_dump(mode="json", include={name})[name]
+    return out
+
+
 def fingerprint(cfg: TaskConfig) -> str:
-    """Identical work: task + resolved config including the seed."""
-    return _digest({"task": cfg.task, "config": cfg.model_dump(mode="json")})
+    """Identical work: task + the experiment's fields including the seed."""
+    return _digest({"task": cfg.task, "config": experiment_fields(cfg)})
 
 
 def group_key(cfg: TaskConfig) -> str:
     """The seeds of one cell share this: the fingerprint without the seed."""
-    tree = cfg.model_dump(mode="json")
+    tree = experiment_fields(cfg)
     tree.pop("seed", None)
     return _digest({"task": cfg.task, "config": tree})

@@ -1,7 +1,6 @@
 """Progress for people watching a run: a bar on long loops and one line per epoch."""
 from __future__ import annotations
 
-import os
 import sys
 from typing import Iterable, Mapping, TypeVar
 
@@ -13,7 +12,9 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
     """A tqdm bar on stderr; off when LABRUN_PROGRESS=0 (logs of batch jobs stay clean)."""
     from tqdm.auto import tqdm
 
-    disable = os.environ.get("LABRUN_PROGRESS", "1") == "0"
+    from tracking import env
+
+    disable = not env.LABRUN_PROGRESS.get()
     return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable,
                 mininterval=1.0, dynamic_ncols=True, file=sys.stderr, leave=False)
 

@@ -14,8 +14,9 @@ from importlib import metadata
 from pathlib import Path
 
 UNKNOWN = "unknown"
+# The platform's own stack; a task adds its libraries through ``TaskConfig.packages``.
 _PACKAGES = ("labrun", "mlflow", "torch", "torchvision", "numpy", "optuna", "pandas",
-             "scikit-learn", "neuraloperator", "pydantic")
+             "scikit-learn", "pydantic")
 
 
 @dataclass
@@ -72,9 +73,9 @@ def git_info(path: str | Path | None = None) -> GitInfo:
     return info
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     out = {}
-    for name in _PACKAGES:
+    for name in (*_PACKAGES, *extra):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -82,13 +83,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def environment(device: str) -> dict[str, object]:
+def environment(device: str, packages: tuple[str, ...] = ()) -> dict[str, object]:
     env: dict[str, object] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "device": device,
-        "packages": package_versions(),
+        "packages": package_versions(packages),
     }
     try:
         import torch

@@ -22,18 +22,22 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
 from tracking import checkpoint as ckpt
+from tracking import env
 from tracking import observers as _observers
 from tracking import store
-from tracking.components import ComponentResult, Provider, evaluate
+from tracking import tags as T
+from tracking.components import ComponentResult, Components, Provider, evaluate
 from tracking.config import TaskConfig, fingerprint, flatten, group_key
-from tracking.exits import EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
+from tracking.exits import EXIT_FAILED, EXIT_FINISHED, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
 from tracking.logs import RunLogging
+from tracking.loop import Steps
 from tracking.metrics import MetricLogger
 from tracking.progress import epoch_line, progress
 from tracking.provenance import GitInfo, environment, git_info
@@ -50,16 +54,22 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class Run:
-    """Handle a task uses inside ``with start_run(cfg) as run``."""
+    """Handle a task uses inside ``with start_run(cfg) as run``.
 
-    def __init__(self, cfg: TaskConfig, run_id: str, experiment_id: str, client: Any,
-                 local_dir: Path, git: GitInfo) -> None:
+    The object owns the whole lifecycle of its MLflow run: :meth:`_begin` records it,
+    :meth:`_finish` ends it however the ``with`` block ended, and nothing outside the class
+    touches its resume state or checkpoint list.
+    """
+
+    def __init__(self, cfg: TaskConfig, run_id: str, experiment_id: str, client: Any) -> None:
         self.cfg = cfg
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.client = client
-        self.local_dir = local_dir
-        self.git = git
+        self.local_dir = Path(tempfile.mkdtemp(prefix=f"labrun-{run_id[:8]}-"))
+        self._logging = RunLogging(self.local_dir / "logs" / "train.log")
+        # Provenance of the code that runs (the schema's module), not of the working directory.
+        self.git: GitInfo = git_info(Path(sys.modules[type(cfg).__module__].__file__).resolve().parent)
         self.log = logging.getLogger(f"labrun.{cfg.task}")
         self.device = resolve_device(cfg.device)
         self.components: dict[str, ComponentResult] = {}
@@ -72,6 +82,8 @@ class Run:
         self._tracked: dict[str, Any] = {}
         self._checkpoints: list[str] = []
         self._artifacts: Any = None
+        self._t0 = time.time()
+        self._stop_beat = threading.Event()
         self.metrics = MetricLogger(client, run_id, fast_uri=store.tracking_uri())
         self.observers: list[_observers.RunObserver] = []
 
@@ -107,11 +119,16 @@ class Run:
             except ValueError as exc:
                 result = ComponentResult.failed(exc)
         self.components[name] = result
-        self.set_tag(f"labrun.component.{name}", result.status)
+        self.set_tag(T.component(name), result.status)
         level = logging.WARNING if result.status == "failed" else logging.INFO
         self.log.log(level, "component %s: %s%s", name, result.status,
                      f" ({result.reason})" if result.reason else "")
         return result
+
+    def report_components(self, components: Components, ctx: Any) -> None:
+        """Every provider of a task's :class:`Components`, in order, gates first."""
+        for name in components.names:
+            self.component(name, components.resolve(name, self.cfg, ctx))
 
     def set_tag(self, key: str, value: Any) -> None:
         self.tags[key] = str(value)
@@ -143,7 +160,8 @@ class Run:
 
     # ------------------------------------------------------------------ checkpoints
     def track_state(self, **objects: Any) -> ckpt.ResumeInfo | None:
-        """Register what a checkpoint holds (model, optimizer, scheduler, data generator...).
+        """Register what a checkpoint holds: model, optimizer, scheduler, data generators,
+        and the trainer's own state (a :class:`~tracking.loop.TrainerState`).
 
         When this run resumes another, their saved state is loaded into these objects
         (RNGs included) and the returned info says which step to continue after.
@@ -157,6 +175,14 @@ class Run:
                       self.resume.global_step, self.resume.epoch)
         return self.resume
 
+    @property
+    def tracked(self) -> Mapping[str, Any]:
+        return dict(self._tracked)
+
+    def steps(self, total: int, *, desc: str = "", unit: str = "step") -> Steps:
+        """The training loop: ``start..total`` after a resume, checkpointing after logging."""
+        return Steps(self, total, desc=desc, unit=unit)
+
     def should_checkpoint(self, global_step: int) -> bool:
         every = self.cfg.checkpoint.every
         return every > 0 and global_step > 0 and global_step % every == 0
@@ -165,9 +191,10 @@ class Run:
                         extra: Mapping[str, Any] | None = None, best: bool = False) -> Path:
         """Save the tracked objects; upload at once so a killed run keeps it.
 
-        Save *after* logging the step's metrics: a resume continues with ``global_step + 1``.
-        Periodic files are ``checkpoints/cp_{step}.ptz`` (the newest ``checkpoint.keep``
-        are kept); ``best=True`` writes ``checkpoints/best/best.ptz``, never pruned.
+        Save *after* logging the step's metrics: a resume continues with ``global_step + 1``
+        (``run.steps`` does this for you). Periodic files are ``checkpoints/cp_{step}.ptz``
+        (the newest ``checkpoint.keep`` are kept); ``best=True`` writes
+        ``checkpoints/best/best.ptz``, never pruned. ``extra`` is the loop's own state.
         """
         if not self._tracked:
             raise RuntimeError("call run.track_state(model=..., optimizer=...) before save_checkpoint")
@@ -187,6 +214,8 @@ class Run:
         return path
 
     def _prune_checkpoints(self) -> None:
+        """Keep the newest ``checkpoint.keep`` files; a store that cannot delete keeps them
+        (logged at debug level for each file it refused)."""
         keep = max(1, self.cfg.checkpoint.keep)
         while len(self._checkpoints) > keep:
             name = self._checkpoints.pop(0)
@@ -198,10 +227,162 @@ class Run:
                     uri = self.client.get_run(self.run_id).info.artifact_uri
                     self._artifacts = get_artifact_repository(uri)
                 self._artifacts.delete_artifacts(f"checkpoints/{name}")
-            except Exception as exc:  # some stores cannot delete: keep the file, say so once
+            except Exception as exc:
                 self.log.debug("could not prune checkpoint %s: %s", name, exc)
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ lifecycle
+    def _begin(self, adopted: bool, observers: Sequence[_observers.RunObserver]) -> None:
+        """Everything between the MLflow run existing and the task's first line."""
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            mlflow.start_run(run_id=self.run_id, nested=active is not None)
+        self._record_start(adopted)
+        if self.cfg.launch.resume:
+            self._load_resume(self.cfg.launch.resume)
+            self.set_tag(T.RESUMED_STEP, self.resume.global_step)
+        doc = {"experiment": self._header(), "config": self.cfg.model_dump(mode="json")}
+        self.log_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), "config.yaml")
+        seed_everything(self.cfg.seed, self.cfg.deterministic)
+        self.observers = [*observers, *_observers.from_environment()]
+        self.metrics.listeners.append(self._notify_metrics)
+        for obs in self.observers:
+            obs.started(self)
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+        log.info("run %s started: task=%s method=%s seed=%s experiment=%s", self.run_id,
+                 self.cfg.task, self.cfg.method_tag, self.cfg.seed, self.experiment_id)
+
+    def _record_start(self, adopted: bool) -> None:
+        from mlflow.entities import Param, RunTag
+
+        opts, cfg = self.cfg.launch, self.cfg
+        existing = self.client.get_run(self.run_id)
+        self.name = opts.name or existing.info.run_name or self.run_id
+        tags = {**_identity_tags(cfg), **_provenance_tags(self),
+                **({T.RESUMED_FROM: opts.resume} if opts.resume else {}),
+                **({"mlflow.note.content": opts.description} if opts.description else {}),
+                **({"mlflow.runName": opts.name} if opts.name and not adopted else {}),
+                **opts.tags}
+        if self.git.commit != "unknown" and "mlflow.source.git.commit" not in existing.data.tags:
+            tags["mlflow.source.git.commit"] = self.git.commit
+        self.tags.update(tags)
+        # `mlflow run` already logged the -P values as strings: logging them again with another
+        # spelling ("1e-3" vs "0.001") would fail, so keys it owns are left as they are.
+        params = [Param(k, _param_text(v)) for k, v in flatten(cfg.model_dump(mode="json")).items()
+                  if k not in existing.data.params]
+        tag_rows = [RunTag(k, v) for k, v in tags.items()]
+        for i in range(0, max(len(params), len(tag_rows)), 100):
+            self.client.log_batch(self.run_id, params=params[i:i + 100], tags=tag_rows[i:i + 100])
+        if self.git.dirty == "true":
+            self.log_text(self.git.diff_text(), "git.diff")
+        self.log_dict(environment(str(self.device), type(cfg).packages), "environment.json")
+
+    def _header(self) -> dict:
+        opts = self.cfg.launch
+        return {
+            "name": self.name,
+            "description": opts.description,
+            "tags": {k: v for k, v in sorted(self.tags.items()) if k not in T.VOLATILE},
+            "status": opts.status,
+            "run_id": self.run_id,
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": self.git.commit,
+            "git_dirty": self.git.dirty,
+            "base_config": opts.base_config,
+            "cli_overrides": list(opts.overrides),
+            "resumed_from": opts.resume,
+            "resumed_epoch": self.resume.epoch if self.resume else None,
+        }
+
+    def _load_resume(self, source_run: str) -> None:
+        """Download the source run's checkpoints, keep the newest valid one, copy its history."""
+        dest = self.local_dir / "resume"
+        try:
+            self.client.download_artifacts(source_run, "checkpoints", str(dest))
+        except Exception as exc:
+            raise ckpt.CheckpointError(f"run {source_run} has no checkpoints to resume from ({exc})") from None
+        found = ckpt.latest_valid(dest / "checkpoints")
+        if found is None:
+            raise ckpt.CheckpointError(f"run {source_run} has no valid checkpoint to resume from")
+        path, state = found
+        self.resume = ckpt.ResumeInfo(run_id=source_run, path=path.name, global_step=state["global_step"],
+                                      epoch=state["epoch"], extra=state["extra"])
+        self._resume_state = state
+        self._copy_history(source_run, self.resume.global_step)
+        shutil.rmtree(dest, ignore_errors=True)
+
+    def _copy_history(self, source_run: str, until_step: int) -> None:
+        """The continued run carries the whole series, so it reads like an uninterrupted one."""
+        source = self.client.get_run(source_run)
+        for key in source.data.metrics:
+            history = [m for m in self.client.get_metric_history(source_run, key) if m.step <= until_step]
+            for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
+                self.metrics.log({key: m.value}, m.step, timestamp_ms=m.timestamp)
+
+    def _heartbeat(self) -> None:
+        while not self._stop_beat.wait(HEARTBEAT_S):
+            try:
+                self.client.set_tag(self.run_id, T.HEARTBEAT, f"{time.time():.0f}")
+            except Exception:
+                pass
+
+    def _finish(self, end: "_Outcome") -> None:
+        """Everything that must happen however the run ended; each step guarded on its own."""
+        self._stop_beat.set()
+        guarded = _guard(self.run_id)
+        guarded("flush metrics", self.metrics.close)
+        self._record_outcome(end, guarded)
+        from tracking.report import report_markdown, summary_json
+
+        text = summary_json(self._summary(end))
+        guarded("write summary.json", self.log_text, text, "summary.json")
+        guarded("write REPORT.md", lambda: self.log_text(report_markdown(json.loads(text)), "REPORT.md"))
+        self._logging.flush()
+        guarded("upload logs/train.log", self._upload_log)
+        self._logging.close()
+        for obs in self.observers:
+            guarded("notify an observer", obs.completed, self, end.status)
+        _end_mlflow_run(self.client, self.run_id, end.status, guarded)
+        shutil.rmtree(self.local_dir, ignore_errors=True)
+
+    def _record_outcome(self, end: "_Outcome", guarded: Callable) -> None:
+        if end.failure:
+            self.tags[T.FAILURE] = end.failure
+            guarded("tag the failure", self.client.set_tag, self.run_id, T.FAILURE, end.failure[:5000])
+            log.error("run %s %s: %s", self.run_id, end.status, end.failure)
+        if end.status == "FAILED":
+            self.tags[T.STATUS] = "failed"
+            guarded("set the research status", self.client.set_tag, self.run_id, T.STATUS, "failed")
+            if end.exc is not None:
+                guarded("upload the traceback", self.log_text, _traceback(end.exc), "traceback.txt")
+        if end.pruned:
+            self.tags[T.PRUNED] = "true"
+            guarded("tag the pruning", self.client.set_tag, self.run_id, T.PRUNED, "true")
+
+    def _summary(self, end: "_Outcome") -> dict[str, Any]:
+        opts = self.cfg.launch
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "description": opts.description,
+            "task": self.cfg.task,
+            "outcome": end.status,
+            "failure": end.failure,
+            "tags": {k: v for k, v in sorted(self.tags.items()) if k.startswith(T.PREFIX)},
+            "git": {"commit": self.git.commit, "branch": self.git.branch, "dirty": self.git.dirty},
+            "base_config": opts.base_config,
+            "cli_overrides": list(opts.overrides),
+            "resumed_from": opts.resume,
+            "resumed_step": self.resume.global_step if self.resume else None,
+            "duration_s": time.time() - self._t0,
+            "training": self.metrics.summary(),
+            "components": {k: v.as_dict() for k, v in self.components.items()},
+            "results": self.results,
+            "figures": self.figures,
+            "checkpoints": list(self._checkpoints),
+        }
+
     def _upload_log(self) -> None:
         logfile = self.local_dir / "logs" / "train.log"
         if logfile.exists():
@@ -219,22 +400,36 @@ def _param_text(value: Any) -> str:
     return text[:_PARAM_MAX]
 
 
+def _identity_tags(cfg: TaskConfig) -> dict[str, str]:
+    """What the run is: the tags analysis groups and filters by."""
+    return {T.TASK: cfg.task, T.METHOD: cfg.method_tag, T.SEED: str(cfg.seed),
+            T.CONDITION: cfg.condition, T.STATUS: cfg.launch.status,
+            T.FINGERPRINT: fingerprint(cfg), T.GROUP: group_key(cfg)}
+
+
+def _provenance_tags(run: Run) -> dict[str, str]:
+    """Where it ran: code, host, process (the last two let sweeps spot a dead run)."""
+    return {T.GIT_COMMIT: run.git.commit, T.GIT_DIRTY: run.git.dirty, T.GIT_BRANCH: run.git.branch,
+            T.GIT_REMOTE: run.git.remote, T.HOST: socket.gethostname(), T.PID: str(os.getpid()),
+            T.HEARTBEAT: f"{time.time():.0f}", T.DEVICE: str(run.device)}
+
+
 def _create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tuple[str, str, bool]:
     """Adopt the run ``mlflow run`` (or a launcher) made, else create one, nested if asked."""
     import mlflow
 
     opts = cfg.launch
-    run_id = os.environ.get("MLFLOW_RUN_ID")
+    run_id = env.MLFLOW_RUN_ID.get()
     if run_id:
         run = client.get_run(run_id)
         return run_id, run.info.experiment_id, True
-    parent = os.environ.get("LABRUN_PARENT_RUN_ID")
+    parent = env.LABRUN_PARENT_RUN_ID.get()
     active = mlflow.active_run()
     if not parent and active is not None:
         parent = active.info.run_id
-    name = (experiment or opts.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME"))
-    if os.environ.get("MLFLOW_EXPERIMENT_ID") and not name:
-        exp_id = os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = experiment or opts.experiment or env.MLFLOW_EXPERIMENT_NAME.get()
+    if env.MLFLOW_EXPERIMENT_ID.is_set() and not name:
+        exp_id = env.MLFLOW_EXPERIMENT_ID.get()
     elif parent and not name:
         exp_id = client.get_run(parent).info.experiment_id
     else:
@@ -247,231 +442,122 @@ def _create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tu
     return run.info.run_id, exp_id, False
 
 
-def _header(cfg: TaskConfig, run: Run, resumed_epoch: int | None) -> dict:
-    opts = cfg.launch
-    return {
-        "name": run.name,
-        "description": opts.description,
-        "tags": {k: v for k, v in sorted(run.tags.items())
-                 if k not in ("labrun.heartbeat", "labrun.pid")},
-        "status": opts.status,
-        "run_id": run.run_id,
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": run.git.commit,
-        "git_dirty": run.git.dirty,
-        "base_config": opts.base_config,
-        "cli_overrides": list(opts.overrides),
-        "resumed_from": opts.resume,
-        "resumed_epoch": resumed_epoch,
-    }
+@dataclass
+class _Outcome:
+    """How the ``with`` block ended: the MLflow status, the process exit code, and the
+    exception to re-raise once the run is closed (a SystemExit or a task's error)."""
+
+    status: str = "FINISHED"
+    failure: str | None = None
+    exit_code: int = EXIT_FINISHED
+    exc: BaseException | None = None
+    pruned: bool = False
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "_Outcome":
+        if isinstance(exc, _observers.Pruned):
+            return cls("KILLED", exit_code=EXIT_PRUNED, pruned=True)
+        if isinstance(exc, RunInterrupted):
+            return cls("KILLED", f"Interrupted: {exc}", EXIT_SIGTERM)
+        if isinstance(exc, KeyboardInterrupt):
+            return cls("KILLED", "Interrupted: KeyboardInterrupt", EXIT_SIGINT)
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return cls(exc=exc)
+        if isinstance(exc, SystemExit):
+            return cls("FAILED", f"SystemExit: {exc.code}", EXIT_FAILED, exc)
+        return cls("FAILED", f"{type(exc).__name__}: {exc}", EXIT_FAILED, exc)
+
+    def settle(self, run_id: str) -> None:
+        """After the run is closed: re-raise the task's exception, or exit as a killed run does."""
+        if self.exc is not None:
+            raise self.exc
+        if self.status == "KILLED":
+            if not self.pruned:
+                print(f"labrun: run {run_id} KILLED ({self.failure}); continue it with --resume {run_id}",
+                      file=sys.stderr)
+            raise SystemExit(self.exit_code)
 
 
-def _load_resume(run: Run, source_run: str) -> None:
-    """Download the source run's checkpoints, keep the newest valid one, copy its history."""
-    dest = run.local_dir / "resume"
-    try:
-        run.client.download_artifacts(source_run, "checkpoints", str(dest))
-    except Exception as exc:
-        raise ckpt.CheckpointError(f"run {source_run} has no checkpoints to resume from ({exc})") from None
-    found = ckpt.latest_valid(dest / "checkpoints")
-    if found is None:
-        raise ckpt.CheckpointError(f"run {source_run} has no valid checkpoint to resume from")
-    path, state = found
-    run.resume = ckpt.ResumeInfo(run_id=source_run, path=path.name, global_step=state["global_step"],
-                                 epoch=state["epoch"], extra=state["extra"])
-    run._resume_state = state
-    # The continued run carries the whole series, so it reads like an uninterrupted one.
-    source = run.client.get_run(source_run)
-    for key in source.data.metrics:
-        history = [m for m in run.client.get_metric_history(source_run, key)
-                   if m.step <= run.resume.global_step]
-        for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
-            run.metrics.log({key: m.value}, m.step, timestamp_ms=m.timestamp)
-    shutil.rmtree(dest, ignore_errors=True)
-
-
-def _heartbeat(run: Run, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_S):
-        try:
-            run.client.set_tag(run.run_id, "labrun.heartbeat", f"{time.time():.0f}")
-        except Exception:
-            pass
-
-
-@contextmanager
-def start_run(cfg: TaskConfig, *, experiment: str | None = None) -> Iterator[Run]:
-    """Run one task under tracking; see the module docstring for what happens when."""
-    store.quiet_environment()
-    import mlflow
-
-    t0 = time.time()
-    client = store.client()
-    run_id, exp_id, adopted = _create_or_adopt(client, cfg, experiment)
-    local_dir = Path(tempfile.mkdtemp(prefix=f"labrun-{run_id[:8]}-"))
-    # Provenance of the code that runs (the schema's module), not of the working directory.
-    git = git_info(Path(sys.modules[type(cfg).__module__].__file__).resolve().parent)
-    run = Run(cfg, run_id, exp_id, client, local_dir, git)
-    logging_ = RunLogging(local_dir / "logs" / "train.log")
-    opts = cfg.launch
-    outcome, failure, exit_code, pending = "FINISHED", None, 0, None
-    stop_beat = threading.Event()
-    old_term = None
-    in_main = threading.current_thread() is threading.main_thread()
-    try:
-        if in_main:
-            def _on_term(signum, frame):
-                raise RunInterrupted(f"signal {signal.Signals(signum).name}")
-
-            old_term = signal.signal(signal.SIGTERM, _on_term)
-        if mlflow.active_run() is None or mlflow.active_run().info.run_id != run_id:
-            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
-        _record_start(run, cfg, adopted)
-        if opts.resume:
-            _load_resume(run, opts.resume)
-            run.set_tag("labrun.resumed_step", run.resume.global_step)
-        header = _header(cfg, run, run.resume.epoch if run.resume else None)
-        doc = {"experiment": header, "config": cfg.model_dump(mode="json")}
-        run.log_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), "config.yaml")
-        seed_everything(cfg.seed, cfg.deterministic)
-        run.observers = _observers.from_environment()
-        run.metrics.listeners.append(run._notify_metrics)
-        for obs in run.observers:
-            obs.started(run)
-        threading.Thread(target=_heartbeat, args=(run, stop_beat), daemon=True).start()
-        log.info("run %s started: task=%s method=%s seed=%s experiment=%s", run_id, cfg.task,
-                 cfg.method_tag, cfg.seed, exp_id)
-        yield run
-    except _observers.Pruned as exc:
-        outcome, exit_code = "KILLED", EXIT_PRUNED
-        run.tags["labrun.pruned"] = "true"
-        log.info("run %s pruned: %s", run_id, exc)
-    except RunInterrupted as exc:
-        outcome, exit_code, failure = "KILLED", EXIT_SIGTERM, f"Interrupted: {exc}"
-    except KeyboardInterrupt:
-        outcome, exit_code, failure = "KILLED", EXIT_SIGINT, "Interrupted: KeyboardInterrupt"
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            outcome, failure, pending = "FAILED", f"SystemExit: {exc.code}", exc
-        else:
-            pending = exc
-    except BaseException as exc:
-        outcome, failure, pending = "FAILED", f"{type(exc).__name__}: {exc}", exc
-    finally:
-        stop_beat.set()
-        _finish(run, cfg, outcome, failure, pending, t0, logging_)
-        if in_main and old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    if pending is not None:
-        raise pending
-    if outcome == "KILLED":
-        if exit_code != EXIT_PRUNED:
-            print(f"labrun: run {run_id} KILLED ({failure}); continue it with --resume {run_id}",
-                  file=sys.stderr)
-        raise SystemExit(exit_code)
-
-
-def _record_start(run: Run, cfg: TaskConfig, adopted: bool) -> None:
-    from mlflow.entities import Param, RunTag
-
-    opts = cfg.launch
-    existing = run.client.get_run(run.run_id)
-    run.name = opts.name or existing.info.run_name or run.run_id
-    tags = {
-        "labrun.task": cfg.task,
-        "labrun.method": cfg.method_tag,
-        "labrun.seed": str(cfg.seed),
-        "labrun.condition": cfg.condition,
-        "labrun.status": opts.status,
-        "labrun.fingerprint": fingerprint(cfg),
-        "labrun.group": group_key(cfg),
-        "labrun.git.commit": run.git.commit,
-        "labrun.git.dirty": run.git.dirty,
-        "labrun.git.branch": run.git.branch,
-        "labrun.git.remote": run.git.remote,
-        "labrun.host": socket.gethostname(),
-        "labrun.pid": str(os.getpid()),
-        "labrun.heartbeat": f"{time.time():.0f}",
-        "labrun.device": str(run.device),
-        **({"labrun.resumed_from": opts.resume} if opts.resume else {}),
-        **({"mlflow.note.content": opts.description} if opts.description else {}),
-        **({"mlflow.runName": opts.name} if opts.name and not adopted else {}),
-        **opts.tags,
-    }
-    if run.git.commit != "unknown" and "mlflow.source.git.commit" not in existing.data.tags:
-        tags["mlflow.source.git.commit"] = run.git.commit
-    run.tags.update(tags)
-    # `mlflow run` already logged the -P values as strings: logging them again with another
-    # spelling ("1e-3" vs "0.001") would fail, so keys it owns are left as they are.
-    params = [Param(k, _param_text(v)) for k, v in flatten(cfg.model_dump(mode="json")).items()
-              if k not in existing.data.params]
-    tag_rows = [RunTag(k, v) for k, v in tags.items()]
-    for i in range(0, max(len(params), len(tag_rows)), 100):
-        run.client.log_batch(run.run_id, params=params[i:i + 100], tags=tag_rows[i:i + 100])
-    if run.git.dirty == "true":
-        run.log_text(run.git.diff_text(), "git.diff")
-    run.log_dict(environment(str(run.device)), "environment.json")
-
-
-def _finish(run: Run, cfg: TaskConfig, outcome: str, failure: str | None,
-            exc: BaseException | None, t0: float, logging_: RunLogging) -> None:
-    """Everything that must happen however the run ended; each step guarded on its own."""
-    import mlflow
-
-    def guarded(what: str, fn, *args) -> None:
+def _guard(run_id: str) -> Callable[..., None]:
+    def guarded(what: str, fn: Callable, *args: Any) -> None:
         try:
             fn(*args)
         except Exception as err:  # one broken step must not cost the rest (or the status)
-            print(f"labrun: could not {what} for run {run.run_id}: {err}", file=sys.stderr)
+            print(f"labrun: could not {what} for run {run_id}: {err}", file=sys.stderr)
+    return guarded
 
-    guarded("flush metrics", run.metrics.close)
-    if failure:
-        run.tags["labrun.failure"] = failure
-        guarded("tag the failure", run.client.set_tag, run.run_id, "labrun.failure", failure[:5000])
-        log.error("run %s %s: %s", run.run_id, outcome, failure)
-    if outcome == "FAILED":
-        run.tags["labrun.status"] = "failed"
-        guarded("set the research status", run.client.set_tag, run.run_id, "labrun.status", "failed")
-        if exc is not None:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            guarded("upload the traceback", run.log_text, tb, "traceback.txt")
-    if run.tags.get("labrun.pruned"):
-        guarded("tag the pruning", run.client.set_tag, run.run_id, "labrun.pruned", "true")
-    summary = {
-        "run_id": run.run_id,
-        "name": run.name,
-        "description": cfg.launch.description,
-        "task": cfg.task,
-        "outcome": outcome,
-        "failure": failure,
-        "tags": {k: v for k, v in sorted(run.tags.items()) if k.startswith("labrun.")},
-        "git": {"commit": run.git.commit, "branch": run.git.branch, "dirty": run.git.dirty},
-        "base_config": cfg.launch.base_config,
-        "cli_overrides": list(cfg.launch.overrides),
-        "resumed_from": cfg.launch.resume,
-        "resumed_step": run.resume.global_step if run.resume else None,
-        "duration_s": time.time() - t0,
-        "training": run.metrics.summary(),
-        "components": {k: v.as_dict() for k, v in run.components.items()},
-        "results": run.results,
-        "figures": run.figures,
-        "checkpoints": list(run._checkpoints),
-    }
-    from tracking.report import report_markdown, summary_json
 
-    guarded("write summary.json", run.log_text, summary_json(summary), "summary.json")
-    guarded("write REPORT.md", lambda: run.log_text(report_markdown(json.loads(summary_json(summary))),
-                                                     "REPORT.md"))
-    logging_.flush()
-    guarded("upload logs/train.log", run._upload_log)
-    logging_.close()
-    for obs in run.observers:
-        guarded("notify an observer", obs.completed, run, outcome)
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _end_mlflow_run(client: Any, run_id: str, status: str, guarded: Callable) -> None:
+    import mlflow
+
     active = mlflow.active_run()
-    if active is not None and active.info.run_id == run.run_id:
-        guarded("end the run", mlflow.end_run, outcome)
+    if active is not None and active.info.run_id == run_id:
+        guarded("end the run", mlflow.end_run, status)
     else:
-        guarded("end the run", run.client.set_terminated, run.run_id, outcome)
-    shutil.rmtree(run.local_dir, ignore_errors=True)
+        guarded("end the run", client.set_terminated, run_id, status)
+
+
+def _fail_unbuilt(client: Any, run_id: str, end: _Outcome) -> None:
+    """The run exists but its handle could not be built (no temp dir, broken logging...):
+    end it with the reason instead of leaving it RUNNING forever."""
+    guarded = _guard(run_id)
+    if end.status == "FINISHED":  # only an exception can get here
+        end = _Outcome("FAILED", "RuntimeError: the run could not start", EXIT_FAILED)
+    if end.failure:
+        guarded("tag the failure", client.set_tag, run_id, T.FAILURE, end.failure[:5000])
+    if end.status == "FAILED":
+        guarded("set the research status", client.set_tag, run_id, T.STATUS, "failed")
+    _end_mlflow_run(client, run_id, end.status, guarded)
+
+
+@contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """SIGTERM raises :class:`RunInterrupted` in the main thread, so the run ends KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise RunInterrupted(f"signal {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def start_run(cfg: TaskConfig, *, experiment: str | None = None,
+              observers: Sequence[_observers.RunObserver] = ()) -> Iterator[Run]:
+    """Run one task under tracking; see the module docstring for what happens when.
+
+    ``observers`` watch this run (besides those named in ``LABRUN_OBSERVERS``).
+    """
+    store.quiet_environment()
+    client = store.client()
+    run_id, exp_id, adopted = _create_or_adopt(client, cfg, experiment)
+    run: Run | None = None
+    end = _Outcome()
+    with _sigterm_as_exception():
+        try:
+            run = Run(cfg, run_id, exp_id, client)
+            run._begin(adopted, observers)
+            yield run
+        except BaseException as exc:
+            end = _Outcome.of(exc)
+            if end.pruned:
+                log.info("run %s pruned: %s", run_id, exc)
+        finally:
+            if run is None:
+                _fail_unbuilt(client, run_id, end)
+            else:
+                run._finish(end)
+    end.settle(run_id)
 
 
 def set_research_status(run_id: str, status: str) -> None:
@@ -485,7 +571,7 @@ def set_research_status(run_id: str, status: str) -> None:
         c.get_run(run_id)
     except Exception:
         raise ConfigError(f"no run {run_id!r} in the tracking store {store.tracking_uri()}") from None
-    c.set_tag(run_id, "labrun.status", status)
+    c.set_tag(run_id, T.STATUS, status)
 
 
 __all__ = ["Run", "RunInterrupted", "start_run", "set_research_status"]

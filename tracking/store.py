@@ -10,23 +10,20 @@ import socket
 import time
 from typing import Any
 
+from tracking import env
+from tracking import tags as T
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-_QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "WANDB_MODE": "disabled",
-    "GIT_PYTHON_REFRESH": "quiet",
-}
 
 
 def quiet_environment() -> None:
     """No telemetry, no wandb: labrun runs without network, and these phone home."""
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    env.quiet()
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return env.MLFLOW_TRACKING_URI.get() or DEFAULT_TRACKING_URI
 
 
 def client():
@@ -137,13 +134,13 @@ def is_stale(status: str, tags: dict[str, str], start_time_ms: int | None,
     """
     if status != "RUNNING":
         return False
-    host, pid = tags.get("labrun.host"), tags.get("labrun.pid")
+    host, pid = tags.get(T.HOST), tags.get(T.PID)
     if pid and host == socket.gethostname():
         try:
             return not process_alive(int(pid))
         except ValueError:
             return True
-    beat = tags.get("labrun.heartbeat")
+    beat = tags.get(T.HEARTBEAT)
     if beat:
         try:
             return (time.time() - float(beat)) > grace_s

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tracking import ComponentResult
+from tracking import ComponentResult, Components, Gate
 
 from projects.ssvae import figures
 
@@ -96,21 +96,37 @@ class Context:
     """The last epoch's logged metrics (loss terms included)."""
 
 
-def tau_disabled_reason(cfg, num_classes: int) -> ComponentResult | None:
-    if not cfg.tau_classifier.enabled:
-        return ComponentResult.disabled(
-            "tau_classifier.enabled is false (metric.accuracy.* are not logged without it)",
-            enable="--set tau_classifier.enabled=true")
+COMPONENTS = Components()
+"""Every component a run reports, in report order."""
+
+FIGURES = Gate.off("diagnostics.figures")
+
+
+def _too_few_components(cfg, num_classes: int, what: str) -> ComponentResult | None:
     k = cfg.model.num_components
-    if k < num_classes:
-        return ComponentResult.disabled(
-            f"model.num_components={k} < {num_classes} classes: the tau-classifier maps each "
-            f"component to a label, so with fewer components than labels some labels could never "
-            f"be predicted (metric.accuracy.* are not logged)",
-            enable=f"--set model.num_components={num_classes} (or more)")
-    return None
+    if k >= num_classes:
+        return None
+    return ComponentResult.disabled(
+        f"model.num_components={k} < {num_classes} classes: {what}",
+        enable=f"--set model.num_components={num_classes} (or more)")
 
 
+def tau_disabled_reason(cfg, num_classes: int) -> ComponentResult | None:
+    return COMPONENTS.disabled("tau_classifier", cfg) or _too_few_components(
+        cfg, num_classes, "the tau-classifier maps each component to a label, so with fewer components "
+        "than labels some labels could never be predicted (metric.accuracy.* are not logged)")
+
+
+def classifier_active(cfg, num_classes: int) -> bool:
+    return COMPONENTS.disabled("classifier", cfg) is None and cfg.model.num_components >= num_classes
+
+
+def dirichlet_active(cfg) -> bool:
+    return COMPONENTS.disabled("dirichlet", cfg) is None
+
+
+@COMPONENTS.provider("tau_classifier", enabled_by="tau_classifier.enabled",
+                     why="metric.accuracy.* are not logged without it")
 def tau_classifier(ctx: Context) -> ComponentResult:
     off = tau_disabled_reason(ctx.cfg, ctx.data.num_classes)
     if off is not None:
@@ -131,31 +147,28 @@ def tau_classifier(ctx: Context) -> ComponentResult:
         metrics={"diag.tau.labels_covered": float(len(covered))}, figures=figs)
 
 
+@COMPONENTS.provider("classifier", gates=[Gate(
+    lambda cfg: cfg.classifier.weight == 0,
+    "classifier.weight is 0: labelled images only enter the ELBO and the tau-classifier",
+    "--set classifier.weight=1.0")])
 def classifier(ctx: Context) -> ComponentResult:
-    cfg, c = ctx.cfg, ctx.cfg.classifier
-    if c.weight == 0:
-        return ComponentResult.disabled("classifier.weight is 0: labelled images only enter the "
-                                        "ELBO and the tau-classifier", enable="--set classifier.weight=1.0")
-    if cfg.model.num_components < ctx.data.num_classes:
-        return ComponentResult.disabled(
-            f"model.num_components={cfg.model.num_components} < {ctx.data.num_classes} classes: the "
-            f"classifier term reads component k as label k mod {ctx.data.num_classes}, which needs a "
-            f"component per label", enable=f"--set model.num_components={ctx.data.num_classes}")
-    return ComponentResult.success({"weight": c.weight, "labelled_examples": int(ctx.data.labelled.sum()),
+    n = ctx.data.num_classes
+    off = _too_few_components(ctx.cfg, n, f"the classifier term reads component k as label k mod {n}, "
+                                          f"which needs a component per label")
+    if off is not None:
+        return off
+    return ComponentResult.success({"weight": ctx.cfg.classifier.weight,
+                                    "labelled_examples": int(ctx.data.labelled.sum()),
                                     "final_loss": ctx.final.get("loss.classifier"),
                                     "component_to_label": "k mod num_classes"})
 
 
-def classifier_active(cfg, num_classes: int) -> bool:
-    return cfg.classifier.weight != 0 and cfg.model.num_components >= num_classes
-
-
+@COMPONENTS.provider("mixture_prior", gates=[Gate(
+    lambda cfg: cfg.model.prior != "mixture",
+    "model.prior is 'normal': p(z|c) = N(0, I) for every component (M2-style, the decoder "
+    "sees c); no learnable means, no k_eff diagnostics", "--set model.prior=mixture")])
 def mixture_prior(ctx: Context) -> ComponentResult:
     cfg = ctx.cfg
-    if cfg.model.prior != "mixture":
-        return ComponentResult.disabled(
-            "model.prior is 'normal': p(z|c) = N(0, I) for every component (M2-style, the decoder "
-            "sees c); no learnable means, no k_eff diagnostics", enable="--set model.prior=mixture")
     q = ctx.train.q_c
     thr = cfg.diagnostics.active_threshold
     pi = ctx.model.pi().detach().cpu().numpy()
@@ -178,11 +191,12 @@ def mixture_prior(ctx: Context) -> ComponentResult:
         figures=figs)
 
 
+@COMPONENTS.provider("heteroscedastic_decoder", gates=[Gate(
+    lambda cfg: cfg.model.decoder != "gaussian",
+    "model.decoder is 'bernoulli': pixels are Bernoulli means, there is no per-pixel sigma",
+    "--set model.decoder=gaussian")])
 def heteroscedastic_decoder(ctx: Context) -> ComponentResult:
     m = ctx.cfg.model
-    if m.decoder != "gaussian":
-        return ComponentResult.disabled("model.decoder is 'bernoulli': pixels are Bernoulli means, "
-                                        "there is no per-pixel sigma", enable="--set model.decoder=gaussian")
     s = ctx.test.sigma  # per held-out image: its mean pixel sigma
     return ComponentResult.success(
         {"sigma_mean": float(s.mean()), "sigma_std": float(s.std()), "sigma_lowest": float(s.min()),
@@ -191,12 +205,12 @@ def heteroscedastic_decoder(ctx: Context) -> ComponentResult:
         metrics={"diag.sigma.std": float(s.std())})
 
 
+@COMPONENTS.provider("diversity", gates=[Gate(
+    lambda cfg: cfg.diversity.weight == 0,
+    "diversity.weight is 0: no reward or penalty on the entropy of the average responsibilities "
+    "(a negative weight penalises it)", "--set diversity.weight=1.0")])
 def diversity(ctx: Context) -> ComponentResult:
     w = ctx.cfg.diversity.weight
-    if w == 0:
-        return ComponentResult.disabled("diversity.weight is 0: no reward or penalty on the entropy "
-                                        "of the average responsibilities (a negative weight penalises it)",
-                                        enable="--set diversity.weight=1.0")
     q = ctx.train.q_c.mean(0)
     ent = float(-(q * np.log(np.clip(q, 1e-12, None))).sum())
     return ComponentResult.success({"weight": w, "mode": "reward" if w > 0 else "penalty",
@@ -205,22 +219,13 @@ def diversity(ctx: Context) -> ComponentResult:
                                     "final_loss": ctx.final.get("loss.diversity")})
 
 
-def dirichlet_disabled_reason(cfg) -> ComponentResult | None:
-    d = cfg.dirichlet
-    if d.weight == 0:
-        return ComponentResult.disabled("dirichlet.weight is 0: no prior on the mixture weights pi",
-                                        enable="--set dirichlet.weight=1.0 --set model.learn_pi=true")
-    if not cfg.model.learn_pi:
-        return ComponentResult.disabled(
-            "dirichlet.weight > 0 but model.learn_pi is false: pi is fixed (uniform), so a prior on "
-            "it would be a constant and is left out of the loss", enable="--set model.learn_pi=true")
-    return None
-
-
+@COMPONENTS.provider("dirichlet", gates=[
+    Gate(lambda cfg: cfg.dirichlet.weight == 0, "dirichlet.weight is 0: no prior on the mixture weights pi",
+         "--set dirichlet.weight=1.0 --set model.learn_pi=true"),
+    Gate(lambda cfg: not cfg.model.learn_pi,
+         "dirichlet.weight > 0 but model.learn_pi is false: pi is fixed (uniform), so a prior on "
+         "it would be a constant and is left out of the loss", "--set model.learn_pi=true")])
 def dirichlet(ctx: Context) -> ComponentResult:
-    off = dirichlet_disabled_reason(ctx.cfg)
-    if off is not None:
-        return off
     pi = ctx.model.pi().detach().cpu().numpy()
     d = ctx.cfg.dirichlet
     return ComponentResult.success({"alpha": d.alpha, "weight": d.weight,
@@ -229,27 +234,16 @@ def dirichlet(ctx: Context) -> ComponentResult:
                                     "final_loss": ctx.final.get("loss.dirichlet")})
 
 
-def figures_disabled(cfg) -> ComponentResult | None:
-    if not cfg.diagnostics.figures:
-        return ComponentResult.disabled("diagnostics.figures is false",
-                                        enable="--set diagnostics.figures=true")
-    return None
-
-
+@COMPONENTS.provider("figures.latent_space", gates=[FIGURES])
 def latent_space(ctx: Context) -> ComponentResult:
-    off = figures_disabled(ctx.cfg)
-    if off is not None:
-        return off
     n = min(ctx.cfg.diagnostics.points, len(ctx.data.y_test))
     fig, how = figures.latent_space(ctx.test.z_mean[:n], ctx.data.y_test[:n])
     return ComponentResult.success({"points": n, "projection": how, "split": "test"},
                                    figures=[ctx.run.log_figure(fig, "latent_space.png")])
 
 
+@COMPONENTS.provider("figures.reconstructions", gates=[FIGURES])
 def reconstructions(ctx: Context) -> ComponentResult:
-    off = figures_disabled(ctx.cfg)
-    if off is not None:
-        return off
     n = min(ctx.cfg.diagnostics.reconstructions, len(ctx.data.y_test))
     x = ctx.x_test[:n]
     with torch.no_grad():
@@ -262,10 +256,8 @@ def reconstructions(ctx: Context) -> ComponentResult:
                                    figures=[ctx.run.log_figure(fig, "reconstructions.png")])
 
 
+@COMPONENTS.provider("figures.component_samples", gates=[FIGURES])
 def component_samples(ctx: Context) -> ComponentResult:
-    off = figures_disabled(ctx.cfg)
-    if off is not None:
-        return off
     per = ctx.cfg.diagnostics.samples_per_component
     g = torch.Generator().manual_seed(ctx.cfg.seed)
     grid = [ctx.model.sample(k, per, generator=g).cpu().numpy() for k in range(ctx.model.num_components)]
@@ -273,17 +265,3 @@ def component_samples(ctx: Context) -> ComponentResult:
     fig = figures.component_samples(grid, ctx.data.image_shape, weights)
     return ComponentResult.success({"components": len(grid), "samples_per_component": per},
                                    figures=[ctx.run.log_figure(fig, "component_samples.png")])
-
-
-PROVIDERS = {
-    "tau_classifier": tau_classifier,
-    "classifier": classifier,
-    "mixture_prior": mixture_prior,
-    "heteroscedastic_decoder": heteroscedastic_decoder,
-    "diversity": diversity,
-    "dirichlet": dirichlet,
-    "figures.latent_space": latent_space,
-    "figures.reconstructions": reconstructions,
-    "figures.component_samples": component_samples,
-}
-"""Every component a run reports, in report order."""

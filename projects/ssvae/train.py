@@ -12,12 +12,11 @@ success, disabled (with the reason and the override that enables it) or failed.
 """
 from __future__ import annotations
 
-import time
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from tracking import Section, TaskConfig, load_config, start_run
+from tracking import Section, TaskConfig, TrainerState, execution, load_config, start_run
 from tracking.config import exit_with_config_error
 
 
@@ -69,7 +68,7 @@ class TrainConfig(Section):
     lr: float = Field(1e-3, gt=0.0)
     eval_every: int = Field(1, ge=1)
     """Epochs between accuracy / k_eff evaluations (the last epoch is always evaluated)."""
-    num_threads: int | None = Field(1, ge=1)
+    num_threads: int | None = execution(1, ge=1)
     """torch CPU threads; these nets are small, so one thread beats several fighting over
     a shared machine (None: torch's default)."""
     fail_at_epoch: int | None = None
@@ -130,14 +129,14 @@ def load_data(cfg: Config):
 
 
 def loss_weights(cfg: Config, split) -> "LossWeights":
-    from projects.ssvae.components import classifier_active, dirichlet_disabled_reason
+    from projects.ssvae.components import classifier_active, dirichlet_active
     from projects.ssvae.losses import LossWeights
 
     return LossWeights(
         kl_weight=cfg.model.kl_weight,
         classifier=cfg.classifier.weight if classifier_active(cfg, split.num_classes) else 0.0,
         diversity=cfg.diversity.weight,
-        dirichlet=cfg.dirichlet.weight if dirichlet_disabled_reason(cfg) is None else 0.0,
+        dirichlet=cfg.dirichlet.weight if dirichlet_active(cfg) else 0.0,
         dirichlet_alpha=cfg.dirichlet.alpha, num_classes=split.num_classes,
         num_train=len(split.y_train))
 
@@ -152,6 +151,15 @@ def build_model(cfg: Config, split):
                  sigma_max=m.sigma_max, prior_spread=m.prior_spread)
 
 
+class History(TrainerState):
+    """Per-epoch mixture weights and responsibilities for the figures: checkpointed."""
+
+    def __init__(self) -> None:
+        self.epoch: list[int] = []
+        self.pi: list[list[float]] = []
+        self.resp: list[list[float]] = []
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config(Config, argv, prog="labrun run ssvae")
     from projects.ssvae.data import DataError
@@ -163,60 +171,57 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from projects.ssvae import components as comp
-
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     with start_run(cfg) as run:
-        dev = run.device
-        run.results["data"] = split.describe()
-        run.log.info("data: %s", split.describe())
-        xtr = torch.as_tensor(split.x_train, device=dev)
-        ytr = torch.as_tensor(split.y_train, device=dev)
-        lab = torch.as_tensor(split.labelled, device=dev)
-        xte = torch.as_tensor(split.x_test, device=dev)
-        model = build_model(cfg, split).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-        sampler = torch.Generator().manual_seed(cfg.seed)
-        weights = loss_weights(cfg, split)
-        tau_on = comp.tau_disabled_reason(cfg, split.num_classes) is None
-        history: dict[str, list] = {"epoch": [], "pi": [], "resp": []}
-        resumed = run.track_state(model=model, optimizer=opt, sampler=sampler)
-        start = resumed.epoch + 1 if resumed else 1
-        if resumed:
-            history = resumed.extra.get("history", history)
-        epochs = cfg.train.epochs
-        loss_keys = ["loss.total", "loss.recon", "loss.kl.z", "loss.kl.c"] + [
-            k for k, w in (("loss.classifier", weights.classifier), ("loss.diversity", weights.diversity),
-                           ("loss.dirichlet", weights.dirichlet)) if w]
-        shown = loss_keys + ["metric.accuracy.train", "metric.accuracy.val", "metric.k_eff",
-                             "metric.responsibility.confidence"]
-        final: dict[str, float] = {}
-        t0 = time.time()
-        for epoch in run.progress(range(start, epochs + 1), total=epochs, initial=start - 1, desc="ssvae"):
-            if cfg.train.fail_at_epoch == epoch:
-                raise RuntimeError(f"injected failure at epoch {epoch} (train.fail_at_epoch)")
-            metrics = _train_epoch(model, opt, sampler, (xtr, ytr, lab), weights, loss_keys,
-                                   cfg.train.batch_size)
-            if epoch % cfg.train.eval_every == 0 or epoch == epochs:
-                metrics.update(_evaluate(model, xtr, xte, split, tau_on))
-            history["epoch"].append(epoch)
-            history["pi"].append(model.pi().detach().cpu().tolist())
-            history["resp"].append(_mean_resp(model, xtr))
-            run.log_metrics(metrics, step=epoch)
-            run.epoch_line(epoch, epochs, metrics, time.time() - t0, keys=shown)
-            final = metrics
-            if run.should_checkpoint(epoch) or epoch == epochs:
-                run.save_checkpoint(epoch, epoch=epoch, extra={"history": history})
+        _train(cfg, run, split)
 
-        model.eval()
-        ctx = comp.Context(cfg, run, model, split, xtr, xte, comp.encode(model, xtr), comp.encode(model, xte),
-                           history, final)
-        for name in ("diag.mixture.active_components", "diag.tau.labels_covered"):
-            run.set_direction(name, "max")
-        for name, provider in comp.PROVIDERS.items():
-            run.component(name, lambda p=provider: p(ctx))
-        run.results.update({k: final[k] for k in shown if k in final})
+
+def _train(cfg: Config, run, split) -> None:
+    import torch
+
+    from projects.ssvae import components as comp
+
+    dev = run.device
+    run.results["data"] = split.describe()
+    run.log.info("data: %s", split.describe())
+    xtr, ytr = torch.as_tensor(split.x_train, device=dev), torch.as_tensor(split.y_train, device=dev)
+    lab, xte = torch.as_tensor(split.labelled, device=dev), torch.as_tensor(split.x_test, device=dev)
+    model = build_model(cfg, split).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    sampler = torch.Generator().manual_seed(cfg.seed)
+    weights = loss_weights(cfg, split)
+    tau_on = comp.tau_disabled_reason(cfg, split.num_classes) is None
+    history = History()
+    run.track_state(model=model, optimizer=opt, sampler=sampler, history=history)
+    loss_keys = ["loss.total", "loss.recon", "loss.kl.z", "loss.kl.c"] + [
+        k for k, w in (("loss.classifier", weights.classifier), ("loss.diversity", weights.diversity),
+                       ("loss.dirichlet", weights.dirichlet)) if w]
+    shown = loss_keys + ["metric.accuracy.train", "metric.accuracy.val", "metric.k_eff",
+                         "metric.responsibility.confidence"]
+    final: dict[str, float] = {}
+    epochs = cfg.train.epochs
+    loop = run.steps(epochs, desc="ssvae", unit="epoch")
+    for epoch in loop:
+        if cfg.train.fail_at_epoch == epoch:
+            raise RuntimeError(f"injected failure at epoch {epoch} (train.fail_at_epoch)")
+        metrics = _train_epoch(model, opt, sampler, (xtr, ytr, lab), weights, loss_keys, cfg.train.batch_size)
+        if epoch % cfg.train.eval_every == 0 or epoch == epochs:
+            metrics.update(_evaluate(model, xtr, xte, split, tau_on))
+        history.epoch.append(epoch)
+        history.pi.append(model.pi().detach().cpu().tolist())
+        history.resp.append(_mean_resp(model, xtr))
+        run.log_metrics(metrics, step=epoch)
+        run.epoch_line(epoch, epochs, metrics, loop.elapsed_s, keys=shown)
+        final = metrics
+
+    model.eval()
+    ctx = comp.Context(cfg, run, model, split, xtr, xte, comp.encode(model, xtr), comp.encode(model, xte),
+                       vars(history), final)
+    for name in ("diag.mixture.active_components", "diag.tau.labels_covered"):
+        run.set_direction(name, "max")
+    run.report_components(comp.COMPONENTS, ctx)
+    run.results.update({k: final[k] for k in shown if k in final})
 
 
 def _train_epoch(model, opt, sampler, tensors, weights, loss_keys: list[str], batch_size: int) -> dict[str, float]:

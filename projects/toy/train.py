@@ -7,9 +7,10 @@ resume, failures and kills on something that trains in seconds.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import ClassVar, Literal
 
-from tracking import ComponentResult, Section, TaskConfig, load_config, start_run
+from tracking import ComponentResult, Components, Section, TaskConfig, execution, load_config, start_run
 
 
 class DataConfig(Section):
@@ -30,7 +31,7 @@ class TrainConfig(Section):
     lr: float = 1e-2
     optimizer: Literal["adam", "sgd"] = "adam"
     eval_every: int = 20
-    sleep_s: float = 0.0
+    sleep_s: float = execution(0.0)
     """Pause per step: lets a person (or a test) interrupt a run mid-way."""
     fail_at_step: int | None = None
     """Raise at this step: shows what a crashing run leaves in the store."""
@@ -76,11 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         opt = opt_cls(model.parameters(), lr=cfg.train.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.train.steps))
         sampler = torch.Generator().manual_seed(cfg.seed)
-        resumed = run.track_state(model=model, optimizer=opt, scheduler=sched, sampler=sampler)
-        start = resumed.global_step + 1 if resumed else 1
-        t0 = time.time()
-        for step in run.progress(range(start, cfg.train.steps + 1), total=cfg.train.steps,
-                                 initial=start - 1, desc="toy"):
+        run.track_state(model=model, optimizer=opt, scheduler=sched, sampler=sampler)
+        loop = run.steps(cfg.train.steps, desc="toy")
+        for step in loop:
             if cfg.train.fail_at_step == step:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
             idx = torch.randint(0, xtr.shape[0], (cfg.train.batch_size,), generator=sampler)
@@ -93,31 +92,25 @@ def main(argv: list[str] | None = None) -> None:
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 with torch.no_grad():
                     metrics["metric.mse.val"] = torch.nn.functional.mse_loss(model(xva), yva).item()
-                run.epoch_line(step, cfg.train.steps, metrics, time.time() - t0)
+                run.epoch_line(step, cfg.train.steps, metrics, loop.elapsed_s)
             run.log_metrics(metrics, step=step)
-            if run.should_checkpoint(step) or step == cfg.train.steps:
-                run.save_checkpoint(step)
             if cfg.train.sleep_s:
                 time.sleep(cfg.train.sleep_s)
-
-        run.component("diagnostics.weight_norms", lambda: _weight_norms(cfg, model))
-        run.component("diagnostics.residuals", lambda: _residuals(cfg, run, model, xva, yva))
-        run.component("diagnostics.broken_probe", lambda: _broken(cfg))
+        run.report_components(COMPONENTS, SimpleNamespace(run=run, model=model, xva=xva, yva=yva))
 
 
-def _weight_norms(cfg: Config, model) -> ComponentResult:
-    if not cfg.diagnostics.weight_norms:
-        return ComponentResult.disabled("diagnostics.weight_norms is false",
-                                        enable="--set diagnostics.weight_norms=true")
+COMPONENTS = Components()
+
+
+@COMPONENTS.provider("diagnostics.weight_norms", enabled_by="diagnostics.weight_norms")
+def _weight_norms(ctx) -> ComponentResult:
     norms = {f"diag.weight_norm.layer{i}": float(p.detach().norm()) for i, p in
-             enumerate(q for q in model.parameters() if q.dim() == 2)}
+             enumerate(q for q in ctx.model.parameters() if q.dim() == 2)}
     return ComponentResult.success({"layers": len(norms)}, metrics=norms)
 
 
-def _residuals(cfg: Config, run, model, xva, yva) -> ComponentResult:
-    if not cfg.diagnostics.residuals:
-        return ComponentResult.disabled("diagnostics.residuals is false (it draws a figure)",
-                                        enable="--set diagnostics.residuals=true")
+@COMPONENTS.provider("diagnostics.residuals", enabled_by="diagnostics.residuals", why="it draws a figure")
+def _residuals(ctx) -> ComponentResult:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,19 +118,18 @@ def _residuals(cfg: Config, run, model, xva, yva) -> ComponentResult:
     import torch
 
     with torch.no_grad():
-        res = (model(xva) - yva).flatten().cpu().numpy()
+        res = (ctx.model(ctx.xva) - ctx.yva).flatten().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.hist(res, bins=30)
     ax.set(title="validation residuals", xlabel="prediction - target", ylabel="count")
-    path = run.log_figure(fig, "residuals.png")
+    path = ctx.run.log_figure(fig, "residuals.png")
     return ComponentResult.success({"mean": float(res.mean()), "std": float(res.std())},
                                    figures=[path])
 
 
-def _broken(cfg: Config) -> ComponentResult:
-    if not cfg.diagnostics.broken_probe:
-        return ComponentResult.disabled("diagnostics.broken_probe is false (a deliberately failing probe)",
-                                        enable="--set diagnostics.broken_probe=true")
+@COMPONENTS.provider("diagnostics.broken_probe", enabled_by="diagnostics.broken_probe",
+                     why="a deliberately failing probe")
+def _broken(ctx) -> ComponentResult:
     raise ValueError("probe exploded on purpose")
 
 

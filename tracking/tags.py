@@ -1,0 +1,65 @@
+"""Every tag name labrun writes or reads: the vocabulary analysis and sweeps rely on.
+
+MLflow keeps its own names in one module (``mlflow.utils.mlflow_tags``); labrun does the same
+so that a rename is one line and a typo is an ImportError, not a silently empty column.
+The names are part of the design card (``DESIGN.md``): never rename one without a migration.
+"""
+from __future__ import annotations
+
+PREFIX = "labrun."
+
+# --- what the run is (set by start_run from the config) ------------------------------------
+TASK = "labrun.task"
+METHOD = "labrun.method"
+SEED = "labrun.seed"
+CONDITION = "labrun.condition"
+STATUS = "labrun.status"                 # research status: exploratory | keep | baseline | failed
+FINGERPRINT = "labrun.fingerprint"       # identical work (experiment fields incl. seed)
+GROUP = "labrun.group"                   # the seeds of one cell (experiment fields without seed)
+COMPONENT_PREFIX = "labrun.component."   # + component name -> success | disabled | failed
+
+# --- provenance -----------------------------------------------------------------------------
+GIT_COMMIT = "labrun.git.commit"
+GIT_DIRTY = "labrun.git.dirty"
+GIT_BRANCH = "labrun.git.branch"
+GIT_REMOTE = "labrun.git.remote"
+HOST = "labrun.host"
+PID = "labrun.pid"
+DEVICE = "labrun.device"
+HEARTBEAT = "labrun.heartbeat"           # unix time, refreshed while the process lives
+
+# --- how it ended / continued ---------------------------------------------------------------
+FAILURE = "labrun.failure"               # "Type: message"
+PRUNED = "labrun.pruned"                 # "true": an observer stopped it on purpose
+RESUMED_FROM = "labrun.resumed_from"
+RESUMED_STEP = "labrun.resumed_step"
+
+# --- sweeps and studies ---------------------------------------------------------------------
+KIND = "labrun.kind"                     # sweep | study | analysis (parent runs)
+SWEEP = "labrun.sweep"                   # a cell's sweep name
+SWEEP_ENTRY = "labrun.sweep.entry"
+JOB = "labrun.job"
+ATTEMPT = "labrun.attempt"
+SURPLUS = "labrun.surplus"
+PRUNER = "labrun.pruner"
+
+# --- Optuna studies: tags on a study's parent run and its trials' runs ----------------------
+OPTUNA_STUDY = "optuna.study"
+OPTUNA_STORAGE = "optuna.storage"        # the study parent's storage URL, password removed
+OPTUNA_TRIAL = "optuna.trial"            # the trial number
+OPTUNA_SEED_INDEX = "optuna.seed_index"  # which of the spec's seeds this run is
+
+# --- analysis runs --------------------------------------------------------------------------
+ANALYSIS = "labrun.analysis"
+ANALYSIS_PREFIX = "labrun.analysis."
+
+# Tags that change while a run lives: left out of config.yaml's header.
+VOLATILE = frozenset({HEARTBEAT, PID})
+
+
+def component(name: str) -> str:
+    return COMPONENT_PREFIX + name
+
+
+def analysis(key: str) -> str:
+    return ANALYSIS_PREFIX + key
