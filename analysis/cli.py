@@ -4,16 +4,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ANALYZE_HELP = """\
+from tracking import tags as T
+
+ANALYZE_HELP = f"""\
 Read the runs of one or more experiments from the tracking store and answer the questions
 a paper asks: mean ± std over seeds, t-based and bootstrap 95% CIs, per-seed ranks with
 Kendall's W (does the ranking hold from seed to seed?), paired t / Wilcoxon tests of the
 winner against each other group, and learning curves with ± std bands.
 
-Runs that are not FINISHED are left out and counted. Groups default to labrun.group (the
+Runs that are not FINISHED are left out and counted. Groups default to {T.GROUP} (the
 same config without the seed), labelled by method (and condition). Everything is printed,
 and logged as artifacts (table.md/.tex, ranks.md/.tex, paired.md/.tex, stats.json,
-runs.csv, figures/) of an analysis run tagged labrun.analysis in the first experiment.
+runs.csv, figures/) of an analysis run tagged {T.ANALYSIS} in the first experiment.
 
 examples:
   labrun analyze --experiment ired --metric metric.mse.val
@@ -22,8 +24,8 @@ examples:
   labrun analyze --experiment ired --metric metric.mse.val --compare adversarial none
 """
 
-EXPORT_HELP = """\
-Write the tidy scalar table (one row per task run: ids, status, times, labrun.* tags,
+EXPORT_HELP = f"""\
+Write the tidy scalar table (one row per task run: ids, status, times, {T.PREFIX}* tags,
 params.* and final./best./step. per metric; a stable column order) as summary.csv or
 summary.parquet, and with --curves the metric histories as curves.csv (long format:
 run_id, metric, step, value, timestamp) and curves.npz.
@@ -52,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
     from analysis.export import export
 
     paths = export(args.experiment, args.out, fmt=args.format, curves=args.curves, metrics=args.metric,
-                   filters=args.filter or [])
+                   filters=args.filter or [], schema=args.schema)
     for p in paths:
         print(p)
     return 0
@@ -69,7 +71,7 @@ def register(subparsers) -> None:
     p.add_argument("--direction", choices=["min", "max"], default=None,
                    help="which way is better (default: max for accuracy-like names, else min)")
     p.add_argument("--group-by", "-g", nargs="+", metavar="KEY",
-                   help="tags or params to group by (e.g. labrun.method train.lr); default labrun.group")
+                   help=f"tags or params to group by (e.g. {T.METHOD} train.lr); default {T.GROUP}")
     p.add_argument("--value", choices=["final", "best"], default="final",
                    help="compare each run's final value (default) or its best over the history")
     p.add_argument("--filter", "-f", action="append", metavar="EXPR",
@@ -92,4 +94,7 @@ def register(subparsers) -> None:
     p.add_argument("--curves", action="store_true", help="also write curves.csv and curves.npz")
     p.add_argument("--metric", "-m", nargs="+", help="metrics for --curves (default: all logged)")
     p.add_argument("--filter", "-f", action="append", metavar="EXPR", help="as for analyze")
+    p.add_argument("--schema", metavar="YAML",
+                   help="a study's own columns: 'columns: {name: source column}' "
+                        "(e.g. projects/mutual/export.yaml)")
     p.set_defaults(func=_export)

@@ -5,21 +5,54 @@ per task run (every status; the ``status`` column says which), the fixed leading
 then tags, ``params.*`` and ``final.* / best.* / step.*`` per metric, each block sorted, so
 two exports of the same store have the same schema. ``--curves`` adds the histories in
 long format (``curves.csv``) and as parallel arrays (``curves.npz``).
+
+``--schema FILE`` gives a study its own result schema instead: a YAML mapping
+``columns: {output name: source column}`` (a task ships one, e.g.
+``projects/mutual/export.yaml``), so the CSV has exactly the columns the study's plan names,
+in that order, one row per run.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from analysis import query
 from tracking.config import ConfigError
 
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
 FORMATS = ("csv", "parquet")
+
+
+def apply_schema(frame: "pd.DataFrame", schema: str | Path) -> "pd.DataFrame":
+    """The frame's columns renamed and ordered as the schema file says; a source column that
+    does not exist is a one-line error naming the closest ones."""
+    import difflib
+
+    from tracking.config import read_yaml
+
+    doc = read_yaml(Path(schema), "export schema", "pass a YAML file with a 'columns' mapping")
+    columns = doc.get("columns")
+    if not isinstance(columns, dict) or not columns:
+        raise ConfigError(f"export schema {str(schema)!r} needs a non-empty 'columns' mapping of "
+                          f"output name -> source column (e.g. seed: tags.labrun.seed)")
+    out = {}
+    for name, source in columns.items():
+        if source not in frame.columns:
+            close = difflib.get_close_matches(str(source), list(frame.columns), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "see `labrun export` without --schema"
+            raise ConfigError(f"export schema {str(schema)!r}: column {name!r} reads {source!r}, which "
+                              f"these runs do not have; {hint}")
+        out[str(name)] = frame[source]
+    import pandas as pd
+
+    return pd.DataFrame(out)
 
 
 def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv", curves: bool = False,
            metrics: Sequence[str] | None = None, filters: Sequence[str] = (),
-           tracking_uri: str | None = None) -> list[Path]:
+           tracking_uri: str | None = None, schema: str | Path | None = None) -> list[Path]:
     """Write the files; returns their paths. Raises ConfigError for an empty selection."""
     import numpy as np
 
@@ -39,15 +72,16 @@ def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv",
         unknown = [m for m in metrics if m not in logged]
         if unknown:
             raise ConfigError(f"metric {unknown[0]!r} was not logged by these runs; logged: {', '.join(logged[:12])}")
+    table = apply_schema(frame, schema) if schema else frame
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if fmt == "csv":
         path = out / "summary.csv"
-        frame.to_csv(path, index=False)
+        table.to_csv(path, index=False)
     else:
         path = out / "summary.parquet"
-        table = frame.copy()
+        table = table.copy()
         for col in table.columns:
             if table[col].dtype == object:
                 table[col] = table[col].astype("string")

@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from tracking import backends
+from tracking import tags as T
 from tracking.config import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,17 +36,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BASE_COLUMNS = ["run_id", "experiment_id", "experiment", "run_name", "status", "start_time",
                 "end_time", "duration_s", "parent_run_id"]
-TAG_PREFIXES = ("labrun.", "optuna.")
-VOLATILE_TAGS = {"labrun.heartbeat", "labrun.pid"}
+TAG_PREFIXES = ("",)               # every tag is a column (a task's own, a user's --tag) ...
+EXCLUDED_TAG_PREFIXES = ("mlflow.",)  # ... but MLflow's bookkeeping (source, user, log-model history)
+VOLATILE_TAGS = T.VOLATILE        # they change while a run lives: no column would mean anything
 PARENT_TAG = "mlflow.parentRunId"
-ANALYSIS_TAG = "labrun.analysis"
-SWEEP_TAG = "labrun.sweep"
-KIND_TAG = "labrun.kind"
-PARENT_KINDS = ("sweep", "study")
-TASK_TAG = "labrun.task"
+PARENT_KINDS = ("sweep", "study")   # values of labrun.kind that sweeps/ gives its parent runs
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
 PAGE_SIZE = 1000
-_CHUNK = 500
 _NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 _INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
 
@@ -110,78 +108,21 @@ def resolve_experiments(client: Any, experiments: str | Sequence[str]) -> dict[s
     return found
 
 
-def _engine(uri: str):
-    import importlib.util
-
-    import sqlalchemy
-
-    if uri.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        # SQLAlchemy 2.1 means psycopg 3 by a bare postgresql://; use the driver that is installed
-        uri = "postgresql+psycopg2://" + uri.split("://", 1)[1]
-    return sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+def _tag_column(key: str) -> bool:
+    return key.startswith(TAG_PREFIXES) and not key.startswith(EXCLUDED_TAG_PREFIXES)
 
 
-def _tables():
-    from sqlalchemy import column, table
+def _read_sql(uri: str, exp_ids: Sequence[str], metrics: Sequence[str] | None) -> RawRuns | None:
+    """Five bulk statements on MLflow's tables, each joined to ``runs`` on the experiment ids.
 
-    runs = table("runs", column("run_uuid"), column("experiment_id"), column("name"),
-                 column("status"), column("start_time"), column("end_time"),
-                 column("lifecycle_stage"))
-    tags = table("tags", column("key"), column("value"), column("run_uuid"))
-    params = table("params", column("key"), column("value"), column("run_uuid"))
-    latest = table("latest_metrics", column("key"), column("value"), column("step"),
-                   column("is_nan"), column("run_uuid"))
-    metrics = table("metrics", column("key"), column("value"), column("step"), column("timestamp"),
-                    column("is_nan"), column("run_uuid"))
-    return runs, tags, params, latest, metrics
-
-
-def _read_sql(uri: str, exp_ids: Sequence[str], metrics: Sequence[str] | None) -> RawRuns:
-    """Five bulk statements, each joined to ``runs`` on the experiment ids (no per-run work).
-
-    Statements are built with SQLAlchemy (dialect-correct quoting for SQLite, PostgreSQL,
-    MySQL) and run on the raw DB-API cursor: ``fetchall`` in C is several times faster than
-    SQLAlchemy's row objects for the ~40 rows a run has.
+    The SQL lives in ``tracking.backends.read_runs`` (the one module that knows MLflow's
+    schema); None when it turns the fast path off (MLflow version or schema differs,
+    ``LABRUN_PUBLIC_API_ONLY``): the caller then walks ``search_runs``.
     """
-    from sqlalchemy import and_, false, func, or_, select
-
-    runs, tags, params, latest, mtab = _tables()
-    ids = [int(e) for e in exp_ids]
-    active = and_(runs.c.experiment_id.in_(ids), runs.c.lifecycle_stage == "active")
-    tag_keys = and_(or_(*[tags.c.key.like(p + "%") for p in TAG_PREFIXES], tags.c.key == PARENT_TAG),
-                    tags.c.key.not_in(sorted(VOLATILE_TAGS)))
-    best = (select(mtab.c.run_uuid, mtab.c.key, func.min(mtab.c.value), func.max(mtab.c.value))
-            .select_from(mtab.join(runs, mtab.c.run_uuid == runs.c.run_uuid))
-            .where(active, mtab.c.is_nan == false()))
-    if metrics is not None:
-        best = best.where(mtab.c.key.in_(list(metrics)) if metrics else false())
-    statements = {
-        "runs": select(runs.c.run_uuid, runs.c.experiment_id, runs.c.name, runs.c.status,
-                       runs.c.start_time, runs.c.end_time).where(active),
-        "tags": select(tags.c.run_uuid, tags.c.key, tags.c.value)
-        .select_from(tags.join(runs, tags.c.run_uuid == runs.c.run_uuid)).where(active, tag_keys),
-        "params": select(params.c.run_uuid, params.c.key, params.c.value)
-        .select_from(params.join(runs, params.c.run_uuid == runs.c.run_uuid)).where(active),
-        "latest": select(latest.c.run_uuid, latest.c.key, latest.c.value, latest.c.step, latest.c.is_nan)
-        .select_from(latest.join(runs, latest.c.run_uuid == runs.c.run_uuid)).where(active),
-        "extrema": best.group_by(mtab.c.run_uuid, mtab.c.key),
-    }
-    raw = RawRuns()
-    engine = _engine(uri)
-    try:
-        conn = engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            for name, stmt in statements.items():
-                cur.execute(str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})))
-                setattr(raw, name, cur.fetchall())
-            cur.close()
-        finally:
-            conn.close()
-    finally:
-        engine.dispose()
-    return raw
+    tables = backends.read_runs(uri, exp_ids, metrics, tag_prefixes=TAG_PREFIXES, tag_keys=(PARENT_TAG,),
+                                exclude_prefixes=EXCLUDED_TAG_PREFIXES,
+                                skip_tags=VOLATILE_TAGS)
+    return None if tables is None else RawRuns(**tables)
 
 
 def _read_search(client: Any, exp_ids: Sequence[str], metrics: Sequence[str] | None) -> RawRuns:
@@ -199,9 +140,9 @@ def _read_search(client: Any, exp_ids: Sequence[str], metrics: Sequence[str] | N
             raw.runs.append((rid, info.experiment_id, info.run_name, info.status, info.start_time,
                              info.end_time))
             raw.tags.extend((rid, k, v) for k, v in data.tags.items()
-                            if (k.startswith(TAG_PREFIXES) or k == PARENT_TAG) and k not in VOLATILE_TAGS)
+                            if (_tag_column(k) or k == PARENT_TAG) and k not in VOLATILE_TAGS)
             raw.params.extend((rid, k, v) for k, v in data.params.items())
-            raw.latest.extend((rid, m.key, m.value, m.step, False) for m in data._metric_objs)
+            raw.latest.extend((rid, k, v, step, False) for k, v, step in backends.latest_metrics(client, run))
         token = page.token
         if not token:
             break
@@ -297,7 +238,7 @@ def _assemble(raw: RawRuns, exp_names: Mapping[str, str],
     columns["parent_run_id"] = pd.Series(parent, dtype=object)
     for key in sorted(tags):
         col = pd.Series(tags[key][0], dtype=object)
-        columns[key] = _numeric(col) if key == "labrun.seed" else col
+        columns[key] = _numeric(col) if key == T.SEED else col
     params = _pivot(raw.params, index, 1, "object")
     for key in sorted(params):
         columns[f"params.{key}"] = _numeric(pd.Series(params[key][0], dtype=object))
@@ -336,6 +277,8 @@ def runs_frame(experiments: str | Sequence[str], filter: str | Sequence[str] | N
         if backend_for(uri) != "sql":
             raise ConfigError(f"backend 'sql' needs a database tracking URI, not {uri!r}")
         raw = _read_sql(uri, list(exp_names), metrics)
+        if raw is None:  # the SQL fast path is off (logged once): the public API gives the same frame
+            raw = _read_search(client, list(exp_names), metrics)
     elif chosen == "search":
         raw = _read_search(client, list(exp_names), metrics)
     else:
@@ -350,25 +293,26 @@ def runs_frame(experiments: str | Sequence[str], filter: str | Sequence[str] | N
 
 def task_runs(frame: "pd.DataFrame") -> "pd.DataFrame":
     """Drop analysis runs, sweep/study parent runs and runs that no task made."""
-    keep = frame[TASK_TAG].notna() if TASK_TAG in frame.columns else frame["run_id"].isna()
-    if ANALYSIS_TAG in frame.columns:
-        keep &= frame[ANALYSIS_TAG].isna()
-    if KIND_TAG in frame.columns:        # sweeps/ marks its parent runs labrun.kind=sweep|study
-        keep &= ~frame[KIND_TAG].isin(PARENT_KINDS)
-    if SWEEP_TAG in frame.columns:       # cells carry labrun.sweep too: only a parent is dropped
+    keep = frame[T.TASK].notna() if T.TASK in frame.columns else frame["run_id"].isna()
+    if T.ANALYSIS in frame.columns:
+        keep &= frame[T.ANALYSIS].isna()
+    if T.KIND in frame.columns:        # sweeps/ marks its parent runs labrun.kind=sweep|study
+        keep &= ~frame[T.KIND].isin(PARENT_KINDS)
+    if T.SWEEP in frame.columns:       # cells carry labrun.sweep too: only a parent is dropped
         parents = set(frame["parent_run_id"].dropna())
-        keep &= ~(frame[SWEEP_TAG].notna() & frame["run_id"].isin(parents))
+        keep &= ~(frame[T.SWEEP].notna() & frame["run_id"].isin(parents))
     return frame[keep].reset_index(drop=True)
 
 
 def resolve_column(frame: "pd.DataFrame", key: str, *, what: str = "key") -> str:
     """A user's name for a column: exact, ``labrun.<key>``, ``params.<key>`` or a metric's final."""
-    for candidate in (key, f"labrun.{key}", f"params.{key}", f"final.{key}"):
+    for candidate in (key, T.PREFIX + key, f"params.{key}", f"final.{key}"):
         if candidate in frame.columns:
             return candidate
     import difflib
 
-    options = [c for c in frame.columns if c.startswith(TAG_PREFIXES) or c.startswith("params.")]
+    options = [c for c in frame.columns if _tag_column(c) and c not in BASE_COLUMNS
+               and not c.startswith(("final.", "best.", "step."))]
     short = [c[len("params."):] if c.startswith("params.") else c for c in options]
     close = difflib.get_close_matches(key, short, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"valid: {', '.join(short[:12])}"
@@ -387,7 +331,7 @@ def apply_filters(frame: "pd.DataFrame", expressions: Iterable[str]) -> "pd.Data
         m = _FILTER.match(expr)
         if not m:
             raise ConfigError(f"bad filter {expr!r}: use KEY OP VALUE with OP one of = != < <= > >= "
-                              "(e.g. labrun.method=adam, train.lr<0.01)")
+                              f"(e.g. {T.METHOD}=adam, train.lr<0.01)")
         key, op, text = m.groups()
         col = resolve_column(frame, key, what="filter key")
         series = frame[col]
@@ -419,21 +363,9 @@ def curves_frame(run_ids: Iterable[str], metrics: Sequence[str], *, tracking_uri
     chosen = backend_for(uri) if backend == "auto" else backend
     rows: list[tuple] = []
     if ids and metrics:
-        if chosen == "sql":
-            from sqlalchemy import select
-
-            *_, mtab = _tables()
-            engine = _engine(uri)
-            try:
-                with engine.connect() as conn:
-                    for i in range(0, len(ids), _CHUNK):
-                        q = (select(mtab.c.run_uuid, mtab.c.key, mtab.c.step, mtab.c.value, mtab.c.is_nan,
-                                    mtab.c.timestamp)
-                             .where(mtab.c.run_uuid.in_(ids[i:i + _CHUNK]), mtab.c.key.in_(list(metrics))))
-                        rows.extend((r[0], r[1], r[2], math.nan if r[4] else r[3], r[5])
-                                    for r in conn.execute(q))
-            finally:
-                engine.dispose()
+        found = backends.metric_histories(uri, ids, list(metrics)) if chosen == "sql" else None
+        if found is not None:
+            rows = found
         else:
             def history(item: tuple[str, str]) -> list[tuple]:
                 return [(item[0], item[1], m.step, m.value, m.timestamp)

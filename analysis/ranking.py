@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tracking import tags as T
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -75,7 +77,7 @@ def kendall_w(ranks: np.ndarray) -> tuple[float, float, float]:
     return w, chi2, float(st.chi2.sf(chi2, n - 1))
 
 
-def rank_methods(frame: "pd.DataFrame", value: str, *, item: str = "group", block: str = "labrun.seed",
+def rank_methods(frame: "pd.DataFrame", value: str, *, item: str = "group", block: str = T.SEED,
                  direction: str = "min") -> Ranking:
     """Rank the ``item`` values within each ``block`` (seed) on column ``value``."""
     import pandas as pd

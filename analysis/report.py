@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from analysis import query, stats, tables
+from tracking import env
+from tracking import tags as T
 from tracking.config import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-SEED_TAG = "labrun.seed"
-GROUP_TAG = "labrun.group"
-METHOD_TAG = "labrun.method"
-CONDITION_TAG = "labrun.condition"
-FINGERPRINT_TAG = "labrun.fingerprint"
+    from analysis.ranking import Ranking
+
 MAX_FIGURE_GROUPS = 30     # beyond this a per-group figure is unreadable
 CURVE_GROUPS = 10          # with more groups, the curves show the best ones
 
@@ -65,23 +64,94 @@ class AnalysisResult:
     frame: "pd.DataFrame"
 
 
+@dataclass
+class _Table:
+    """One table's cells, rendered at most once per format.
+
+    The printed text, ``analysis.md`` and the ``*.md`` files show the very same rendering, so
+    they cannot drift apart and nothing is formatted twice.
+    """
+
+    cells: "pd.DataFrame"
+
+    @cached_property
+    def text(self) -> str:
+        return tables.to_text(self.cells)
+
+    @cached_property
+    def markdown(self) -> str:
+        return tables.to_markdown(self.cells)
+
+
+class _Ranked(NamedTuple):
+    """One stratum's ranking as every output shows it."""
+
+    name: str                  # the stratum: "all", or a condition
+    ranking: "Ranking"
+    line: str                  # the rank-consistency sentence
+    table: _Table | None       # per-seed ranks; None when no seed ranks every group
+
+
+@dataclass
+class _Tables:
+    """The tables of one analysis; built after the last step, when no number changes any more."""
+
+    summary: _Table
+    ranks: list[_Ranked]
+    paired: _Table | None
+
+
+@dataclass
+class _Analysis:
+    """One analysis as :func:`analyze` builds it, one step at a time.
+
+    Each step fills in its fields; the renderers and writers read them all from here, so no
+    function needs a dozen positionals and the text, the Markdown and the files agree.
+    """
+
+    opts: AnalyzeOptions
+    direction: str
+    frame: "pd.DataFrame"                  # the task runs read (after --filter)
+    runs: "pd.DataFrame"                   # the analysed ones; _group adds a "group" column
+    excluded: dict[str, int]               # reason -> how many runs were left out
+    keys: list[str] = field(default_factory=list)            # the group-by columns
+    default_group: bool = True
+    order: list[str] = field(default_factory=list)           # group labels, first run first
+    summary: "pd.DataFrame | None" = None  # one row per group; best first after _sort_summary
+    strata: dict[str, "pd.DataFrame"] = field(default_factory=dict)
+    rankings: dict[str, "Ranking"] = field(default_factory=dict)
+    paired: list[stats.Paired] = field(default_factory=list)
+    holm_p: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tables: _Tables | None = None
+    text: str = ""
+
+    @property
+    def value_col(self) -> str:
+        return f"{self.opts.value}.{self.opts.metric}"
+
+    @property
+    def exps(self) -> str:
+        return ", ".join(self.opts.experiments)
+
+
 # ----------------------------------------------------------------------------- selection
 
 def _select(frame: "pd.DataFrame", value_col: str, metric: str, exps: str) -> tuple["pd.DataFrame", dict[str, int]]:
     """FINISHED runs that logged the metric, one per fingerprint; the rest counted by reason."""
     excluded: dict[str, int] = {}
     if frame.empty:
-        raise ConfigError(f"experiment {exps} has no task runs (runs with a labrun.task tag) to analyse")
+        raise ConfigError(f"experiment {exps} has no task runs (runs with a {T.TASK} tag) to analyse")
     for status, count in frame.loc[frame["status"] != "FINISHED", "status"].value_counts().items():
         excluded[f"{str(status).lower()} run{'s' if count != 1 else ''}"] = int(count)
     done = frame[frame["status"] == "FINISHED"]
     if done.empty:
         what = ", ".join(f"{n} {k}" for k, n in excluded.items())
         raise ConfigError(f"experiment {exps} has no FINISHED runs to analyse ({what})")
-    if "labrun.status" in done.columns:
-        marked = done["labrun.status"] == "failed"
+    if T.STATUS in done.columns:
+        marked = done[T.STATUS] == "failed"
         if marked.any():
-            excluded["runs marked labrun.status=failed"] = int(marked.sum())
+            excluded[f"runs marked {T.STATUS}=failed"] = int(marked.sum())
             done = done[~marked]
     if value_col not in done.columns or done[value_col].notna().sum() == 0:
         import difflib
@@ -94,10 +164,10 @@ def _select(frame: "pd.DataFrame", value_col: str, metric: str, exps: str) -> tu
     if missing.any():
         excluded[f"finished runs without {metric}"] = int(missing.sum())
         done = done[~missing]
-    if FINGERPRINT_TAG in done.columns:
-        dup = done.duplicated(FINGERPRINT_TAG, keep="last") & done[FINGERPRINT_TAG].notna()
+    if T.FINGERPRINT in done.columns:
+        dup = done.duplicated(T.FINGERPRINT, keep="last") & done[T.FINGERPRINT].notna()
         if dup.any():  # frames are sorted by start time: the newest repeat of identical work wins
-            excluded["older repeats of identical runs (same labrun.fingerprint)"] = int(dup.sum())
+            excluded[f"older repeats of identical runs (same {T.FINGERPRINT})"] = int(dup.sum())
             done = done[~dup]
     return done.reset_index(drop=True), excluded
 
@@ -112,9 +182,9 @@ def _labels(frame: "pd.DataFrame", keys: list[str], default: bool) -> "pd.Series
 
     if not default:
         return frame[keys].apply(lambda r: "/".join(show(k, r[k]) for k in keys), axis=1).astype(object)
-    parts = [METHOD_TAG] if METHOD_TAG in frame.columns else []
-    if CONDITION_TAG in frame.columns and frame[CONDITION_TAG].nunique() > 1:
-        parts.append(CONDITION_TAG)
+    parts = [T.METHOD] if T.METHOD in frame.columns else []
+    if T.CONDITION in frame.columns and frame[T.CONDITION].nunique() > 1:
+        parts.append(T.CONDITION)
     key = keys[0]
     base = (frame[parts].astype(str).agg("/".join, axis=1) if parts
             else frame[key].astype(str).str[:8]).astype(object)
@@ -139,10 +209,33 @@ def _labels(frame: "pd.DataFrame", keys: list[str], default: bool) -> "pd.Series
 # ----------------------------------------------------------------------------- pipeline
 
 def analyze(opts: AnalyzeOptions) -> AnalysisResult:
-    """Run the whole analysis; raises ConfigError (one line) for anything the user can fix."""
-    from tracking.metrics import default_direction
+    """Run the whole analysis; raises ConfigError (one line) for anything the user can fix.
 
-    from analysis import ranking as rk
+    Every step that can refuse the input runs before the first file is written, so a refusal
+    leaves nothing behind; the text is rendered once and both printed and logged.
+    """
+    a = _load(opts, _direction(opts))
+    _group(a)
+    _describe(a)
+    _rank(a)
+    _sort_summary(a)
+    _paired_tests(a)
+    _warn_many_groups(a)
+    a.tables = _tabulate(a)
+    a.text = _render_text(a)
+    with tempfile.TemporaryDirectory(prefix="labrun-analysis-") as tmp:
+        out = Path(tmp)
+        artifacts = _write(out, a)
+        if opts.out_dir is not None:
+            shutil.copytree(out, opts.out_dir, dirs_exist_ok=True)
+        run_id = _log_run(out, a) if opts.log_run else None
+    return AnalysisResult(a.text, a.summary, a.rankings, a.paired, a.excluded, a.warnings, run_id,
+                          sorted(artifacts), a.runs)
+
+
+def _direction(opts: AnalyzeOptions) -> str:
+    """Refuse bad options before the store is read; the direction comes from the name unless given."""
+    from tracking.metrics import default_direction
 
     if opts.value not in ("final", "best"):
         raise ConfigError(f"--value must be final or best, got {opts.value!r}")
@@ -150,7 +243,11 @@ def analyze(opts: AnalyzeOptions) -> AnalysisResult:
         raise ConfigError(f"--direction must be min or max, got {opts.direction!r}")
     if not 0 < opts.confidence < 1:
         raise ConfigError(f"--confidence must be between 0 and 1, got {opts.confidence}")
-    direction = opts.direction or default_direction(opts.metric)
+    return opts.direction or default_direction(opts.metric)
+
+
+def _load(opts: AnalyzeOptions, direction: str) -> _Analysis:
+    """The runs worth analysing; only this metric's history is scanned (reading the store is the slow part)."""
     exps = ", ".join(opts.experiments)
     frame = query.runs_frame(opts.experiments, metrics=[opts.metric], directions={opts.metric: direction},
                              tracking_uri=opts.tracking_uri)
@@ -160,108 +257,133 @@ def analyze(opts: AnalyzeOptions) -> AnalysisResult:
         if frame.empty:
             raise ConfigError(f"no runs of {exps} match --filter {' '.join(opts.filters)} "
                               f"({before} runs before filtering)")
-    value_col = f"{opts.value}.{opts.metric}"
-    runs, excluded = _select(frame, value_col, opts.metric, exps)
+    runs, excluded = _select(frame, f"{opts.value}.{opts.metric}", opts.metric, exps)
+    return _Analysis(opts, direction, frame, runs, excluded)
 
-    default_group = not opts.group_by
-    if default_group:
-        keys = [GROUP_TAG if GROUP_TAG in runs.columns else METHOD_TAG]
-        if keys[0] not in runs.columns:
-            raise ConfigError("these runs have neither labrun.group nor labrun.method; pass --group-by KEY")
+
+def _group(a: _Analysis) -> None:
+    """By default a group is a cell (the seeds of one config), which is what a paper compares."""
+    a.default_group = not a.opts.group_by
+    if a.default_group:
+        a.keys = [T.GROUP if T.GROUP in a.runs.columns else T.METHOD]
+        if a.keys[0] not in a.runs.columns:
+            raise ConfigError(f"these runs have neither {T.GROUP} nor {T.METHOD}; pass --group-by KEY")
     else:
-        keys = [query.resolve_column(runs, k, what="group key") for k in opts.group_by]
-    runs = runs.copy()
-    runs["group"] = _labels(runs, keys, default_group)
-    order = list(dict.fromkeys(runs["group"]))
+        a.keys = [query.resolve_column(a.runs, k, what="group key") for k in a.opts.group_by]
+    a.runs = a.runs.copy()
+    a.runs["group"] = _labels(a.runs, a.keys, a.default_group)
+    a.order = list(dict.fromkeys(a.runs["group"]))
 
-    summary = stats.group_stats(runs, value_col, "group", confidence=opts.confidence, n_boot=opts.n_boot,
-                                seed=opts.seed)
-    if int(summary["n"].max()) < 2:
-        raise ConfigError(f"every group of {exps} has a single run (single seed): mean ± std and CIs need "
+
+def _describe(a: _Analysis) -> None:
+    """Per-group statistics; with one run per group there is no spread to report, so refuse."""
+    a.summary = stats.group_stats(a.runs, a.value_col, "group", confidence=a.opts.confidence,
+                                  n_boot=a.opts.n_boot, seed=a.opts.seed)
+    if int(a.summary["n"].max()) < 2:
+        raise ConfigError(f"every group of {a.exps} has a single run (single seed): mean ± std and CIs need "
                           f"at least 2 seeds per group; run more seeds or group by fewer keys")
-    warnings = _small_n_lines(summary)
+    a.warnings += _small_n_lines(a.summary)
 
-    # ranking: seeds rank the groups, within each condition when conditions differ
-    rankings: dict[str, rk.Ranking] = {}
-    strata = [("all", runs)]
-    if (default_group and CONDITION_TAG in runs.columns and runs[CONDITION_TAG].nunique() > 1):
-        strata = [(str(c), part) for c, part in runs.groupby(CONDITION_TAG, sort=True)]
-    if SEED_TAG in runs.columns:
-        for name, part in strata:
-            if part["group"].nunique() >= 2:
-                rankings[name] = rk.rank_methods(part, value_col, item="group", block=SEED_TAG,
-                                                 direction=direction)
-                warnings += [f"[{name}] {w}" if len(strata) > 1 else w for w in rankings[name].warnings]
-    else:
-        warnings.append("runs have no labrun.seed tag: no per-seed ranking or paired tests")
 
+def _rank(a: _Analysis) -> None:
+    """Seeds rank the groups, within each condition when conditions differ.
+
+    A method may win under one condition and lose under another; pooled ranks would hide it.
+    """
+    from analysis import ranking as rk
+
+    runs = a.runs
+    a.strata = {"all": runs}
+    if a.default_group and T.CONDITION in runs.columns and runs[T.CONDITION].nunique() > 1:
+        a.strata = {str(c): part for c, part in runs.groupby(T.CONDITION, sort=True)}
+    if T.SEED not in runs.columns:
+        a.warnings.append(f"runs have no {T.SEED} tag: no per-seed ranking or paired tests")
+        return
+    multi = len(a.strata) > 1
+    for name, part in a.strata.items():
+        if part["group"].nunique() >= 2:
+            r = a.rankings[name] = rk.rank_methods(part, a.value_col, item="group", block=T.SEED,
+                                                   direction=a.direction)
+            a.warnings += [f"[{name}] {w}" if multi else w for w in r.warnings]
+
+
+def _sort_summary(a: _Analysis) -> None:
+    """Best group first (within each condition): the order every table and figure shows."""
+    summary = a.summary
     mean_rank: dict[str, float] = {}
-    for r in rankings.values():
+    for r in a.rankings.values():
         mean_rank.update({k: float(v) for k, v in r.mean_rank.items()})
     summary["mean_rank"] = summary["group"].map(mean_rank)
-    better = summary["mean"] if direction == "min" else -summary["mean"]
+    better = summary["mean"] if a.direction == "min" else -summary["mean"]
     by = ["_key"]
-    if len(strata) > 1:   # conditions apart, best first within each
-        first_condition = runs.drop_duplicates("group").set_index("group")[CONDITION_TAG].astype(str)
+    if len(a.strata) > 1:   # conditions apart, best first within each
+        first_condition = a.runs.drop_duplicates("group").set_index("group")[T.CONDITION].astype(str)
         summary["_cond"] = summary["group"].map(first_condition)
         by = ["_cond", "_key"]
     summary = summary.assign(_key=better).sort_values(by, kind="stable").drop(columns=by)
-    summary = summary.reset_index(drop=True)
+    a.summary = summary.reset_index(drop=True)
 
-    # paired tests: each stratum's winner against every other group, on the seeds both have
-    paired: list[stats.Paired] = []
-    order_by_mean = list(summary["group"])
-    if opts.compare:
-        if len(opts.compare) != 2:
-            raise ConfigError(f"--compare takes two group labels, got {len(opts.compare)}")
-        for label in opts.compare:
-            if label not in order_by_mean:
-                raise ConfigError(f"--compare: no group {label!r}; groups: {', '.join(order_by_mean[:12])}")
-        if SEED_TAG not in runs.columns:
-            raise ConfigError("--compare needs runs with a labrun.seed tag to pair them")
-        a, b = opts.compare
-        table = runs.pivot_table(index=SEED_TAG, columns="group", values=value_col, aggfunc="mean")
-        both = table[[a, b]].dropna()
-        p = stats.paired_comparison(both[a], both[b], labels=(a, b), confidence=opts.confidence)
-        paired.append(p)
-        warnings += [w for w in p.warnings if "cannot reach" not in w]
-    for name, r in rankings.items():
-        if r.winner is None or opts.compare:
+
+def _paired_tests(a: _Analysis) -> None:
+    """The --compare pair, else each stratum's winner against the others; Holm over them all."""
+    if a.opts.compare:
+        _compare_pair(a)
+    else:
+        _winner_pairs(a)
+    few_pairs = sorted({p.n for p in a.paired if any("cannot reach" in w for w in p.warnings)})
+    if few_pairs:   # one line for all of them, not one per comparison
+        a.warnings.append(f"paired tests over {'/'.join(map(str, few_pairs))} shared seeds: a two-sided "
+                          "Wilcoxon test cannot reach p < 0.05 below 6 pairs (the paired t-test can)")
+    a.holm_p = stats.holm([p.t_p for p in a.paired])
+
+
+def _compare_pair(a: _Analysis) -> None:
+    """The user named the question: refuse a label that is not a group rather than test nothing."""
+    groups = list(a.summary["group"])
+    if len(a.opts.compare) != 2:
+        raise ConfigError(f"--compare takes two group labels, got {len(a.opts.compare)}")
+    for label in a.opts.compare:
+        if label not in groups:
+            raise ConfigError(f"--compare: no group {label!r}; groups: {', '.join(groups[:12])}")
+    if T.SEED not in a.runs.columns:
+        raise ConfigError(f"--compare needs runs with a {T.SEED} tag to pair them")
+    _add_pair(a, _per_seed(a.runs, a.value_col), *a.opts.compare)
+
+
+def _winner_pairs(a: _Analysis) -> None:
+    """Is the winner better than each rival? Asked per stratum, as the ranks were."""
+    by_mean = list(a.summary["group"])
+    for name, r in a.rankings.items():
+        if r.winner is None:
             continue
-        part = dict(strata)[name]
-        table = part.pivot_table(index=SEED_TAG, columns="group", values=value_col, aggfunc="mean")
-        others = [g for g in order_by_mean if g != r.winner and g in table.columns]
-        if len(others) > MAX_FIGURE_GROUPS - 1:
-            warnings.append(f"paired tests against the {MAX_FIGURE_GROUPS - 1} closest of {len(others)} "
-                            "other groups only")
+        table = _per_seed(a.strata[name], a.value_col)
+        others = [g for g in by_mean if g != r.winner and g in table.columns]
+        if len(others) > MAX_FIGURE_GROUPS - 1:   # the closest ones are the questions worth asking
+            a.warnings.append(f"paired tests against the {MAX_FIGURE_GROUPS - 1} closest of {len(others)} "
+                              "other groups only")
             others = others[:MAX_FIGURE_GROUPS - 1]
         for other in others:
-            both = table[[r.winner, other]].dropna()
-            p = stats.paired_comparison(both[r.winner], both[other], labels=(r.winner, other),
-                                        confidence=opts.confidence)
-            paired.append(p)
-            warnings += [w for w in p.warnings if "cannot reach" not in w]
-    few_pairs = sorted({p.n for p in paired if any("cannot reach" in w for w in p.warnings)})
-    if few_pairs:
-        warnings.append(f"paired tests over {'/'.join(map(str, few_pairs))} shared seeds: a two-sided Wilcoxon "
-                        "test cannot reach p < 0.05 below 6 pairs (the paired t-test can)")
-    holm_p = stats.holm([p.t_p for p in paired])
-    if len(order) > MAX_FIGURE_GROUPS:
-        warnings.append(f"{len(order)} groups: the best-vs-final and rank figures are skipped (more than "
-                        f"{MAX_FIGURE_GROUPS}) and the curves show the best {CURVE_GROUPS}; narrow with "
-                        "--filter or --group-by")
+            _add_pair(a, table, r.winner, other)
 
-    with tempfile.TemporaryDirectory(prefix="labrun-analysis-") as tmp:
-        out = Path(tmp)
-        artifacts = _write(out, opts, runs, summary, rankings, paired, holm_p, excluded, warnings,
-                           direction, keys, order, value_col)
-        text = _render_text(opts, runs, summary, rankings, paired, holm_p, excluded, warnings, direction, keys)
-        (out / "analysis.txt").write_text(text + "\n")
-        artifacts.append("analysis.txt")
-        if opts.out_dir is not None:
-            shutil.copytree(out, opts.out_dir, dirs_exist_ok=True)
-        run_id = _log_run(out, opts, direction, keys, frame) if opts.log_run else None
-    return AnalysisResult(text, summary, rankings, paired, excluded, warnings, run_id, sorted(artifacts), runs)
+
+def _per_seed(runs: "pd.DataFrame", value_col: str) -> "pd.DataFrame":
+    """Seeds x groups; repeats of one group and seed are averaged so that each seed is one pair."""
+    return runs.pivot_table(index=T.SEED, columns="group", values=value_col, aggfunc="mean")
+
+
+def _add_pair(a: _Analysis, table: "pd.DataFrame", x: str, y: str) -> None:
+    both = table[[x, y]].dropna()
+    p = stats.paired_comparison(both[x], both[y], labels=(x, y), confidence=a.opts.confidence)
+    a.paired.append(p)
+    a.warnings += [w for w in p.warnings if "cannot reach" not in w]   # summed up in _paired_tests
+
+
+def _warn_many_groups(a: _Analysis) -> None:
+    """Say what the figures leave out, so a missing figure is not taken for a failure."""
+    if len(a.order) > MAX_FIGURE_GROUPS:
+        a.warnings.append(f"{len(a.order)} groups: the best-vs-final and rank figures are skipped (more than "
+                          f"{MAX_FIGURE_GROUPS}) and the curves show the best {CURVE_GROUPS}; narrow with "
+                          "--filter or --group-by")
 
 
 def _small_n_lines(summary: "pd.DataFrame") -> list[str]:
@@ -277,7 +399,16 @@ def _small_n_lines(summary: "pd.DataFrame") -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------- outputs
+# ----------------------------------------------------------------------------- cells
+
+def _tabulate(a: _Analysis) -> _Tables:
+    """Every table's cells, built once after the last step, for all the outputs to share."""
+    multi = len(a.rankings) > 1
+    ranks = [_Ranked(name, r, _consistency_line(name, r, multi), _Table(_rank_cells(r)) if r.n_seeds else None)
+             for name, r in a.rankings.items()]
+    paired = _Table(_paired_cells(a.paired, a.holm_p)) if a.paired else None
+    return _Tables(_Table(_summary_cells(a.summary, a.opts.confidence)), ranks, paired)
+
 
 def _summary_cells(summary: "pd.DataFrame", conf: float) -> "pd.DataFrame":
     import pandas as pd
@@ -294,7 +425,7 @@ def _summary_cells(summary: "pd.DataFrame", conf: float) -> "pd.DataFrame":
     })
 
 
-def _rank_cells(r) -> "pd.DataFrame":
+def _rank_cells(r: "Ranking") -> "pd.DataFrame":
     t = r.table()
     t.insert(0, "group", t.index.astype(str))
     t["mean_rank"] = [tables.num(x, 3) for x in t["mean_rank"]]
@@ -303,7 +434,7 @@ def _rank_cells(r) -> "pd.DataFrame":
     return t.rename(columns={"mean_rank": "mean rank", "wins": "rank-1 seeds"}).reset_index(drop=True).astype(str)
 
 
-def _paired_cells(paired: list, holm_p: list[float]) -> "pd.DataFrame":
+def _paired_cells(paired: list[stats.Paired], holm_p: list[float]) -> "pd.DataFrame":
     import pandas as pd
 
     return pd.DataFrame({
@@ -318,7 +449,7 @@ def _paired_cells(paired: list, holm_p: list[float]) -> "pd.DataFrame":
     })
 
 
-def _consistency_line(name: str, r, multi: bool) -> str:
+def _consistency_line(name: str, r: "Ranking", multi: bool) -> str:
     head = f"[{name}] " if multi else ""
     if r.n_seeds < 2:
         return f"{head}rank consistency: needs 2+ seeds shared by every group (have {r.n_seeds})"
@@ -331,86 +462,107 @@ def _excluded_line(excluded: dict[str, int]) -> str:
     return "; ".join(f"{n} {what} excluded" for what, n in excluded.items())
 
 
-def _header(opts: AnalyzeOptions, runs: "pd.DataFrame", direction: str, keys: list[str]) -> list[str]:
-    better = "lower" if direction == "min" else "higher"
-    return [f"experiment {', '.join(opts.experiments)}: {len(runs)} FINISHED runs analysed",
-            f"{opts.metric} ({opts.value} value, {better} is better), grouped by {', '.join(keys)}"]
+def _header(a: _Analysis) -> list[str]:
+    better = "lower" if a.direction == "min" else "higher"
+    return [f"experiment {a.exps}: {len(a.runs)} FINISHED runs analysed",
+            f"{a.opts.metric} ({a.opts.value} value, {better} is better), grouped by {', '.join(a.keys)}"]
 
 
-def _render_text(opts, runs, summary, rankings, paired, holm_p, excluded, warnings, direction, keys) -> str:
-    lines = _header(opts, runs, direction, keys)
-    if excluded:
-        lines.append(_excluded_line(excluded))
-    lines += ["", tables.to_text(_summary_cells(summary, opts.confidence)), ""]
-    for name, r in rankings.items():
-        lines.append(_consistency_line(name, r, len(rankings) > 1))
-        if r.n_seeds:
-            lines += [tables.to_text(_rank_cells(r)), ""]
-    if paired:
-        what = "A − B" if opts.compare else "winner − other"
-        lines += [f"paired comparisons ({what}, over shared seeds):",
-                  tables.to_text(_paired_cells(paired, holm_p)), ""]
-    if warnings:
-        lines += ["warnings:"] + [f"  - {w}" for w in dict.fromkeys(warnings)]
+# ----------------------------------------------------------------------------- outputs
+
+def _render_text(a: _Analysis) -> str:
+    """What ``labrun analyze`` prints (and logs as ``analysis.txt``)."""
+    t = a.tables
+    lines = _header(a)
+    if a.excluded:
+        lines.append(_excluded_line(a.excluded))
+    lines += ["", t.summary.text, ""]
+    for block in t.ranks:
+        lines.append(block.line)
+        if block.table is not None:
+            lines += [block.table.text, ""]
+    if t.paired is not None:
+        what = "A − B" if a.opts.compare else "winner − other"
+        lines += [f"paired comparisons ({what}, over shared seeds):", t.paired.text, ""]
+    if a.warnings:
+        lines += ["warnings:"] + [f"  - {w}" for w in dict.fromkeys(a.warnings)]
     return "\n".join(lines).rstrip()
 
 
-def _write(out: Path, opts, runs, summary, rankings, paired, holm_p, excluded, warnings, direction,
-           keys, order, value_col) -> list[str]:
+def _render_markdown(a: _Analysis, figures: list[str]) -> str:
+    """``analysis.md``: the whole analysis on one page, also the analysis run's MLflow description."""
+    t = a.tables
+    md = ["# Analysis: " + a.opts.metric, "", *_header(a)]
+    if a.excluded:
+        md.append(_excluded_line(a.excluded))
+    md += ["", t.summary.markdown]
+    for block in t.ranks:
+        md.append(block.line)
+        if block.table is not None:
+            md += ["", block.table.markdown]
+    if t.paired is not None:
+        md += ["", "## Paired comparisons", "", t.paired.markdown]
+    if a.warnings:
+        md += ["", "## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(a.warnings)]
+    md += ["", "## Figures", ""] + [f"![{p}]({p})" for p in figures if p.endswith(".png")]
+    return "\n".join(md) + "\n"
+
+
+def _write(out: Path, a: _Analysis) -> list[str]:
     """All artifacts into ``out``; returns their relative paths."""
-    written: list[str] = []
-    cells = _summary_cells(summary, opts.confidence)
-    caption = (f"{opts.metric} ({opts.value}; {'lower' if direction == 'min' else 'higher'} is better): "
+    written = _write_tables(out, a)
+    a.runs.to_csv(out / "runs.csv", index=False)
+    (out / "stats.json").write_text(json.dumps(_stats_doc(a), indent=2, default=_f))
+    figures = _figures(out, a)
+    (out / "analysis.md").write_text(_render_markdown(a, figures))
+    (out / "analysis.txt").write_text(a.text + "\n")
+    return written + ["runs.csv", "stats.json", *figures, "analysis.md", "analysis.txt"]
+
+
+def _write_tables(out: Path, a: _Analysis) -> list[str]:
+    """Each table as Markdown (the UI) and LaTeX (the paper)."""
+    opts, t = a.opts, a.tables
+    better = "lower" if a.direction == "min" else "higher"
+    caption = (f"{opts.metric} ({opts.value}; {better} is better): "
                f"mean ± std over seeds, {opts.confidence * 100:g}% CIs")
-    md = ["# Analysis: " + opts.metric, "", *(_header(opts, runs, direction, keys))]
-    if excluded:
-        md.append(_excluded_line(excluded))
-    md += ["", tables.to_markdown(cells)]
-    (out / "table.md").write_text(tables.to_markdown(cells))
-    (out / "table.tex").write_text(tables.to_latex(cells, caption=caption, label="tab:" + opts.metric.replace(".", "-"),
-                                                   bold_row=0))
-    written += ["table.md", "table.tex"]
-    rank_md, rank_tex = [], []
-    for name, r in rankings.items():
-        md.append(_consistency_line(name, r, len(rankings) > 1))
-        rank_md.append(_consistency_line(name, r, len(rankings) > 1) + "\n")
-        if r.n_seeds:
-            rc = _rank_cells(r)
-            rank_md.append(tables.to_markdown(rc))
-            md += ["", tables.to_markdown(rc)]
-            rank_tex.append(tables.to_latex(rc, caption=f"Per-seed ranks on {opts.metric} ({name}); "
-                                            f"Kendall's W = {tables.num(r.kendall_w, 3)}"))
-    if rankings:
+    (out / "table.md").write_text(t.summary.markdown)
+    (out / "table.tex").write_text(tables.to_latex(t.summary.cells, caption=caption, bold_row=0,
+                                                   label="tab:" + opts.metric.replace(".", "-")))
+    written = ["table.md", "table.tex"]
+    if t.ranks:
+        rank_md, rank_tex = [], []
+        for block in t.ranks:
+            rank_md.append(block.line + "\n")
+            if block.table is not None:
+                w = tables.num(block.ranking.kendall_w, 3)
+                rank_md.append(block.table.markdown)
+                rank_tex.append(tables.to_latex(block.table.cells, caption=f"Per-seed ranks on {opts.metric} "
+                                                                            f"({block.name}); Kendall's W = {w}"))
         (out / "ranks.md").write_text("\n".join(rank_md))
         (out / "ranks.tex").write_text("\n".join(rank_tex))
         written += ["ranks.md", "ranks.tex"]
-    if paired:
-        pc = _paired_cells(paired, holm_p)
-        (out / "paired.md").write_text(tables.to_markdown(pc))
-        (out / "paired.tex").write_text(tables.to_latex(pc, caption=f"Paired comparisons on {opts.metric}"))
-        md += ["", "## Paired comparisons", "", tables.to_markdown(pc)]
+    if t.paired is not None:
+        (out / "paired.md").write_text(t.paired.markdown)
+        paired_caption = f"Paired comparisons on {opts.metric}"
+        (out / "paired.tex").write_text(tables.to_latex(t.paired.cells, caption=paired_caption))
         written += ["paired.md", "paired.tex"]
-    if warnings:
-        md += ["", "## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)]
-    runs.to_csv(out / "runs.csv", index=False)
-    written.append("runs.csv")
-    doc = {
-        "experiments": opts.experiments, "metric": opts.metric, "value": opts.value, "direction": direction,
-        "group_by": keys, "excluded": excluded, "warnings": list(dict.fromkeys(warnings)),
-        "groups": json.loads(summary.to_json(orient="records")),
+    return written
+
+
+def _stats_doc(a: _Analysis) -> dict[str, Any]:
+    """``stats.json``: every number of the analysis, for scripts rather than readers."""
+    opts = a.opts
+    return {
+        "experiments": opts.experiments, "metric": opts.metric, "value": opts.value, "direction": a.direction,
+        "group_by": a.keys, "excluded": a.excluded, "warnings": list(dict.fromkeys(a.warnings)),
+        "groups": json.loads(a.summary.to_json(orient="records")),
         "rankings": {name: {"kendall_w": _f(r.kendall_w), "chi2": _f(r.chi2), "p_value": _f(r.p_value),
                             "winner": r.winner, "winner_wins": r.winner_wins, "n_seeds": r.n_seeds,
                             "mean_rank": {k: _f(v) for k, v in r.mean_rank.items()},
                             "pairwise_win_rate": json.loads(r.pairwise.to_json())}
-                     for name, r in rankings.items()},
-        "paired": [{**p.as_dict(), "holm_p": _f(h)} for p, h in zip(paired, holm_p)],
+                     for name, r in a.rankings.items()},
+        "paired": [{**p.as_dict(), "holm_p": _f(h)} for p, h in zip(a.paired, a.holm_p)],
     }
-    (out / "stats.json").write_text(json.dumps(doc, indent=2, default=_f))
-    written.append("stats.json")
-    written += _figures(out, opts, runs, summary, rankings, order, md)
-    (out / "analysis.md").write_text("\n".join(md) + "\n")
-    written.append("analysis.md")
-    return written
 
 
 def _f(x: Any) -> Any:
@@ -421,58 +573,68 @@ def _f(x: Any) -> Any:
     return None if math.isnan(x) else x
 
 
-def _figures(out: Path, opts, runs, summary, rankings, order, md: list[str]) -> list[str]:
+def _figures(out: Path, a: _Analysis) -> list[str]:
+    """Best-vs-final and rank heatmaps while groups stay readable (<= MAX_FIGURE_GROUPS), and curves."""
     from analysis import curves as cv
 
+    opts, runs = a.opts, a.runs
     written: list[str] = []
     fig_dir = out / "figures"
     slug = opts.metric.replace(".", "_")
-    final = stats.group_stats(runs, f"final.{opts.metric}", "group", n_boot=0)
-    best = stats.group_stats(runs, f"best.{opts.metric}", "group", n_boot=0)
-    ordered = list(summary["group"])
-    few = len(ordered) <= MAX_FIGURE_GROUPS
-    final = final.set_index("group").reindex(ordered).reset_index()
-    best = best.set_index("group").reindex(ordered).reset_index()
-    if few:
+    ordered = list(a.summary["group"])
+    if len(ordered) <= MAX_FIGURE_GROUPS:
+        final = stats.group_stats(runs, f"final.{opts.metric}", "group", n_boot=0)
+        best = stats.group_stats(runs, f"best.{opts.metric}", "group", n_boot=0)
+        final = final.set_index("group").reindex(ordered).reset_index()
+        best = best.set_index("group").reindex(ordered).reset_index()
         cv.plot_best_vs_final(final, best, opts.metric, fig_dir / f"best_vs_final_{slug}.png")
         written.append(f"figures/best_vs_final_{slug}.png")
-    for name, r in rankings.items():
+    for name, r in a.rankings.items():
         if r.n_seeds and r.n_methods <= MAX_FIGURE_GROUPS and r.n_seeds <= 60:
-            suffix = "" if len(rankings) == 1 else "_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+            suffix = "" if len(a.rankings) == 1 else "_" + "".join(ch if ch.isalnum() else "_" for ch in name)
             cv.plot_rank_heatmap(r.ranks[list(r.mean_rank.sort_values(kind="stable").index)], opts.metric,
                                  fig_dir / f"ranks_{slug}{suffix}.png")
             written.append(f"figures/ranks_{slug}{suffix}.png")
     if opts.curves:
-        shown = runs if few else runs[runs["group"].isin(ordered[:CURVE_GROUPS])]
-        curves = query.curves_frame(shown["run_id"], [opts.metric], tracking_uri=opts.tracking_uri)
-        bands = cv.band_frame(curves, dict(zip(shown["run_id"], shown["group"])), opts.metric)
-        if bands["step"].nunique() > 1:
-            title = None if few else f"{opts.metric}: best {CURVE_GROUPS} of {len(ordered)} groups, mean ± std"
-            cv.plot_bands(bands, opts.metric, fig_dir / f"curves_{slug}.png", order=ordered[:len(ordered) if few else CURVE_GROUPS],
-                          title=title)
-            bands.to_csv(out / f"curves_{slug}.csv", index=False)
-            written += [f"figures/curves_{slug}.png", f"curves_{slug}.csv"]
-    md += ["", "## Figures", ""] + [f"![{p}]({p})" for p in written if p.endswith(".png")]
+        written += _curve_figure(out, a, ordered)
     return written
 
 
-def _log_run(out: Path, opts: AnalyzeOptions, direction: str, keys: list[str], frame: "pd.DataFrame") -> str:
+def _curve_figure(out: Path, a: _Analysis, ordered: list[str]) -> list[str]:
+    """Mean ± std bands; the histories are the one store read after the frame, so only shown groups'."""
+    from analysis import curves as cv
+
+    metric, runs = a.opts.metric, a.runs
+    slug = metric.replace(".", "_")
+    few = len(ordered) <= MAX_FIGURE_GROUPS
+    shown = runs if few else runs[runs["group"].isin(ordered[:CURVE_GROUPS])]
+    curves = query.curves_frame(shown["run_id"], [metric], tracking_uri=a.opts.tracking_uri)
+    bands = cv.band_frame(curves, dict(zip(shown["run_id"], shown["group"])), metric)
+    if bands["step"].nunique() <= 1:
+        return []
+    title = None if few else f"{metric}: best {CURVE_GROUPS} of {len(ordered)} groups, mean ± std"
+    cv.plot_bands(bands, metric, out / "figures" / f"curves_{slug}.png",
+                  order=ordered[:len(ordered) if few else CURVE_GROUPS], title=title)
+    bands.to_csv(out / f"curves_{slug}.csv", index=False)
+    return [f"figures/curves_{slug}.png", f"curves_{slug}.csv"]
+
+
+def _log_run(out: Path, a: _Analysis) -> str:
     """Create (or adopt) the analysis run and log the folder; FINISHED only when all landed."""
     from mlflow.entities import RunTag
+    from mlflow.utils import mlflow_tags
 
+    opts = a.opts
     client, _ = query._client(opts.tracking_uri)
     exp_ids = query.resolve_experiments(client, opts.experiments)
-    run_id = os.environ.get("MLFLOW_RUN_ID")
+    run_id = env.MLFLOW_RUN_ID.get()
     adopted = bool(run_id)
     if not adopted:
         run = client.create_run(next(iter(exp_ids)), run_name=f"analysis {opts.metric}",
-                                tags={"mlflow.source.type": "LOCAL", "mlflow.source.name": "labrun analyze"})
+                                tags={mlflow_tags.MLFLOW_SOURCE_TYPE: "LOCAL",
+                                      mlflow_tags.MLFLOW_SOURCE_NAME: "labrun analyze"})
         run_id = run.info.run_id
-    tags = {"labrun.analysis": opts.metric, "labrun.analysis.experiments": ",".join(opts.experiments),
-            "labrun.analysis.group_by": ",".join(keys), "labrun.analysis.value": opts.value,
-            "labrun.analysis.direction": direction, "labrun.analysis.filters": " & ".join(opts.filters),
-            "labrun.analysis.runs": str(len(frame)),
-            "mlflow.note.content": (out / "analysis.md").read_text()[:4000]}
+    tags = {**_run_tags(a), mlflow_tags.MLFLOW_RUN_NOTE: (out / "analysis.md").read_text()[:4000]}
     try:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         client.log_artifacts(run_id, str(out))
@@ -482,3 +644,12 @@ def _log_run(out: Path, opts: AnalyzeOptions, direction: str, keys: list[str], f
     if not adopted:
         client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def _run_tags(a: _Analysis) -> dict[str, str]:
+    """What was analysed, as tags: the runs list of the UI can then filter analysis runs by it."""
+    opts = a.opts
+    return {T.ANALYSIS: opts.metric, T.analysis("experiments"): ",".join(opts.experiments),
+            T.analysis("group_by"): ",".join(a.keys), T.analysis("value"): opts.value,
+            T.analysis("direction"): a.direction, T.analysis("filters"): " & ".join(opts.filters),
+            T.analysis("runs"): str(len(a.frame))}

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tracking import tags as T
+
 TASK = "synthetic"
 
 
@@ -75,9 +77,9 @@ def build_store(uri: str, experiment: str, n_runs: int, *, n_metrics: int = 10, 
                                          entry_point_name="", user_id="bench", status=status, start_time=start,
                                          end_time=start + 5, source_version="", lifecycle_stage="active",
                                          artifact_uri=f"{artifact_root}/{rid}/artifacts", experiment_id=int(exp_id)))
-                tags = {"labrun.task": TASK, "labrun.method": method, "labrun.seed": str(s),
-                        "labrun.condition": conditions[cell % len(conditions)], "labrun.status": "exploratory",
-                        "labrun.group": _h(method, cell), "labrun.fingerprint": _h(method, cell, s, i),
+                tags = {T.TASK: TASK, T.METHOD: method, T.SEED: str(s),
+                        T.CONDITION: conditions[cell % len(conditions)], T.STATUS: "exploratory",
+                        T.GROUP: _h(method, cell), T.FINGERPRINT: _h(method, cell, s, i),
                         "mlflow.runName": f"run-{i}", "mlflow.user": "bench"}
                 rows["tags"] += [dict(key=k, value=v, run_uuid=rid) for k, v in tags.items()]
                 params = {"seed": str(s), "train.method": method, "train.cell": str(cell),

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+
+from tracking import env
+from tracking import tags as T
 
 PLUGINS = ("sweeps.cli", "analysis.cli")
 
@@ -34,7 +36,7 @@ def _status(args: argparse.Namespace) -> int:
     from tracking.run import set_research_status
 
     set_research_status(args.run_id, args.status)
-    print(f"run {args.run_id}: labrun.status = {args.status}")
+    print(f"run {args.run_id}: {T.STATUS} = {args.status}")
     return 0
 
 
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="change a run's research status",
-                       description="Set the research status tag (labrun.status) of a finished run.")
+                       description=f"Set the research status tag ({T.STATUS}) of a finished run.")
     p.add_argument("run_id")
     p.add_argument("status", choices=["exploratory", "keep", "baseline", "failed"])
     p.set_defaults(func=_status)
@@ -106,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("WANDB_MODE", "disabled")
+    env.quiet()   # before any plugin or task can import mlflow (or wandb, git)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

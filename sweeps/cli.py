@@ -1,4 +1,8 @@
-"""``labrun sweep`` and ``labrun optimize``; nothing heavy is imported until one runs."""
+"""``labrun sweep`` and ``labrun optimize``; nothing heavy is imported until one runs.
+
+The launcher registry is read here (for ``--help``): registering a launcher imports only
+its module, never what it drives (submitit, ray).
+"""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +35,19 @@ and the workers share n_trials between them; a killed worker's trial is retried.
 """
 
 
+def _launchers_help() -> str:
+    """One line per registered launcher, for the subcommands' descriptions."""
+    from sweeps.launchers.base import registered
+
+    launchers = registered()
+    width = max(map(len, launchers))
+    lines = [f"  {name:<{width}}  {cls.help}" for name, cls in launchers.items()]
+    options = [name for name, cls in launchers.items() if cls.Options.names()]
+    note = (f"\nOptions of a launcher go under its name in the spec (e.g. {options[0]}: {{...}})."
+            if options else "")
+    return "launchers (spec key `launcher`, or --launcher):\n" + "\n".join(lines) + note
+
+
 def _sets(args: argparse.Namespace, extra: dict[str, object]) -> list[str]:
     sets = list(args.set or [])
     for key, value in extra.items():
@@ -56,14 +73,19 @@ def _optimize(args: argparse.Namespace) -> int:
     spec, raw = load_spec(StudySpec, args.spec, _sets(args, {"n_trials": args.n_trials,
                                                            "storage": args.storage,
                                                            "name": args.study_name,
+                                                           "launcher": args.launcher,
                                                            "experiment": args.experiment}))
     return run_study(spec, raw)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
+    from sweeps.launchers.base import registered
+
+    names = " | ".join(registered())
+    launchers = _launchers_help()
     p = subparsers.add_parser("sweep", help="run a resumable matrix of runs from a sweep spec",
-                              description=SWEEP_HELP, formatter_class=fmt)
+                              description=SWEEP_HELP + "\n" + launchers, formatter_class=fmt)
     p.add_argument("spec", help="sweep spec YAML (or a shipped spec name such as ired_quick)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a spec key (repeatable): parallel=2, seeds=[0,1], "
@@ -71,12 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the cells and which would run, be skipped or retried; launch nothing")
     p.add_argument("--parallel", type=int, help="cells at once (default: the spec's parallel)")
-    p.add_argument("--launcher", help="local | mlflow | submitit | ray (default: the spec's)")
+    p.add_argument("--launcher", help=f"{names} (default: the spec's, else local)")
     p.add_argument("--experiment", help="MLflow experiment (default: the spec's, else the entry point)")
     p.set_defaults(func=_sweep)
 
     p = subparsers.add_parser("optimize", help="run or join an Optuna study over a task's config",
-                              description=OPTIMIZE_HELP, formatter_class=fmt)
+                              description=OPTIMIZE_HELP + "\n" + launchers, formatter_class=fmt)
     p.add_argument("spec", help="study spec YAML (or a shipped spec name such as ired_mining_optuna)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a spec key (repeatable): n_trials=10, seeds=[0,1], "
@@ -84,5 +106,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-trials", type=int, help="trials the study should reach (shared by all workers)")
     p.add_argument("--storage", help="Optuna storage URL (default: the spec's, sqlite:///optuna.db)")
     p.add_argument("--study-name", help="study name (default: the spec's name)")
+    p.add_argument("--launcher", help=f"how each trial's runs start: {names} (default: the spec's, else local)")
     p.add_argument("--experiment", help="MLflow experiment (default: the spec's, else the entry point)")
     p.set_defaults(func=_optimize)

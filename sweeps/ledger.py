@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from tracking import tags as T
+
 STALE_REASON = "stale: its process is gone (crashed launcher or SIGKILL); marked KILLED by a sweep"
 
 
@@ -30,7 +32,7 @@ class Attempt:
 
     @property
     def pruned(self) -> bool:
-        return self.tags.get("labrun.pruned") == "true"
+        return self.tags.get(T.PRUNED) == "true"
 
 
 @dataclass
@@ -65,8 +67,8 @@ class CellState:
         return sorted(rest, key=lambda a: a.start_time, reverse=True)
 
 
-LEDGER_TAGS = ("labrun.task", "labrun.fingerprint", "labrun.host", "labrun.pid", "labrun.heartbeat",
-               "labrun.pruned", "labrun.resumed_from")
+# The only tags the decision reads (and all the SQL fast path fetches).
+LEDGER_TAGS = (T.TASK, T.FINGERPRINT, T.HOST, T.PID, T.HEARTBEAT, T.PRUNED, T.RESUMED_FROM)
 
 
 def _sql_rows(client: Any, experiment_id: str) -> list[tuple[str, str, int, dict[str, str]]] | None:
@@ -74,28 +76,12 @@ def _sql_rows(client: Any, experiment_id: str) -> list[tuple[str, str, int, dict
 
     ``search_runs`` also loads every param and metric of every run (35+ rows per run), which
     makes a 1,000-run check take over a second; this reads ~7 tag rows per run instead.
-    Returns None (use ``search_runs``) for any other store, or if MLflow's schema moved.
+    Returns None (use ``search_runs``) for any other store, or when ``tracking.backends``
+    turns the fast path off (MLflow version or schema moved, ``LABRUN_PUBLIC_API_ONLY``).
     """
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from tracking.backends import ledger_rows
 
-        store = client._tracking_client.store
-        if not isinstance(store, SqlAlchemyStore):
-            return None
-        with store.ManagedSessionMaker() as session:
-            found = (session.query(SqlRun.run_uuid, SqlRun.status, SqlRun.start_time, SqlTag.key,
-                                   SqlTag.value)
-                     .join(SqlTag, SqlTag.run_uuid == SqlRun.run_uuid)
-                     .filter(SqlRun.experiment_id == int(experiment_id),
-                             SqlRun.lifecycle_stage == "active", SqlTag.key.in_(LEDGER_TAGS))
-                     .all())
-    except Exception:
-        return None
-    runs: dict[str, tuple[str, str, int, dict[str, str]]] = {}
-    for run_id, status, start, key, value in found:
-        runs.setdefault(run_id, (run_id, status, start, {}))[3][key] = value
-    return list(runs.values())
+    return ledger_rows(client.tracking_uri, experiment_id, LEDGER_TAGS)
 
 
 class Ledger:
@@ -125,8 +111,8 @@ class Ledger:
         if rows is None:
             rows = self._search_rows(ViewType)
         for run_id, status, start_time, tags in rows:
-            fp = tags.get("labrun.fingerprint")
-            if tags.get("labrun.task") != self.task or not fp or (wanted is not None and fp not in wanted):
+            fp = tags.get(T.FINGERPRINT)
+            if tags.get(T.TASK) != self.task or not fp or (wanted is not None and fp not in wanted):
                 continue
             attempt = Attempt(run_id, status, start_time or 0, tags)
             attempt.stale = is_stale(status, tags, start_time)
@@ -143,7 +129,7 @@ class Ledger:
         rows, token = [], None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`labrun.task` = '{self.task}'",
+                [self.experiment_id], filter_string=f"tags.`{T.TASK}` = '{self.task}'",
                 run_view_type=view_type.ACTIVE_ONLY, max_results=50_000, page_token=token)
             rows += [(r.info.run_id, r.info.status, r.info.start_time, r.data.tags) for r in page]
             token = page.token
@@ -153,7 +139,7 @@ class Ledger:
     def _mark_killed(self, attempt: Attempt) -> None:
         """A dead RUNNING run would read as running forever in the UI and in analysis."""
         try:
-            self.client.set_tag(attempt.run_id, "labrun.failure", STALE_REASON)
+            self.client.set_tag(attempt.run_id, T.FAILURE, STALE_REASON)
             self.client.set_terminated(attempt.run_id, "KILLED", end_time=int(time.time() * 1000))
             attempt.status = "KILLED"
         except Exception:

@@ -13,6 +13,9 @@ import sys
 import time
 from typing import Any
 
+from tracking import env
+from tracking import tags as T
+
 
 def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
                 extra_tags: dict[str, str] | None = None, reuse: bool = True) -> tuple[str, bool]:
@@ -20,9 +23,9 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
 
     Returns ``(run_id, reopened)``.
     """
-    tags = {"labrun.kind": kind, "labrun.sweep": name, "labrun.host": socket.gethostname(),
-            "labrun.pid": str(os.getpid()), **(extra_tags or {})}
-    adopted = os.environ.get("MLFLOW_RUN_ID")
+    tags = {T.KIND: kind, T.SWEEP: name, T.HOST: socket.gethostname(), T.PID: str(os.getpid()),
+            **(extra_tags or {})}
+    adopted = env.MLFLOW_RUN_ID.get()
     if adopted:
         client.update_run(adopted, status="RUNNING")
         for k, v in tags.items():
@@ -33,16 +36,18 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
 
         found = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`labrun.kind` = '{kind}' and tags.`labrun.sweep` = '{name}'",
+            filter_string=f"tags.`{T.KIND}` = '{kind}' and tags.`{T.SWEEP}` = '{name}'",
             run_view_type=ViewType.ACTIVE_ONLY, max_results=1, order_by=["attributes.start_time DESC"])
         if found:
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
-            for k in ("labrun.host", "labrun.pid"):
+            for k in (T.HOST, T.PID):
                 client.set_tag(run_id, k, tags[k])
             return run_id, True
-    base = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(sys.argv[:1]) or "labrun",
-            "mlflow.user": getpass.getuser()}
+    from mlflow.utils import mlflow_tags as M
+
+    base = {M.MLFLOW_SOURCE_TYPE: "LOCAL", M.MLFLOW_SOURCE_NAME: " ".join(sys.argv[:1]) or "labrun",
+            M.MLFLOW_USER: getpass.getuser()}
     run = client.create_run(experiment_id, tags={**base, **tags}, run_name=f"{kind}:{name}")
     return run.info.run_id, False
 

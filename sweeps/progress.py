@@ -5,10 +5,11 @@ cell that ends, so logs stay readable.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Iterable, Sequence, TextIO
+
+from tracking import env
 
 
 class SweepProgress:
@@ -19,7 +20,7 @@ class SweepProgress:
         self.stream = stream or sys.stderr
         self.t0 = time.time()
         self.bar = None
-        if os.environ.get("LABRUN_PROGRESS", "1") != "0" and total:
+        if env.LABRUN_PROGRESS.get() and total:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True,

@@ -2,25 +2,25 @@
 
 The study's worker and the run are different processes, so the observer is named in
 ``LABRUN_OBSERVERS=sweeps.pruning:from_environment`` and finds its trial through the
-environment variables below. It reports the objective metric at every step the task logs
-it and raises ``tracking.Pruned`` when the pruner says so; the run then ends KILLED with
-``labrun.pruned=true`` and exits 3, which the worker turns into a PRUNED trial.
+``LABRUN_OPTUNA_*`` variables of :mod:`tracking.env`. It reports the objective metric at
+every step the task logs it and raises ``tracking.Pruned`` when the pruner says so; the
+run then ends KILLED with ``labrun.pruned=true`` and exits 3, which the worker turns into a
+PRUNED trial.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any, Mapping
 
+from tracking import env
+from tracking import tags as T
 from tracking.observers import Pruned, RunObserver
 
-ENV_STORAGE = "LABRUN_OPTUNA_STORAGE"
-ENV_STUDY = "LABRUN_OPTUNA_STUDY"
-ENV_TRIAL_ID = "LABRUN_OPTUNA_TRIAL_ID"
-ENV_METRIC = "LABRUN_OPTUNA_METRIC"
-ENV_PRUNER = "LABRUN_OPTUNA_PRUNER"
 OBSERVER = "sweeps.pruning:from_environment"
+# What the observer needs to find its trial (the pruner's settings are optional).
+REQUIRED = (env.LABRUN_OPTUNA_STORAGE, env.LABRUN_OPTUNA_STUDY, env.LABRUN_OPTUNA_TRIAL_ID,
+            env.LABRUN_OPTUNA_METRIC)
 
 
 def make_pruner(spec: Any) -> Any:
@@ -43,8 +43,12 @@ def make_pruner(spec: Any) -> Any:
 def pruning_env(storage: str, study: str, trial_id: int, metric: str, pruner: Any) -> dict[str, str]:
     """What a trial's child process needs to report to its trial."""
     data = pruner if isinstance(pruner, dict) else pruner.model_dump()
-    return {"LABRUN_OBSERVERS": OBSERVER, ENV_STORAGE: storage, ENV_STUDY: study,
-            ENV_TRIAL_ID: str(trial_id), ENV_METRIC: metric, ENV_PRUNER: json.dumps(data)}
+    out: dict[str, str] = {}
+    for var, value in ((env.LABRUN_OBSERVERS, OBSERVER), (env.LABRUN_OPTUNA_STORAGE, storage),
+                       (env.LABRUN_OPTUNA_STUDY, study), (env.LABRUN_OPTUNA_TRIAL_ID, trial_id),
+                       (env.LABRUN_OPTUNA_METRIC, metric), (env.LABRUN_OPTUNA_PRUNER, json.dumps(data))):
+        var.set(value, out)
+    return out
 
 
 class OptunaPruningObserver(RunObserver):
@@ -69,7 +73,7 @@ class OptunaPruningObserver(RunObserver):
         return self._trial
 
     def started(self, run: Any) -> None:
-        run.set_tag("labrun.pruner", self.pruner.get("type", "median"))
+        run.set_tag(T.PRUNER, self.pruner.get("type", "median"))
 
     def metrics(self, run: Any, metrics: Mapping[str, float], step: int) -> None:
         value = metrics.get(self.metric)
@@ -84,10 +88,10 @@ class OptunaPruningObserver(RunObserver):
 
 def from_environment() -> OptunaPruningObserver:
     """Factory named in ``LABRUN_OBSERVERS``."""
-    missing = [k for k in (ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID, ENV_METRIC) if not os.environ.get(k)]
+    missing = [var.name for var in REQUIRED if not var.is_set()]
     if missing:
         raise RuntimeError(f"sweeps.pruning needs {', '.join(missing)} in the environment "
                            f"(set by `labrun optimize`)")
-    return OptunaPruningObserver(os.environ[ENV_STORAGE], os.environ[ENV_STUDY],
-                                 int(os.environ[ENV_TRIAL_ID]), os.environ[ENV_METRIC],
-                                 json.loads(os.environ.get(ENV_PRUNER) or "{}"))
+    return OptunaPruningObserver(env.LABRUN_OPTUNA_STORAGE.get(), env.LABRUN_OPTUNA_STUDY.get(),
+                                 env.LABRUN_OPTUNA_TRIAL_ID.get(), env.LABRUN_OPTUNA_METRIC.get(),
+                                 json.loads(env.LABRUN_OPTUNA_PRUNER.get() or "{}"))

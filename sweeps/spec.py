@@ -6,39 +6,67 @@ run exists, and each failure is one line naming the bad key and what would be va
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
 
+from sweeps.launchers.base import LauncherOptions, registered, unknown_launcher
 from tracking.config import ConfigError, read_yaml, set_dotted
-
-LAUNCHERS = ("local", "mlflow", "submitit", "ray")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SubmititOptions(_Strict):
-    """Slurm through submitit: one array job, one task per cell."""
+class _Launched(_Strict):
+    """A spec that names a launcher (``launcher: submitit``) and may carry launchers' options
+    under their names (``submitit: {cluster: local}``): both read the launcher registry."""
 
-    folder: str = "submitit_logs"
-    """Where submitit keeps job scripts and logs."""
-    cluster: Literal["auto", "slurm", "local", "debug"] = "auto"
-    """'auto' is Slurm when sbatch exists, else local processes (what the tests use)."""
-    timeout_min: int = 60
-    partition: str | None = None
-    cpus_per_task: int = 1
-    gpus_per_node: int = 0
-    mem_gb: float | None = None
+    @field_validator("launcher", check_fields=False)
+    @classmethod
+    def _known_launcher(cls, value: str) -> str:
+        if value not in registered():
+            raise ValueError(unknown_launcher(value))
+        return value
+
+    def launcher_options(self) -> LauncherOptions | None:
+        """The chosen launcher's options block, or None if it takes none."""
+        value = getattr(self, self.launcher, None)  # type: ignore[attr-defined]
+        return value if isinstance(value, LauncherOptions) else None
 
 
-class SweepSpec(_Strict):
-    """A run matrix: ``conditions x zip x matrix x seeds`` cells of one entry point."""
+_M = typing.TypeVar("_M", bound=_Launched)
+
+
+def _with_launcher_options(spec: type[_M]) -> type[_M]:
+    """``spec`` plus one optional key per launcher that takes options, typed by its schema.
+
+    The keys come from the registry, so a launcher's options are declared once (on the
+    launcher) and a bad one still gets the spec's one-line error with the key path.
+    """
+    fields: dict[str, Any] = {}
+    for name, launcher in registered().items():
+        if not launcher.Options.names():
+            continue
+        if name in spec.model_fields:
+            raise TypeError(f"launcher {name!r} has options but its name is already a spec key")
+        fields[name] = (launcher.Options, Field(default_factory=launcher.Options, description=launcher.help))
+    return create_model(spec.__name__, __base__=spec, __module__=spec.__module__, __doc__=spec.__doc__,
+                        **fields)
+
+
+class SweepSpec(_Launched):
+    """A run matrix: ``conditions x zip x matrix x seeds`` cells of one entry point.
+
+    A launcher's options sit under its name (``submitit: {cluster: local}``), typed by that
+    launcher's ``Options``.
+    """
 
     entry: str
     """MLproject entry point of the task (e.g. ired, toy)."""
@@ -54,23 +82,16 @@ class SweepSpec(_Strict):
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
     """Groups of keys that vary together (equal-length lists), e.g. model pairs."""
     seeds: list[int] | None = None
-    """Seeds (innermost axis varies slowest: all cells of seed 0 first)."""
+    """Seeds: the outermost axis, so it varies slowest (all cells of seed 0 come first)."""
     conditions: dict[str, dict[str, Any]] | None = None
     """Named override bundles (label_noise_20, ood...); each sets ``condition`` to its name."""
     retries: int = Field(default=1, ge=0)
     """How often a FAILED cell is run again (killed and stale ones are always rerun)."""
     parallel: int = Field(default=1, ge=1)
     launcher: str = "local"
+    """How cells are started: a registered launcher's name (``labrun sweep --help`` lists them)."""
     experiment: str | None = None
     """MLflow experiment of the sweep and its cells (default: the entry point name)."""
-    submitit: SubmititOptions = SubmititOptions()
-
-    @field_validator("launcher")
-    @classmethod
-    def _known_launcher(cls, value: str) -> str:
-        if value not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {value!r}; valid: {', '.join(LAUNCHERS)}")
-        return value
 
     @field_validator("matrix")
     @classmethod
@@ -166,7 +187,7 @@ class PrunerSpec(_Strict):
     reduction_factor: int = 3
 
 
-class StudySpec(_Strict):
+class StudySpec(_Launched):
     """An Optuna study over one entry point: each trial is one child run per seed."""
 
     entry: str
@@ -188,6 +209,8 @@ class StudySpec(_Strict):
     """A worker's trial is judged dead after 2x this without a beat, then retried."""
     max_retry: int = Field(default=2, ge=0)
     """How often a killed worker's trial is retried by another worker."""
+    launcher: str = "local"
+    """How a trial's runs are started (the launchers of sweeps); a worker runs one at a time."""
 
     @field_validator("space")
     @classmethod
@@ -208,6 +231,10 @@ class StudySpec(_Strict):
         return self.objective if isinstance(self.objective, list) else [self.objective]
 
 
+SweepSpec = _with_launcher_options(SweepSpec)  # type: ignore[misc]
+StudySpec = _with_launcher_options(StudySpec)  # type: ignore[misc]
+
+
 # --------------------------------------------------------------------------- loading
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -217,6 +244,8 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         ann = info.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys.extend(_valid_keys(ann, prefix + name + "."))
+        elif isinstance(ann, type) and dataclasses.is_dataclass(ann):  # a launcher's options
+            keys.extend(f"{prefix}{name}.{f.name}" for f in dataclasses.fields(ann))
     return keys
 
 
@@ -225,7 +254,7 @@ def _explain(model: type[BaseModel], exc: ValidationError, source: str) -> str:
     # union members appear in the location as type names ('Objective', 'list[Objective]')
     loc = [str(p) for p in err["loc"] if not (str(p)[:1].isupper() or "[" in str(p))]
     key = ".".join(loc)
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models, dataclasses
         keys = _valid_keys(model)
         close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
         hint = f"did you mean: {', '.join(close)}?" if close else \

@@ -9,17 +9,19 @@ with the same fingerprint is read back instead of being trained again.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tracking.config import ConfigError, resolve_config
-from sweeps.launchers.base import outcome_of
+from sweeps.launchers.base import launcher_class, make_launcher, outcome_of
 from sweeps.matrix import Cell, override_text
 from sweeps.spec import StudySpec, dump
+from tracking import env
+from tracking import tags as T
+from tracking.config import ConfigError, resolve_config
+from tracking.exits import EXIT_CONFIG, EXIT_FINISHED, EXIT_SIGINT
 
 
 class CellFailed(RuntimeError):
@@ -162,10 +164,10 @@ def _study_parent(study: Any, client: Any, exp_id: str, spec: StudySpec) -> str:
     """One parent run per study, shared by all workers through a study user attribute."""
     from sweeps.parent import open_parent
 
-    tags = {"optuna.study": spec.name or "", "optuna.storage": safe_url(spec.storage),
-            "labrun.sweep.entry": spec.entry}
+    tags = {T.OPTUNA_STUDY: spec.name or "", T.OPTUNA_STORAGE: safe_url(spec.storage),
+            T.SWEEP_ENTRY: spec.entry}
     known = study.user_attrs.get("mlflow_parent_run_id")
-    if os.environ.get("MLFLOW_RUN_ID"):
+    if env.MLFLOW_RUN_ID.is_set():
         run_id, _ = open_parent(client, exp_id, kind="study", name=spec.name or "", extra_tags=tags)
         if not known:
             study.set_user_attr("mlflow_parent_run_id", run_id)
@@ -189,7 +191,8 @@ def _study_parent(study: Any, client: Any, exp_id: str, spec: StudySpec) -> str:
 
 
 def optuna_attr(study: Any, key: str) -> Any:
-    return study._storage.get_study_user_attrs(study._study_id).get(key)
+    """A fresh read from the storage: the public ``Study.user_attrs`` asks it on every access."""
+    return study.user_attrs.get(key)
 
 
 # --------------------------------------------------------------------------- the objective
@@ -212,12 +215,12 @@ class Objective:
         live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
         ahead = [t for t in trial.study.get_trials(deepcopy=False)
                  if t.number < trial.number and t.state in live
-                 and not t.user_attrs.get("labrun.surplus")]
+                 and not t.user_attrs.get(T.SURPLUS)]
         return len(ahead) >= self.spec.n_trials
 
     def __call__(self, trial: Any) -> Any:
         if self._surplus(trial):
-            trial.set_user_attr("labrun.surplus", True)
+            trial.set_user_attr(T.SURPLUS, True)
             trial.study.stop()
             raise Surplus(f"n_trials={self.spec.n_trials} already taken by other workers")
         values = suggest(trial, self.spec)
@@ -245,7 +248,7 @@ class Objective:
 
     def _finished_run(self, fp: str) -> Any | None:
         found = self.client.search_runs(
-            [self.exp_id], filter_string=f"tags.`labrun.fingerprint` = '{fp}' and "
+            [self.exp_id], filter_string=f"tags.`{T.FINGERPRINT}` = '{fp}' and "
                                          f"attributes.status = 'FINISHED'", max_results=1)
         return found[0] if found else None
 
@@ -253,17 +256,20 @@ class Objective:
         import optuna
 
         from sweeps.pruning import pruning_env
-        from sweeps.sweep import _tail, cell_job, find_run
+        from sweeps.sweep import cell_job, find_run
 
         env = {}
         if seed_index == 0 and len(self.spec.objectives) == 1 and self.spec.pruner.type != "none":
-            env = pruning_env(self.spec.storage, self.spec.name or "", trial._trial_id,
+            from tracking.backends import trial_id
+
+            env = pruning_env(self.spec.storage, self.spec.name or "",
+                              trial_id(trial, storage=storage_url(self.spec.storage), study_name=self.spec.name),
                               self.spec.objectives[0].metric, self.spec.pruner)
         job = cell_job(cell, entry=self.spec.entry, module=self.task.module, config=self.spec.config,
                        experiment=self.exp_name, experiment_id=self.exp_id, parent_run_id=self.parent_id,
                        sweep_name=self.spec.name or "", logs=self.logs, env=env,
-                       tags={"optuna.study": self.spec.name or "", "optuna.trial": str(trial.number),
-                             "optuna.seed_index": str(seed_index)})
+                       tags={T.OPTUNA_STUDY: self.spec.name or "", T.OPTUNA_TRIAL: str(trial.number),
+                             T.OPTUNA_SEED_INDEX: str(seed_index)})
         job.run_name = f"trial{trial.number}-s{cell.seed}"
         code = self.launcher.wait_one(job)
         run = find_run(self.client, self.exp_id, job)
@@ -277,7 +283,7 @@ class Objective:
             self.kept_logs = True
             raise CellFailed(f"trial {trial.number} seed {cell.seed}: run "
                              f"{run.info.run_id if run else '(none)'} {kind} (exit {code}); "
-                             f"log {job.log_path}\n{_tail(job.log_path)}")
+                             f"log {job.log_path}\n{job.tail()}")
         return run
 
     def _read(self, run: Any, objective: Any) -> float:
@@ -296,80 +302,37 @@ class Objective:
 # --------------------------------------------------------------------------- the driver
 
 def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
-    """Create or join the study and work on it until it holds ``n_trials`` trials."""
-    import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
+    """Create or join the study and work on it until it holds ``n_trials`` trials.
 
+    Returns EXIT_FINISHED, EXIT_SIGINT (interrupted: run it again to go on) or EXIT_CONFIG
+    when the objective metric is never logged (every further trial would fail the same way).
+    """
     from tracking import store
     from tracking.tasks import load_task
-    from sweeps.launchers.local import LocalLauncher
 
     task = load_task(spec.entry)
     _check_space(spec, task.schema)
-    from sweeps.launchers.local import prewarm
-
-    prewarm(task.module)
+    launcher_class(spec.launcher).prewarm(task.module)
     if spec.pruner.type != "none" and len(spec.objectives) > 1:
         raise ConfigError("pruning needs a single objective; set pruner.type: none for several")
     _check_storage_apart(spec.storage, store.tracking_uri())
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(spec)
-    directions = [o.direction for o in spec.objectives]
-    from sweeps.pruning import make_pruner
+    study = open_study(spec)
 
-    try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
-                                    pruner=make_pruner(spec.pruner), load_if_exists=True)
-    except Exception as exc:  # e.g. an unreachable server
-        raise ConfigError(f"cannot open study {spec.name!r} in {safe_url(spec.storage)}: "
-                          f"{str(exc).splitlines()[0]}") from None
-    existing = [d.name.lower() for d in study.directions]
-    if existing != directions:
-        raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "
-                          f"asks for {directions}; use another study name")
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + len(study.trials)
-    study.sampler = make_sampler(spec, seed)
-
-    store.quiet_environment()
+    env.quiet()
     client = store.client()
     exp_name = spec.experiment or spec.entry
     exp_id = store.experiment_id(exp_name)
     parent_id = _study_parent(study, client, exp_id, spec)
     client.log_text(parent_id, dump(raw), "study.yaml")
-    counted = (TrialState.COMPLETE, TrialState.PRUNED)
-    done_before = len(study.get_trials(deepcopy=False, states=counted))
+    done_before = len(study.get_trials(deepcopy=False, states=_counted()))
     print(f"study {spec.name!r} on {safe_url(spec.storage)}: {done_before}/{spec.n_trials} trials done; "
           f"parent run {parent_id} in experiment {exp_name!r}\n"
           f"  watch it: optuna-dashboard {safe_url(spec.storage)}", flush=True)
-    launcher = LocalLauncher(1, module=task.module)
+    launcher = make_launcher(spec.launcher, 1, module=task.module, options=spec.launcher_options())
     logs = Path(tempfile.mkdtemp(prefix=f"labrun-study-{spec.name}-"))
     objective = Objective(spec, task, client, exp_name, exp_id, parent_id, launcher, logs)
-
-    def report(study_: Any, trial: Any) -> None:
-        if trial.user_attrs.get("labrun.surplus"):
-            return
-        values = trial.values or []
-        value = ", ".join(f"{v:.6g}" for v in values) or "-"
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in trial.params.items())
-        line = f"trial {trial.number}: {trial.state.name} value={value}  {params}"
-        if trial.state == TrialState.FAIL and objective.metric_error:
-            line += f"\n  {objective.metric_error}"
-        print(line, flush=True)
-        if objective.metric_error:
-            study_.stop()
-
-    interrupted = False
     try:
-        if done_before < spec.n_trials:
-            study.optimize(objective, n_trials=None, catch=(CellFailed, Surplus),
-                           callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), report,
-                                      _fail_guard(spec)], gc_after_trial=False)
-    except KeyboardInterrupt:
-        interrupted = True
-        launcher.stop()
-        launcher.poll()
+        interrupted = done_before < spec.n_trials and _optimize(study, objective)
     finally:
         launcher.close()
     if objective.kept_logs:
@@ -381,8 +344,77 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     _close(study, client, parent_id, spec, interrupted)
     if objective.metric_error:
         print(f"labrun optimize: error: {objective.metric_error}", file=sys.stderr)
-        return 2
-    return 130 if interrupted else 0
+        return EXIT_CONFIG
+    return EXIT_SIGINT if interrupted else EXIT_FINISHED
+
+
+def _counted() -> tuple[Any, ...]:
+    """The trial states that count towards ``n_trials``."""
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def open_study(spec: StudySpec) -> Any:
+    """Create the study or join it; one that exists with other directions is a ConfigError."""
+    import optuna
+
+    from sweeps.pruning import make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(spec)
+    directions = [o.direction for o in spec.objectives]
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
+                                    pruner=make_pruner(spec.pruner), load_if_exists=True)
+    except Exception as exc:  # e.g. an unreachable server
+        raise ConfigError(f"cannot open study {spec.name!r} in {safe_url(spec.storage)}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    existing = [d.name.lower() for d in study.directions]
+    if existing != directions:
+        raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "
+                          f"asks for {directions}; use another study name")
+    # Each worker (and each resumption) seeds its sampler differently, or they would all
+    # propose the same parameters.
+    seed = None if spec.sampler.seed is None else spec.sampler.seed + len(study.trials)
+    study.sampler = make_sampler(spec, seed)
+    return study
+
+
+def _optimize(study: Any, objective: Objective) -> bool:
+    """Run trials until the study holds ``n_trials``; True when interrupted (Ctrl-C, SIGTERM)."""
+    from optuna.study import MaxTrialsCallback
+
+    spec = objective.spec
+    try:
+        study.optimize(objective, n_trials=None, catch=(CellFailed, Surplus),
+                       callbacks=[MaxTrialsCallback(spec.n_trials, states=_counted()), _reporter(objective),
+                                  _fail_guard(spec)], gc_after_trial=False)
+    except KeyboardInterrupt:
+        objective.launcher.stop()  # the running cell ends KILLED, its checkpoints kept
+        objective.launcher.poll()
+        return True
+    return False
+
+
+def _reporter(objective: Objective) -> Any:
+    """One line per trial; a metric the task never logs stops the study (no trial could work)."""
+    from optuna.trial import TrialState
+
+    def report(study: Any, trial: Any) -> None:
+        if trial.user_attrs.get(T.SURPLUS):
+            return
+        values = trial.values or []
+        value = ", ".join(f"{v:.6g}" for v in values) or "-"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in trial.params.items())
+        line = f"trial {trial.number}: {trial.state.name} value={value}  {params}"
+        if trial.state == TrialState.FAIL and objective.metric_error:
+            line += f"\n  {objective.metric_error}"
+        print(line, flush=True)
+        if objective.metric_error:
+            study.stop()
+    return report
 
 
 def _fail_guard(spec: StudySpec) -> Any:
@@ -391,7 +423,7 @@ def _fail_guard(spec: StudySpec) -> Any:
 
     def guard(study: Any, trial: Any) -> None:
         failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if not t.user_attrs.get("labrun.surplus")]
+                  if not t.user_attrs.get(T.SURPLUS)]
         if len(failed) >= max(3, spec.n_trials):
             print(f"stopping: {len(failed)} trials failed (see their runs' labrun.failure tags)",
                   file=sys.stderr, flush=True)
@@ -405,7 +437,7 @@ def _close(study: Any, client: Any, parent_id: str, spec: StudySpec, interrupted
     from sweeps.parent import close_parent
 
     trials = study.get_trials(deepcopy=False)
-    count = lambda s: sum(t.state == s and not t.user_attrs.get("labrun.surplus") for t in trials)  # noqa: E731
+    count = lambda s: sum(t.state == s and not t.user_attrs.get(T.SURPLUS) for t in trials)  # noqa: E731
     metrics = {"study.trials.complete": count(TrialState.COMPLETE),
                "study.trials.pruned": count(TrialState.PRUNED),
                "study.trials.failed": count(TrialState.FAIL)}

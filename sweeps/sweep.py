@@ -7,7 +7,6 @@ some other launcher is running right now is waited for, never duplicated.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import tempfile
@@ -16,13 +15,15 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
-from sweeps.launchers.base import Job, make_launcher, outcome_of
+from sweeps.launchers.base import Job, launcher_class, make_launcher, outcome_of
 from sweeps.ledger import Ledger
 from sweeps.matrix import Cell, expand
 from sweeps.progress import SweepProgress, summarize, table
 from sweeps.spec import SweepSpec, dump
+from tracking import env
+from tracking import tags as T
+from tracking.exits import EXIT_CELLS_FAILED, EXIT_FINISHED, EXIT_SIGINT
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 ELSEWHERE_POLL_S = 3.0
 
 
@@ -34,7 +35,7 @@ def cell_job(cell: Cell, *, entry: str, module: str, config: str | None, experim
     return Job(key=key, entry=entry, module=module, config=config, overrides=list(cell.overrides),
                experiment=experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
                run_name=cell.run_name(entry),
-               tags={"labrun.sweep": sweep_name, "labrun.attempt": str(attempt), **(tags or {})},
+               tags={T.SWEEP: sweep_name, T.ATTEMPT: str(attempt), **(tags or {})},
                env=dict(env or {}), resume=resume, cell=cell, attempt=attempt,
                log_path=(logs / f"cell{cell.index:04d}-attempt{attempt}.log") if logs else None)
 
@@ -46,16 +47,9 @@ def find_run(client: Any, experiment_id: str, job: Job) -> Any | None:
             return client.get_run(job.run_id)
         except Exception:
             return None
-    found = client.search_runs([experiment_id], filter_string=f"tags.`labrun.job` = '{job.key}'",
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{T.JOB}` = '{job.key}'",
                                max_results=1)
     return found[0] if found else None
-
-
-def _tail(path: Path | None, n: int = 6) -> str:
-    if not path or not path.exists():
-        return ""
-    lines = path.read_text(errors="replace").strip().splitlines()[-n:]
-    return "\n".join("      " + line for line in lines)
 
 
 class _Term(Exception):
@@ -78,21 +72,20 @@ def _describe(decision: str, state: Any, retries: int) -> str:
 
 def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
               out: TextIO | None = None) -> int:
-    """Plan, then launch; returns 0 (all cells finished), 1 (some failed) or 130 (interrupted)."""
+    """Plan, then launch; returns EXIT_FINISHED (all cells finished), EXIT_CELLS_FAILED (some did
+    not) or EXIT_SIGINT (interrupted: the same command again finishes the rest)."""
     from tracking import store
     from tracking.tasks import load_task
 
     out = out or sys.stdout
     task = load_task(spec.entry)
     cells = expand(spec, task.schema)
-    if spec.launcher == "local" and not dry_run:
-        from sweeps.launchers.local import prewarm
+    if not dry_run:
+        launcher_class(spec.launcher).prewarm(task.module)
 
-        prewarm(task.module)
-
-    store.quiet_environment()
+    env.quiet()
     client = store.client()
-    adopted = os.environ.get("MLFLOW_RUN_ID") if not dry_run else None
+    adopted = env.MLFLOW_RUN_ID.get() if not dry_run else None
     if adopted:
         exp_id = client.get_run(adopted).info.experiment_id
         exp_name = client.get_experiment(exp_id).name
@@ -111,12 +104,12 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
         print(head, file=out)
         print(table(rows, ["#", "cell", "fingerprint", "plan"]), file=out)
         print("(dry run: nothing launched)", file=out)
-        return EXIT_OK
+        return EXIT_FINISHED
 
     from sweeps.parent import open_parent
 
     parent_id, reopened = open_parent(client, exp_id, kind="sweep", name=spec.name,
-                                      extra_tags={"labrun.sweep.entry": spec.entry})
+                                      extra_tags={T.SWEEP_ENTRY: spec.entry})
     client.log_text(parent_id, dump(raw), "sweep.yaml")
     if not reopened:
         try:
@@ -132,7 +125,7 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
     todo = [c for c in cells if plan[c.fingerprint] == "todo"]
     progress = SweepProgress(len(todo) + len(elsewhere), n["done"], f"sweep {spec.name}")
     launcher = make_launcher(spec.launcher, spec.parallel, module=task.module,
-                             submitit_options=spec.submitit)
+                             options=spec.launcher_options())
 
     def job_for(cell: Cell, attempt: int, resume: str | None) -> Job:
         return cell_job(cell, entry=spec.entry, module=task.module, config=spec.config,
@@ -158,8 +151,7 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
             launcher.submit(job_for(cell, job.attempt + 1, resume))
             return
         results[fp] = ("failed", run_id)
-        progress.event("failed", f"{cell.label} (exit {code}; log {job.log_path})\n{_tail(job.log_path)}",
-                       run_id)
+        progress.event("failed", f"{cell.label} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -239,7 +231,7 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
         state = final.state(c.fingerprint)
         best = state.finished or (max(state.attempts, key=lambda a: a.start_time) if state.attempts else None)
         status = best.status if best else "missing"
-        if best is not None and best.tags.get("labrun.pruned") == "true":
+        if best is not None and best.tags.get(T.PRUNED) == "true":
             status = "PRUNED"
         status_counts[status] = status_counts.get(status, 0) + 1
         rows.append((c.index, c.label, c.fingerprint, status, best.run_id if best else "",
@@ -262,5 +254,5 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
         print(f"interrupted with {incomplete} cells unfinished: run the same command again to finish "
               f"them (finished cells are skipped, killed ones resume from their checkpoints)",
               file=out, flush=True)
-        return EXIT_INTERRUPTED
-    return EXIT_CELLS_FAILED if incomplete else EXIT_OK
+        return EXIT_SIGINT
+    return EXIT_CELLS_FAILED if incomplete else EXIT_FINISHED

@@ -6,7 +6,17 @@ import sys
 
 import pytest
 
+from tracking import backends
 from tracking.metrics import MetricLogger, default_direction, validate_name
+
+
+@pytest.fixture(autouse=True)
+def _fast_paths_on(monkeypatch):
+    """Every test starts with the fast paths allowed and nothing logged yet."""
+    monkeypatch.delenv("LABRUN_PUBLIC_API_ONLY", raising=False)
+    backends.reset()
+    yield
+    backends.reset()
 
 
 @pytest.mark.parametrize("name", ["loss.kl.z", "metric.accuracy.val", "diag.grad_norm_clipped",
@@ -32,9 +42,9 @@ ROWS = [({"loss.a": 1.0, "loss.b": float("nan")}, 0), ({"loss.a": 0.5, "loss.b":
         ({"loss.a": 0.1}, 3)]
 
 
-def _log_all(client, run_id, fast_uri):
+def _log_all(client, run_id, fast_uri, *, fast=None):
     logger = MetricLogger(client, run_id, flush_every_s=0, fast_uri=fast_uri)
-    assert (logger._writer is not None) == bool(fast_uri)
+    assert (logger._writer is not None) == (bool(fast_uri) if fast is None else fast)
     for i, (metrics, step) in enumerate(ROWS):
         logger.log(metrics, step, timestamp_ms=1000 + i)
     logger.log({"loss.a": 0.1}, 3, timestamp_ms=1004)  # exact duplicate: ignored, not an error
@@ -78,3 +88,43 @@ def test_background_flush_loses_nothing(store):
     logger.close()
     assert len(store.get_metric_history(run_id, "loss.x")) == 2000
     assert store.get_run(run_id).data.metrics["loss.y"] == -1999.0
+
+
+def _fallback_lines(caplog, kind="metric_writer"):
+    return [r for r in caplog.records if r.name == "labrun" and backends.FAST_PATHS[kind].what in r.getMessage()]
+
+
+def test_public_api_only_writes_the_same_rows(store, monkeypatch, caplog):
+    """LABRUN_PUBLIC_API_ONLY=1: log_batch, with the very rows the SQL writer stores."""
+    exp = store.create_experiment("m")
+    fast, public = store.create_run(exp).info.run_id, store.create_run(exp).info.run_id
+    _log_all(store, fast, store.uri)
+    monkeypatch.setenv("LABRUN_PUBLIC_API_ONLY", "1")
+    caplog.set_level("INFO", logger="labrun")
+    _log_all(store, public, store.uri, fast=False)
+    MetricLogger(store, public, flush_every_s=0, fast_uri=store.uri).close()
+    assert _read(store, public) == _read(store, fast)   # NaN, clamped infinities, duplicates alike
+    (line,) = _fallback_lines(caplog)                    # one line, however many loggers
+    assert "LABRUN_PUBLIC_API_ONLY is set" in line.getMessage()
+
+
+def test_failed_bulk_write_falls_back_to_log_batch_with_one_line(store, caplog):
+    exp = store.create_experiment("m")
+    run_id = store.create_run(exp).info.run_id
+    logger = MetricLogger(store, run_id, flush_every_s=0, fast_uri=store.uri)
+    assert logger._writer is not None
+
+    def broken(*_):
+        raise RuntimeError("disk I/O error\nsecond line")
+
+    logger._writer.write = broken
+    logger.log({"loss.a": 1.0}, 0, timestamp_ms=1000)
+    logger.flush()                                       # the failed batch goes through log_batch
+    logger.log({"loss.a": 0.5}, 1, timestamp_ms=1001)
+    logger.close()
+    assert logger._writer is None
+    assert [(m.step, m.value) for m in store.get_metric_history(run_id, "loss.a")] == [(0, 1.0), (1, 0.5)]
+    (line,) = _fallback_lines(caplog)
+    assert line.levelname == "WARNING"
+    assert "a bulk write failed (RuntimeError: disk I/O error)" in line.getMessage()
+    assert "MlflowClient.log_batch" in line.getMessage()

@@ -54,6 +54,7 @@ def test_pruning_observer_reports_and_prunes(tmp_path, monkeypatch):
 
     from sweeps.pruning import from_environment, pruning_env
     from tracking import Pruned
+    from tracking.backends import trial_id
 
     storage = f"sqlite:///{tmp_path}/o.db"
     pruner = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
@@ -64,7 +65,8 @@ def test_pruning_observer_reports_and_prunes(tmp_path, monkeypatch):
     first.report(0.1, 4)
     study.tell(first, 0.1)
     trial = study.ask()
-    for k, v in pruning_env(storage, "p", trial._trial_id, "metric.mse.val", pruner).items():
+    for k, v in pruning_env(storage, "p", trial_id(trial, storage=storage, study_name="p"), "metric.mse.val",
+                            pruner).items():
         monkeypatch.setenv(k, v)
     obs = from_environment()
     obs.metrics(None, {"loss.total": 3.0}, 1)               # other metrics are ignored
@@ -79,6 +81,7 @@ def test_pruned_task_ends_killed_with_exit_3(store, tmp_path, monkeypatch):
     import optuna
 
     from sweeps.pruning import pruning_env
+    from tracking.backends import trial_id
     from tracking.tasks import load_task
 
     storage = f"sqlite:///{tmp_path}/o.db"
@@ -89,7 +92,7 @@ def test_pruned_task_ends_killed_with_exit_3(store, tmp_path, monkeypatch):
         first.report(1e-6, step)
     study.tell(first, 1e-6)
     trial = study.ask()
-    env = pruning_env(storage, "p", trial._trial_id, "metric.mse.val",
+    env = pruning_env(storage, "p", trial_id(trial, storage=storage, study_name="p"), "metric.mse.val",
                       {"type": "median", "n_startup_trials": 1})
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -192,12 +192,18 @@ def test_ledger_decides_skip_retry_stale_and_elsewhere(store):
 
     from sweeps.ledger import _sql_rows
 
-    fast = _sql_rows(store, exp)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("LABRUN_PUBLIC_API_ONLY", raising=False)
+        fast = _sql_rows(store, exp)
     assert fast is not None
     slow = ledger._search_rows(ViewType)
     as_set = lambda rows: {(r, st, t.get("labrun.fingerprint"), t.get("labrun.pid")) for r, st, _, t in rows  # noqa: E731
                            if t.get("labrun.task") == "toy"}
     assert as_set(fast) == as_set(slow) and len(as_set(fast)) == 7
+    # with the fast path switched off (tracking.backends) the ledger reads through search_runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABRUN_PUBLIC_API_ONLY", "1")
+        assert _sql_rows(store, exp) is None
 
 
 def test_dry_run_shows_plan_and_writes_nothing(store, tmp_path, capsys):

@@ -81,14 +81,15 @@ class MetricLogger:
     listeners: list[Callable[[Mapping[str, float], int], None]] = field(default_factory=list)
 
     fast_uri: str | None = None
-    """Tracking URI of an SQL store to write to directly (see ``sqlmetrics``); None: log_batch."""
+    """Tracking URI of an SQL store to write to directly (``tracking.backends.metric_writer``);
+    None, another store, or a fast path that is off: ``log_batch``."""
 
     def __post_init__(self) -> None:
         self._writer = None
         if self.fast_uri:
-            from tracking.sqlmetrics import SqlMetricWriter
+            from tracking.backends import metric_writer
 
-            self._writer = SqlMetricWriter.for_uri(self.fast_uri)
+            self._writer = metric_writer(self.fast_uri)  # None: log_batch (why is logged once)
         self._buffer: list = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -147,8 +148,15 @@ class MetricLogger:
             try:
                 self._writer.write(self.run_id, rows)
                 return
-            except Exception:  # schema or driver surprise: MLflow's own path always works
-                self._writer = None
+            except Exception as exc:  # schema or driver surprise: MLflow's own path always works
+                from tracking.backends import announce_fallback, describe_error
+
+                writer, self._writer = self._writer, None
+                announce_fallback("metric_writer", f"a bulk write failed ({describe_error(exc)})")
+                try:
+                    writer.close()
+                except Exception:
+                    pass
         from mlflow.entities import Metric
 
         self.client.log_batch(self.run_id, metrics=[Metric(*row) for row in rows])

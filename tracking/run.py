@@ -215,20 +215,16 @@ class Run:
 
     def _prune_checkpoints(self) -> None:
         """Keep the newest ``checkpoint.keep`` files; a store that cannot delete keeps them
-        (logged at debug level for each file it refused)."""
+        (``tracking.backends.delete_artifact`` logs each refusal at debug level)."""
+        from tracking import backends
+
         keep = max(1, self.cfg.checkpoint.keep)
         while len(self._checkpoints) > keep:
             name = self._checkpoints.pop(0)
             (self.local_dir / "checkpoints" / name).unlink(missing_ok=True)
-            try:
-                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-                if self._artifacts is None:  # one lookup per run, not per pruned file
-                    uri = self.client.get_run(self.run_id).info.artifact_uri
-                    self._artifacts = get_artifact_repository(uri)
-                self._artifacts.delete_artifacts(f"checkpoints/{name}")
-            except Exception as exc:
-                self.log.debug("could not prune checkpoint %s: %s", name, exc)
+            if self._artifacts is None:  # one lookup per run, not per pruned file
+                self._artifacts = self.client.get_run(self.run_id).info.artifact_uri
+            backends.delete_artifact(self._artifacts, f"checkpoints/{name}")
 
     # ------------------------------------------------------------------ lifecycle
     def _begin(self, adopted: bool, observers: Sequence[_observers.RunObserver]) -> None:

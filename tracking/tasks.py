@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from tracking.config import ConfigError
+from tracking.exits import EXIT_FAILED, EXIT_FINISHED, EXIT_SIGINT
 
 
 @dataclass
@@ -80,3 +82,38 @@ def _is_task(ep: EntryPoint) -> bool:
 
 def task_names(root: str | Path | None = None) -> list[str]:
     return sorted(n for n, ep in entry_points(root).items() if _is_task(ep))
+
+
+def run_entry_point(main: str | Callable[[list[str]], Any], argv: list[str]) -> int:
+    """Run a task's ``main(argv)`` in this process; return the code ``python -m`` would exit with.
+
+    Launchers that run a cell inside a process of their own (a forked worker, a cluster job)
+    read its outcome from this code alone (``tracking.exits``), so every way a task can end
+    maps to one here, the same for all of them. ``main`` is a module name (imported here, with
+    ``sys.argv`` set as ``python -m`` would) or the function itself.
+    """
+    try:
+        if isinstance(main, str):
+            sys.argv = [main, *argv]
+            main = importlib.import_module(main).main
+        main(argv)
+    except SystemExit as exc:
+        return _system_exit_code(exc.code)
+    except KeyboardInterrupt:
+        return EXIT_SIGINT
+    except BaseException:  # a crash or an import error: the trace goes to the cell's log
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_FAILED
+    return EXIT_FINISHED
+
+
+def _system_exit_code(code: object) -> int:
+    """What the interpreter makes of ``SystemExit(code)``: None is 0, a message is printed and 1."""
+    if code is None:
+        return EXIT_FINISHED
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_FAILED

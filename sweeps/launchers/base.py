@@ -1,20 +1,29 @@
-"""The one small interface every launcher implements, and the job it launches.
+"""The one small interface every launcher implements, the job it launches, and the registry.
 
 A launcher only starts processes and reports exit codes; what a cell *is* (its config,
 its parent run, its tags) is decided by the sweep or study before the job reaches it, so
 a new launcher (a cluster, a cloud queue) is one class with three methods: start a job,
 read a started job's exit code, stop what runs. The queue and the ``parallel`` bound live
 here, once, so every launcher throttles and counts jobs the same way.
+
+A subclass with a ``name`` registers itself; specs, ``--help`` and :func:`make_launcher`
+all read that registry, so a launcher's name, one-line help and options schema are
+declared once, on the class. Registering never imports what the launcher drives (submitit,
+ray): those are imported when a launcher is built.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
+from tracking import env
+from tracking import tags as T
 from tracking.exits import EXIT_CONFIG, EXIT_FINISHED, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
 
 # Negative codes: killed by that signal before Python could turn it into KILLED; 137 = shell SIGKILL.
@@ -58,7 +67,7 @@ class Job:
     """Known up front when the launcher pre-creates the run (mlflow launcher)."""
 
     def all_tags(self) -> dict[str, str]:
-        return {**self.tags, "labrun.job": self.key}
+        return {**self.tags, T.JOB: self.key}
 
     def task_argv(self, *, with_tags: bool = True) -> list[str]:
         """The task's own argv (what ``python -m <module>`` would get)."""
@@ -76,23 +85,51 @@ class Job:
         return argv
 
     def child_env(self) -> dict[str, str]:
-        """Environment of the cell: quiet, nested under the sweep's parent run."""
-        env = {"MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_MODE": "disabled",
-               "LABRUN_PARENT_RUN_ID": self.parent_run_id,
-               "LABRUN_PROGRESS": os.environ.get("LABRUN_PROGRESS", "0")}
-        env.update(self.env)
-        return env
+        """What the cell's process gets on top of the launcher's environment.
+
+        Quiet (no telemetry), nested under the sweep's parent run, and without progress bars
+        unless the user asked for them: cells run in parallel and write to log files.
+        """
+        extra = dict(env.QUIET)
+        env.LABRUN_PARENT_RUN_ID.set(self.parent_run_id, extra)
+        bars = env.LABRUN_PROGRESS.get() if env.LABRUN_PROGRESS.is_set() else False
+        env.LABRUN_PROGRESS.set(bool(bars), extra)
+        extra.update(self.env)
+        return extra
+
+    def tail(self, n: int = 6) -> str:
+        """The last lines of the cell's process log, indented, for a failure message."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()[-n:]
+        return "\n".join("      " + line for line in lines)
 
 
-# The launcher's own run (``mlflow run -e sweep`` sets it) must never be adopted by a cell.
-LAUNCHER_ONLY_ENV = ("MLFLOW_RUN_ID",)
+def apply_env(cell_env: Mapping[str, str]) -> None:
+    """In a cell's own process (forked, or a cluster job): the environment a fresh child gets.
+
+    The launcher's own run (``mlflow run -e sweep`` sets ``MLFLOW_RUN_ID``) must never be
+    adopted by a cell, so this drops it rather than only adding the cell's variables.
+    """
+    fresh = env.child_environment(cell_env)
+    for key in set(os.environ) - set(fresh):
+        del os.environ[key]
+    os.environ.update(fresh)
 
 
-def apply_env(env: dict[str, str]) -> None:
-    """In a cell's process: drop the launcher's run, then set the cell's variables."""
-    for key in LAUNCHER_ONLY_ENV:
-        os.environ.pop(key, None)
-    os.environ.update(env)
+@dataclass
+class LauncherOptions:
+    """A launcher's options: the spec's block under its name (``submitit: {...}``); none here.
+
+    A plain dataclass, so that registering a launcher imports nothing (``labrun --help``
+    reads the registry); pydantic validates it, strictly, when a spec is loaded.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
 
 
 class Launcher(ABC):
@@ -101,16 +138,44 @@ class Launcher(ABC):
     The base keeps the bookkeeping: ``queue`` holds jobs not yet started and ``active``
     maps a started job's key to ``(job, handle)``, where the handle is whatever
     :meth:`_start` returned (a process, a future, a Ray ref) and :meth:`_exit_code`
-    reads back.
+    reads back. A subclass sets ``name`` (how specs pick it), ``help`` (one line for
+    ``--help``) and, if it takes any, ``Options`` (its spec block, validated before any run).
     """
 
-    name = "base"
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    Options: ClassVar[type[LauncherOptions]] = LauncherOptions
 
-    def __init__(self, parallel: int = 1, **options: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            _register(cls)
+
+    def __init__(self, parallel: int = 1, options: LauncherOptions | Mapping[str, Any] | None = None, *,
+                 module: str = "") -> None:
         self.parallel = max(1, int(parallel))
-        self.options = options
+        self.options = self.parse_options(options)
+        self.module = module  # the task's module (projects.toy.train): what a launcher may import ahead
         self.queue: deque[Job] = deque()
         self.active: dict[str, tuple[Job, Any]] = {}
+
+    @classmethod
+    def parse_options(cls, raw: LauncherOptions | Mapping[str, Any] | None) -> LauncherOptions:
+        """Options from a spec block (or already parsed); a bad one is a one-line ConfigError."""
+        if isinstance(raw, cls.Options):
+            return raw
+        from pydantic import TypeAdapter
+
+        try:
+            return TypeAdapter(cls.Options).validate_python(dict(raw or {}))
+        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            from tracking.config import ConfigError
+
+            raise ConfigError(_options_error(cls, exc)) from None
+
+    @classmethod
+    def prewarm(cls, module: str) -> None:
+        """Called before a sweep plans, so slow start-up (a fork server) overlaps planning."""
 
     @abstractmethod
     def _start(self, job: Job) -> Any:
@@ -176,25 +241,60 @@ class Launcher(ABC):
             time.sleep(poll_s)
 
 
-def make_launcher(name: str, parallel: int, *, module: str, root: str | Path | None = None,
-                  submitit_options: Any = None) -> Launcher:
-    """Launcher by name, with a one-line error for unknown or unavailable ones."""
-    from tracking.config import ConfigError
+def _options_error(cls: type[Launcher], exc: Exception) -> str:
+    valid = ", ".join(cls.Options.names()) or "none"
+    if not hasattr(exc, "errors"):
+        return f"launcher {cls.name!r}: options must be a mapping of {valid} (got {exc})"
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"launcher {cls.name!r}: unknown option {key!r}; valid: {valid}"
+    return f"launcher {cls.name!r}: {key}: {err['msg']} (got {err.get('input')!r})"
 
-    if name == "local":
-        from sweeps.launchers.local import LocalLauncher
 
-        return LocalLauncher(parallel, module=module)
-    if name == "mlflow":
-        from sweeps.launchers.mlflow_run import MlflowRunLauncher
+# --------------------------------------------------------------------------- the registry
 
-        return MlflowRunLauncher(parallel, root=root)
-    if name == "submitit":
-        from sweeps.launchers.submitit_launcher import SubmititLauncher
+# Built-in launchers, in the order they are listed; importing one registers it (and is cheap:
+# each imports what it drives only when built). A launcher defined elsewhere registers when
+# its module is imported.
+BUILTIN = ("sweeps.launchers.local", "sweeps.launchers.mlflow_run",
+           "sweeps.launchers.submitit_launcher", "sweeps.launchers.ray_launcher")
 
-        return SubmititLauncher(parallel, options=submitit_options)
-    if name == "ray":
-        from sweeps.launchers.ray_launcher import RayLauncher
+_REGISTRY: dict[str, type[Launcher]] = {}
 
-        return RayLauncher(parallel)
-    raise ConfigError(f"unknown launcher {name!r}; valid: local, mlflow, submitit, ray")
+
+def _register(cls: type[Launcher]) -> None:
+    known = _REGISTRY.get(cls.name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"launcher name {cls.name!r} is taken by {known.__module__}.{known.__qualname__}")
+    _REGISTRY[cls.name] = cls
+
+
+def registered() -> dict[str, type[Launcher]]:
+    """Every launcher by name: the built-ins first, in :data:`BUILTIN` order."""
+    for module in BUILTIN:
+        importlib.import_module(module)
+    order = {m: i for i, m in enumerate(BUILTIN)}
+    ranked = sorted(_REGISTRY.values(), key=lambda c: order.get(c.__module__, len(order)))
+    return {c.name: c for c in ranked}
+
+
+def launcher_class(name: str) -> type[Launcher]:
+    """The launcher registered as ``name``; an unknown one is a one-line ConfigError (exit 2)."""
+    launchers = registered()
+    if name not in launchers:
+        from tracking.config import ConfigError
+
+        raise ConfigError(unknown_launcher(name, launchers))
+    return launchers[name]
+
+
+def unknown_launcher(name: str, launchers: Mapping[str, Any] | None = None) -> str:
+    """The one-line error for a launcher name nobody registered (specs raise it too)."""
+    return f"unknown launcher {name!r}; valid: {', '.join(launchers or registered())}"
+
+
+def make_launcher(name: str, parallel: int, *, module: str,
+                  options: LauncherOptions | Mapping[str, Any] | None = None) -> Launcher:
+    """The launcher ``name`` with ``parallel`` slots for cells of the task ``module``."""
+    return launcher_class(name)(parallel, options, module=module)

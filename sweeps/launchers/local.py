@@ -15,11 +15,12 @@ import sys
 import time
 from typing import Any
 
-from sweeps.launchers.base import Job, Launcher
+from sweeps.launchers.base import Job, Launcher, apply_env
+from tracking.exits import EXIT_SIGTERM
 
 # Imported once in the fork server; missing ones are skipped (multiprocessing ignores
 # ImportError), so this list is a speed hint, not a dependency.
-PRELOAD = ["__main__", "tracking.run", "tracking.checkpoint", "mlflow",
+PRELOAD = ["__main__", "tracking.run", "tracking.checkpoint", "tracking.tasks", "mlflow",
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.tracking.fluent", "git", "torch",
            "torch._dynamo", "sweeps.pruning"]
 
@@ -33,12 +34,12 @@ def _context(module: str) -> Any:
         import multiprocessing as mp
 
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([*PRELOAD, module])
+        ctx.set_forkserver_preload([*PRELOAD, module] if module else PRELOAD)
         _CONTEXT = ctx
     return _CONTEXT
 
 
-def prewarm(module: str) -> None:
+def start_fork_server(module: str) -> None:
     """Start the fork server now, so its imports overlap with the sweep's own planning."""
     from multiprocessing import forkserver
 
@@ -46,7 +47,11 @@ def prewarm(module: str) -> None:
     forkserver.ensure_running()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when our parent dies (Linux), so no cell outlives its launcher.
+
+    For any launcher that starts cells as child processes (``preexec_fn`` of a ``Popen``).
+    """
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -74,58 +79,56 @@ def _follow_launcher(pid: int, every_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
 
 
-def run_cell(module: str, argv: list[str], env: dict[str, str], log_path: str | None,
+def run_cell(module: str, argv: list[str], cell_env: dict[str, str], log_path: str | None,
              launcher_pid: int | None = None) -> None:
     """Body of a cell's process: the task's ``main(argv)``; exits with the task's code."""
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() == 1:  # the fork server died before we could ask to follow it
-        os._exit(143)
+        os._exit(EXIT_SIGTERM)
     if launcher_pid:
         _follow_launcher(launcher_pid)
     if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    from sweeps.launchers.base import apply_env
-
-    apply_env(env)
+        _redirect_output(log_path)
+    apply_env(cell_env)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.argv = [module, *argv]
-    import importlib
+    from tracking.tasks import run_entry_point
 
-    code: Any = 0
+    code = run_entry_point(module, argv)
+    _release_shared_resources()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: the fork server's inherited state is not ours to clean
+
+
+def _redirect_output(log_path: str) -> None:
+    """stdout and stderr (file descriptors, so child processes' output too) into the cell's log."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _release_shared_resources() -> None:
+    """Run multiprocessing's finalizers, which ``os._exit`` skips: they unregister semaphores
+    (tqdm's lock) from the resource tracker shared with the fork server."""
     try:
-        importlib.import_module(module).main(argv)
-    except SystemExit as exc:
-        code = exc.code if exc.code is not None else 0
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    try:  # finalizers unregister semaphores (tqdm's lock) from the shared resource tracker
         from multiprocessing import util
 
         util._run_finalizers(0)
         util._run_finalizers()
     except Exception:
         pass
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 1)
 
 
 class LocalLauncher(Launcher):
     name = "local"
+    help = "N processes on this machine, forked from a warm fork server (the default)"
 
-    def __init__(self, parallel: int = 1, *, module: str, **options: Any) -> None:
-        super().__init__(parallel, **options)
-        self.module = module
+    @classmethod
+    def prewarm(cls, module: str) -> None:
+        start_fork_server(module)
 
     def _start(self, job: Job) -> Any:
         proc = _context(self.module).Process(

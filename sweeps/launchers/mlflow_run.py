@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from sweeps.launchers.base import Job, Launcher
-from sweeps.launchers.local import _die_with_parent
+from sweeps.launchers.base import Job, Launcher, LauncherOptions
+from sweeps.launchers.local import die_with_parent
+from tracking import env
+from tracking import tags as T
+from tracking.exits import EXIT_FAILED, EXIT_FINISHED, EXIT_PRUNED, EXIT_SIGTERM
 
 
 def mlflow_params(job: Job) -> list[str]:
@@ -36,26 +38,29 @@ def mlflow_params(job: Job) -> list[str]:
 
 class MlflowRunLauncher(Launcher):
     name = "mlflow"
+    help = "each cell as `mlflow run . -e ENTRY --env-manager local` (the MLproject as the contract)"
 
-    def __init__(self, parallel: int = 1, *, root: str | Path | None = None, **options: Any) -> None:
-        super().__init__(parallel, **options)
+    def __init__(self, parallel: int = 1, options: LauncherOptions | None = None, *, module: str = "",
+                 root: str | Path | None = None) -> None:
+        super().__init__(parallel, options, module=module)
         from tracking.tasks import project_root
 
         self.root = str(project_root(root))
 
     def _create_run(self, job: Job) -> str:
+        from mlflow.utils import mlflow_tags as M
+
         from tracking import store
 
         client = store.client()
-        tags = {**job.all_tags(), "mlflow.parentRunId": job.parent_run_id,
-                "mlflow.user": getpass.getuser(), "mlflow.source.type": "PROJECT",
-                "mlflow.source.name": self.root, "mlflow.project.entryPoint": job.entry,
+        tags = {**job.all_tags(), M.MLFLOW_PARENT_RUN_ID: job.parent_run_id,
+                M.MLFLOW_USER: getpass.getuser(), M.MLFLOW_SOURCE_TYPE: "PROJECT",
+                M.MLFLOW_SOURCE_NAME: self.root, M.MLFLOW_PROJECT_ENTRY_POINT: job.entry,
                 # Until the task starts, the launcher answers for the run: if it dies first,
                 # the run is judged stale by this pid instead of lingering for minutes.
-                "labrun.host": socket.gethostname(), "labrun.pid": str(os.getpid()),
-                "labrun.task": job.entry}
+                T.HOST: socket.gethostname(), T.PID: str(os.getpid()), T.TASK: job.entry}
         if job.cell is not None:  # so the ledger sees the run even if the task never starts
-            tags["labrun.fingerprint"] = job.cell.fingerprint
+            tags[T.FINGERPRINT] = job.cell.fingerprint
         run = client.create_run(job.experiment_id, tags=tags, run_name=job.run_name)
         return run.info.run_id
 
@@ -63,15 +68,14 @@ class MlflowRunLauncher(Launcher):
         job.run_id = self._create_run(job)
         cmd = [sys.executable, "-m", "mlflow", "run", self.root, "-e", job.entry,
                "--env-manager", "local", "--run-id", job.run_id, *mlflow_params(job)]
-        env = {**os.environ, **job.child_env()}
-        env.pop("LABRUN_PARENT_RUN_ID", None)  # the run exists; --run-id hands it over
-        env.pop("MLFLOW_RUN_ID", None)  # the sweep's own run (under `mlflow run -e sweep`)
+        child = env.child_environment(job.child_env())
+        env.LABRUN_PARENT_RUN_ID.unset(child)  # the run exists; --run-id hands it over
         # `--env-manager local` runs the MLproject's `python` from PATH: make it this one
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        child["PATH"] = os.path.dirname(sys.executable) + os.pathsep + child.get("PATH", "")
         out = open(job.log_path, "ab") if job.log_path else subprocess.DEVNULL
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=child, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=self.root, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
         if out is not subprocess.DEVNULL:
             out.close()
         return proc
@@ -82,8 +86,8 @@ class MlflowRunLauncher(Launcher):
 
     def _task_code(self, job: Job, code: int) -> int:
         """``mlflow run`` exits 1 for any failure; the run's status says what happened."""
-        if code == 0:
-            return 0
+        if code == EXIT_FINISHED:
+            return EXIT_FINISHED
         from tracking import store
 
         try:
@@ -91,17 +95,17 @@ class MlflowRunLauncher(Launcher):
         except Exception:
             return code
         tags = run.data.tags
-        interrupted = tags.get("labrun.failure", "").startswith("Interrupted")
-        if tags.get("labrun.pruned") == "true" or interrupted:
+        pruned = tags.get(T.PRUNED) == "true"
+        if pruned or tags.get(T.FAILURE, "").startswith("Interrupted"):
             # `mlflow run` marks any non-zero exit FAILED after the task said KILLED.
             if run.info.status != "KILLED":
                 store.client().set_terminated(job.run_id, "KILLED")
-            return 3 if tags.get("labrun.pruned") == "true" else 143
+            return EXIT_PRUNED if pruned else EXIT_SIGTERM
         if run.info.status == "KILLED":
-            return 143
+            return EXIT_SIGTERM
         if run.info.status == "RUNNING":  # the task never started (bad -P, missing env)
             store.client().set_terminated(job.run_id, "FAILED")
-        return 1
+        return EXIT_FAILED
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
         dropped = self._drop_queue()

@@ -6,32 +6,38 @@ installed in CI); it needs ``ray.init()`` to reach a cluster or start a local on
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
-from sweeps.launchers.base import Job, Launcher
+from sweeps.launchers.base import Job, Launcher, LauncherOptions
+from tracking.exits import EXIT_FAILED
 
 
-def _run_subprocess(module: str, argv: list[str], env: dict[str, str]) -> int:
+def _run_subprocess(module: str, argv: list[str], cell_env: dict[str, str]) -> int:
+    """On a Ray worker: the cell as ``python -m <module>``, in the environment a launcher gives."""
     import subprocess
 
-    full = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    return subprocess.call([sys.executable, "-m", module, *argv], env={**full, **env})
+    from tracking import env
+
+    return subprocess.call([sys.executable, "-m", module, *argv], env=env.child_environment(cell_env))
 
 
 class RayLauncher(Launcher):
     name = "ray"
+    help = "cells as Ray tasks on a Ray cluster (optional: pip install 'labrun[ray]')"
 
-    def __init__(self, parallel: int = 1, **options: Any) -> None:
-        super().__init__(parallel, **options)
+    def __init__(self, parallel: int = 1, options: LauncherOptions | None = None, *,
+                 module: str = "") -> None:
+        super().__init__(parallel, options, module=module)
         try:
             import ray
         except ImportError:
+            from sweeps.launchers.base import registered
             from tracking.config import ConfigError
 
-            raise ConfigError("launcher 'ray' needs ray: pip install 'labrun[ray]' "
-                              "(or use launcher local, mlflow or submitit)") from None
+            others = ", ".join(n for n in registered() if n != self.name)
+            raise ConfigError(f"launcher 'ray' needs ray: pip install 'labrun[ray]' "
+                              f"(or use launcher {others})") from None
         self.ray = ray
         if not ray.is_initialized():
             ray.init(ignore_reinit_error=True, include_dashboard=False)
@@ -55,7 +61,7 @@ class RayLauncher(Launcher):
         try:
             return int(self.ray.get(ref))
         except Exception:
-            return 1
+            return EXIT_FAILED
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
         dropped = self._drop_queue()

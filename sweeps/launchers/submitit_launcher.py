@@ -1,61 +1,76 @@
 """``submitit``: cells as Slurm jobs (an array job, throttled to ``parallel`` at once).
 
 On a machine without ``sbatch`` (laptops, CI) submitit's local executor runs the same
-jobs as local processes, which is how this launcher is tested. The job body is
-:func:`sweeps.launchers.local.run_cell`'s logic run in the job's own process.
+jobs as local processes, which is how this launcher is tested. The job body runs the task
+in the job's own process through :func:`tracking.tasks.run_entry_point`, as the local
+launcher does.
 """
 from __future__ import annotations
 
 import shutil
 import subprocess
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from sweeps.launchers.base import Job, Launcher
+from sweeps.launchers.base import Job, Launcher, LauncherOptions, apply_env
+from tracking.exits import EXIT_FAILED, EXIT_SIGTERM
 
 
-def job_body(module: str, argv: list[str], env: dict[str, str]) -> int:
+@dataclass
+class SubmititOptions(LauncherOptions):
+    """The spec's ``submitit:`` block: one array job, one task per cell."""
+
+    folder: str = "submitit_logs"
+    """Where submitit keeps job scripts and logs."""
+    cluster: Literal["auto", "slurm", "local", "debug"] = "auto"
+    """'auto' is Slurm when sbatch exists, else local processes (what the tests use)."""
+    timeout_min: int = 60
+    partition: str | None = None
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    mem_gb: float | None = None
+
+
+def job_body(module: str, argv: list[str], cell_env: dict[str, str]) -> int:
     """Runs on the cluster node: the task's ``main(argv)``; returns its exit code."""
-    import importlib
-    import sys
+    from tracking.tasks import run_entry_point
 
-    from sweeps.launchers.base import apply_env
-
-    apply_env(env)
-    sys.argv = [module, *argv]
-    try:
-        importlib.import_module(module).main(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    apply_env(cell_env)
+    return run_entry_point(module, argv)
 
 
 class SubmititLauncher(Launcher):
     name = "submitit"
+    help = "Slurm array jobs through submitit (local processes where there is no sbatch)"
+    Options = SubmititOptions
+    options: SubmititOptions
 
-    def __init__(self, parallel: int = 1, *, options: Any = None, **kw: Any) -> None:
-        super().__init__(parallel, **kw)
+    def __init__(self, parallel: int = 1, options: SubmititOptions | None = None, *,
+                 module: str = "") -> None:
+        super().__init__(parallel, options, module=module)
         import submitit
 
-        from sweeps.spec import SubmititOptions
-
-        self.opts = options or SubmititOptions()
-        cluster = self.opts.cluster
+        opts = self.options
+        cluster = opts.cluster
         if cluster == "auto":
             cluster = "slurm" if shutil.which("sbatch") else "local"
         self.cluster = cluster
-        self.executor = submitit.AutoExecutor(folder=self.opts.folder, cluster=cluster)
-        params: dict[str, Any] = {"timeout_min": self.opts.timeout_min}
-        if cluster == "slurm":
-            params.update(slurm_array_parallelism=self.parallel, cpus_per_task=self.opts.cpus_per_task,
-                          gpus_per_node=self.opts.gpus_per_node)
-            if self.opts.partition:
-                params["slurm_partition"] = self.opts.partition
-            if self.opts.mem_gb:
-                params["mem_gb"] = self.opts.mem_gb
-        self.executor.update_parameters(**params)
+        self.executor = submitit.AutoExecutor(folder=opts.folder, cluster=cluster)
+        self.executor.update_parameters(**self._parameters())
+
+    def _parameters(self) -> dict[str, Any]:
+        """Executor parameters: Slurm's resources only mean something on Slurm."""
+        opts = self.options
+        params: dict[str, Any] = {"timeout_min": opts.timeout_min}
+        if self.cluster == "slurm":
+            params.update(slurm_array_parallelism=self.parallel, cpus_per_task=opts.cpus_per_task,
+                          gpus_per_node=opts.gpus_per_node)
+            if opts.partition:
+                params["slurm_partition"] = opts.partition
+            if opts.mem_gb:
+                params["mem_gb"] = opts.mem_gb
+        return params
 
     def _start(self, job: Job) -> Any:
         # Inside ``executor.batch()`` (see _fill) this returns a job submitted at the block's end.
@@ -80,7 +95,8 @@ class SubmititLauncher(Launcher):
             return int(fut.result())
         except Exception as exc:  # the job process died or was cancelled
             text = str(exc)
-            return 143 if ("SIGINT" in text or "SIGTERM" in text or "cancel" in text.lower()) else 1
+            killed = "SIGINT" in text or "SIGTERM" in text or "cancel" in text.lower()
+            return EXIT_SIGTERM if killed else EXIT_FAILED
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
         dropped = self._drop_queue()
