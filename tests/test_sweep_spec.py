@@ -185,8 +185,12 @@ def test_ledger_decides_skip_retry_stale_and_elsewhere(store):
     run = store.get_run(stale)
     assert run.info.status == "KILLED" and run.data.tags["labrun.failure"].startswith("stale")
     assert store.get_run(live).info.status == "RUNNING"
-    # neither holds checkpoints, so nothing to resume from
-    assert ledger.resume_source("fp_killed") is None and killed
+    # no checkpoints yet, so nothing to resume from; once the killed run holds one, it is the source
+    assert ledger.resume_source("fp_killed") is None
+    cp = store.root / "cp_3.ptz"
+    cp.write_bytes(b"state")
+    store.log_artifact(killed, str(cp), "checkpoints")
+    assert ledger.resume_source("fp_killed") == killed
     # the SQL fast path and the public search_runs path read the same attempts
     from mlflow.entities import ViewType
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from typing import Any
-
 from tracking import ComponentResult, Components, Gate
 
 COMPONENTS = Components()
@@ -32,7 +30,6 @@ def record(run, pair, best, key: str, direction: str) -> None:
         row.update({f"at_best_val.{k.split('.', 2)[2]}": v for k, v in b["test"].items()})
         per_model[m] = row
     run.results["per_model"] = per_model
-    run.set_direction(f"metric.a.{key}.val", direction)
     ctx = SimpleNamespace(run=run, pair=pair, cfg=pair.cfg, stats=stats, per_model=per_model, key=key)
     run.report_components(COMPONENTS, ctx)
 
@@ -62,6 +59,7 @@ def _dynamics_figure(ctx) -> ComponentResult:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
     for ax, stat in zip(axes, ("conflict_rate", "grad_cosine", "mask_ratio", "grad_norm_ratio")):
@@ -70,9 +68,10 @@ def _dynamics_figure(ctx) -> ComponentResult:
             ax.plot([s for s, _ in pts], [v for _, v in pts], marker=".",
                     label=f"{m} ({ctx.per_model[m]['model']})")
         ax.set(title=stat.replace("_", " "), xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{ctx.cfg.method.name}: task vs imitation gradient on the probe batch")
+    fig.suptitle(f"{ctx.cfg.method.name}: task vs imitation gradient on the probe batch", y=1.04)
     last = {k: v[-1][1] for k, v in curves.items() if v}
     return ComponentResult.success({"final": last}, figures=[ctx.run.log_figure(fig, "dynamics.png")])
 
@@ -83,18 +82,21 @@ def _curves_figure(ctx) -> ComponentResult:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     key = ctx.key
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    for m in NAMES:
+    for color, m in zip(("C0", "C1"), NAMES):
         label = f"{m} ({ctx.per_model[m]['model']})"
         for split, style in (("val", "-"), ("test", "--")):
             pts = _histories(ctx, [f"metric.{m}.{key}.{split}"])[f"metric.{m}.{key}.{split}"]
-            ax1.plot([s for s, _ in pts], [v for _, v in pts], style, label=f"{label} {split}")
+            ax1.plot([s for s, _ in pts], [v for _, v in pts], style, color=color, label=f"{label} {split}")
         for part, style in (("task", "-"), ("imitation", ":")):
             pts = _histories(ctx, [f"loss.{m}.{part}"])[f"loss.{m}.{part}"]
-            ax2.plot([s for s, _ in pts], [v for _, v in pts], style, label=f"{label} {part}")
+            ax2.plot([s for s, _ in pts], [v for _, v in pts], style, color=color, label=f"{label} {part}")
     ax1.set(title=key, xlabel="epoch")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set(title="training losses (epoch means)", xlabel="epoch", yscale="log")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -113,7 +115,8 @@ def _noisy_labels(ctx) -> ComponentResult:
     for m in NAMES:
         noisy = ctx.stats.get(f"diag.{m}.mask_ratio_noisy", {}).get("final")
         overall = ctx.stats.get(f"diag.{m}.mask_ratio", {}).get("final")
-        data[m] = {"mask_ratio_on_noisy_labels": noisy, "mask_ratio_overall": overall}
+        data[f"{m}.mask_ratio_on_flipped_labels"] = noisy
+        data[f"{m}.mask_ratio_overall"] = overall
     data["label_noise"] = ctx.cfg.perturbation.label_noise
     return ComponentResult.success(data)
 
@@ -125,12 +128,4 @@ def _histories(ctx, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
     for k in keys:
         hist = ctx.run.client.get_metric_history(ctx.run.run_id, k)
         out[k] = sorted((h.step, h.value) for h in hist if not math.isnan(h.value))
-    return out
-
-
-def flat_row(summary: dict[str, Any]) -> dict[str, Any]:
-    """summary.json of a mutual run -> the study's one-row result (used by bench and export)."""
-    out = {}
-    for m, row in (summary.get("results", {}).get("per_model") or {}).items():
-        out.update({f"{m}.{k}": v for k, v in row.items()})
     return out

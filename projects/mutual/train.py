@@ -112,6 +112,9 @@ def _train(run, p: Pair) -> None:
                     optimizer_b=p.opts["b"], batches=p.sampler, trainer=best)
     _tag(run, p)
     key, direction = _headline(p.task)
+    for m in NAMES:  # before anything is logged: "best" in the summary follows the task's metric
+        for split in ("train", *p.data.eval_splits()):
+            run.set_direction(f"metric.{m}.{key}.{split}", direction)
     epochs = cfg.train.epochs
     loop = run.steps(epochs, desc=f"mutual/{cfg.problem}/{cfg.method.name}", unit="epoch")
     for epoch in loop:
