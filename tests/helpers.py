@@ -28,3 +28,34 @@ def run_cli(args, *, env_extra=None, cwd=None, timeout=300, check=False):
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def sigkill_after_checkpoint(store, module, argv, checkpoint, *, reference, timeout=180):
+    """The resume tests' victim: run ``python -m module argv`` in a real subprocess, call
+    ``reference()`` (the uninterrupted run, in this process) meanwhile, and SIGKILL the victim
+    as soon as its run holds ``checkpoints/<checkpoint>``. Returns ``(victim_run, reference_run)``
+    ids; fails if the victim finished before it could be killed."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), LABRUN_PROGRESS="0")
+    victim = subprocess.Popen([PYTHON, "-m", module, *argv], cwd=store.root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        reference()
+        (ref,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
+        victim_id, deadline = None, time.time() + timeout
+        while time.time() < deadline and victim.poll() is None:
+            runs = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(victim.pid)]
+            if runs:
+                victim_id = runs[0].info.run_id
+                if f"checkpoints/{checkpoint}" in {a.path for a in store.list_artifacts(victim_id, "checkpoints")}:
+                    break
+            time.sleep(0.2)
+        assert victim.poll() is None, "the victim finished before it could be killed"
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    return victim_id, ref.info.run_id

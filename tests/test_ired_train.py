@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from tests.helpers import PYTHON, REPO, all_runs, run_cli
+from tests.helpers import PYTHON, REPO, all_runs, run_cli, sigkill_after_checkpoint
 
 # Tiny but complete: every metric, evaluation, probe and component still runs.
 TINY = ["--config", "quick", "--set", "data.n=4", "--set", "data.n_val=32", "--set", "data.n_test=32",
@@ -164,32 +161,14 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(store):
 
     args = TINY + ["--set", "mining.strategy=adversarial", "--set", "train.steps=30",
                    "--set", "train.num_threads=1"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), LABRUN_PROGRESS="0")
-    victim = subprocess.Popen([PYTHON, "-m", "projects.ired.train", *args, "--set", "train.sleep_s=0.25"],
-                              cwd=store.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        main(args)  # the uninterrupted reference, meanwhile, in this process
-        (reference,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
-        victim_id, deadline = None, time.time() + 120
-        while time.time() < deadline and victim.poll() is None:
-            runs = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(victim.pid)]
-            if runs:
-                victim_id = runs[0].info.run_id
-                names = {a.path for a in store.list_artifacts(victim_id, "checkpoints")}
-                if "checkpoints/cp_10.ptz" in names:
-                    break
-            time.sleep(0.2)
-        assert victim.poll() is None, "the victim finished before it could be killed"
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
+    victim_id, reference_id = sigkill_after_checkpoint(
+        store, "projects.ired.train", [*args, "--set", "train.sleep_s=0.25"], "cp_10.ptz",
+        reference=lambda: main(args))
     assert store.get_run(victim_id).info.status == "RUNNING"  # killed hard: nothing ran on exit
     main(["--resume", victim_id, "--set", "train.sleep_s=0"])
     (resumed,) = [r for r in all_runs(store) if r.data.tags.get("labrun.resumed_from") == victim_id]
     assert int(resumed.data.tags["labrun.resumed_step"]) in (10, 20)
-    want, got = _metric_series(store, reference.info.run_id), _metric_series(store, resumed.info.run_id)
+    want, got = _metric_series(store, reference_id), _metric_series(store, resumed.info.run_id)
     assert set(want) == set(got)
     for key in want:
         assert got[key] == want[key], key

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from tests.helpers import PYTHON, REPO, all_runs, run_cli
+from tests.helpers import PYTHON, REPO, all_runs, run_cli, sigkill_after_checkpoint
 
 TINY = ["--config", "quick", "--set", "data.max_train=256", "--set", "data.max_test=128",
         "--set", "train.epochs=3", "--set", "train.probe_size=32"]
@@ -88,32 +84,15 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(store):
     from projects.mutual.train import main
 
     args = TINY + ["--set", "train.epochs=4", "--set", "checkpoint.every=1", "--set", "method.name=ssmo-hard"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), LABRUN_PROGRESS="0")
-    victim = subprocess.Popen([PYTHON, "-m", "projects.mutual.train", *args, "--set", "train.sleep_s=1.5"],
-                              cwd=store.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        main(args)
-        (reference,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
-        victim_id, deadline = None, time.time() + 180
-        while time.time() < deadline and victim.poll() is None:
-            runs = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(victim.pid)]
-            if runs:
-                victim_id = runs[0].info.run_id
-                if "checkpoints/cp_2.ptz" in {a.path for a in store.list_artifacts(victim_id, "checkpoints")}:
-                    break
-            time.sleep(0.2)
-        assert victim.poll() is None, "the victim finished before it could be killed"
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
+    victim_id, reference_id = sigkill_after_checkpoint(
+        store, "projects.mutual.train", [*args, "--set", "train.sleep_s=1.5"], "cp_2.ptz",
+        reference=lambda: main(args))
     main(["--resume", victim_id])
     resumed = [r for r in all_runs(store) if r.data.tags.get("labrun.resumed_from") == victim_id][0]
     assert int(resumed.data.tags["labrun.resumed_step"]) >= 2
-    keys = [k for k in reference.data.metrics if not k.startswith("perf.")]
+    keys = [k for k in store.get_run(reference_id).data.metrics if not k.startswith("perf.")]
     for key in keys:
-        ref = [(m.step, m.value) for m in store.get_metric_history(reference.info.run_id, key)]
+        ref = [(m.step, m.value) for m in store.get_metric_history(reference_id, key)]
         got = [(m.step, m.value) for m in store.get_metric_history(resumed.info.run_id, key)]
         assert sorted(got) == sorted(ref), key
 
