@@ -22,10 +22,15 @@ examples:
   labrun analyze --experiment toy --metric metric.mse.val --group-by train.optimizer train.lr
   labrun analyze --experiment toy --metric metric.mse.val --value best --filter "train.lr<0.05"
   labrun analyze --experiment ired --metric metric.mse.val --compare adversarial none
+  labrun analyze --experiment wine --metric rmse --group-by params.alpha,params.l1_ratio --seed-key params.seed
+
+Any experiment works, also one of an MLflow project labrun did not write: with no
+{T.TASK} tags every run but the parents is read; group with --group-by params.* and pair
+seeds with --seed-key.
 """
 
 EXPORT_HELP = f"""\
-Write the tidy scalar table (one row per task run: ids, status, times, {T.PREFIX}* tags,
+Write the tidy scalar table (one row per task run, or per run of an experiment without labrun tags: ids, status, times, {T.PREFIX}* tags,
 params.* and final./best./step. per metric; a stable column order) as summary.csv or
 summary.parquet, and with --curves the metric histories as curves.csv (long format:
 run_id, metric, step, value, timestamp) and curves.npz.
@@ -36,7 +41,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from analysis.report import AnalyzeOptions, analyze
 
     opts = AnalyzeOptions(experiments=args.experiment, metric=args.metric, direction=args.direction,
-                          group_by=args.group_by or [], value=args.value, filters=args.filter or [],
+                          group_by=_keys(args.group_by), seed_key=args.seed_key, value=args.value, filters=args.filter or [],
                           compare=args.compare or [],
                           confidence=args.confidence, n_boot=args.bootstrap, seed=args.seed,
                           curves=not args.no_curves, log_run=not args.no_log,
@@ -48,6 +53,11 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.out:
         print(f"written to {args.out}/")
     return 0
+
+
+def _keys(given: list[str] | None) -> list[str]:
+    """``-g a b`` and ``-g a,b`` both mean the keys a and b."""
+    return [k for item in given or [] for k in item.split(",") if k]
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -72,6 +82,8 @@ def register(subparsers) -> None:
                    help="which way is better (default: max for accuracy-like names, else min)")
     p.add_argument("--group-by", "-g", nargs="+", metavar="KEY",
                    help=f"tags or params to group by (e.g. {T.METHOD} train.lr); default {T.GROUP}")
+    p.add_argument("--seed-key", metavar="KEY",
+                   help=f"the tag or param naming a run's seed (default {T.SEED}), e.g. params.seed")
     p.add_argument("--value", choices=["final", "best"], default="final",
                    help="compare each run's final value (default) or its best over the history")
     p.add_argument("--filter", "-f", action="append", metavar="EXPR",

@@ -292,8 +292,16 @@ def runs_frame(experiments: str | Sequence[str], filter: str | Sequence[str] | N
 
 
 def task_runs(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Drop analysis runs, sweep/study parent runs and runs that no task made."""
-    keep = frame[T.TASK].notna() if T.TASK in frame.columns else frame["run_id"].isna()
+    """Drop analysis runs, sweep/study parent runs and runs that no task made.
+
+    An experiment where no run carries ``labrun.task`` (an MLflow project labrun never ran)
+    keeps all its runs but parents: labrun's tags help, they are not required.
+    """
+    if T.TASK in frame.columns and frame[T.TASK].notna().any():
+        keep = frame[T.TASK].notna()
+    else:
+        parents = set(frame["parent_run_id"].dropna()) if "parent_run_id" in frame.columns else set()
+        keep = ~frame["run_id"].isin(parents)
     if T.ANALYSIS in frame.columns:
         keep &= frame[T.ANALYSIS].isna()
     if T.KIND in frame.columns:        # sweeps/ marks its parent runs labrun.kind=sweep|study

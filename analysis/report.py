@@ -38,6 +38,8 @@ class AnalyzeOptions:
     metric: str
     direction: str | None = None
     group_by: list[str] = field(default_factory=list)
+    seed_key: str | None = None
+    """The column that says which seed a run is (default ``labrun.seed``), e.g. ``params.seed``."""
     value: str = "final"
     filters: list[str] = field(default_factory=list)
     compare: list[str] = field(default_factory=list)
@@ -215,6 +217,7 @@ def analyze(opts: AnalyzeOptions) -> AnalysisResult:
     leaves nothing behind; the text is rendered once and both printed and logged.
     """
     a = _load(opts, _direction(opts))
+    _seed_column(a)
     _group(a)
     _describe(a)
     _rank(a)
@@ -259,6 +262,18 @@ def _load(opts: AnalyzeOptions, direction: str) -> _Analysis:
                               f"({before} runs before filtering)")
     runs, excluded = _select(frame, f"{opts.value}.{opts.metric}", opts.metric, exps)
     return _Analysis(opts, direction, frame, runs, excluded)
+
+
+def _seed_column(a: _Analysis) -> None:
+    """``--seed-key params.seed``: another project's seed column plays ``labrun.seed``'s part."""
+    if not a.opts.seed_key:
+        return
+    import pandas as pd
+
+    col = query.resolve_column(a.runs, a.opts.seed_key, what="seed key")
+    a.runs = a.runs.copy()
+    seeds = pd.to_numeric(a.runs[col], errors="coerce")
+    a.runs[T.SEED] = seeds if seeds.notna().all() else a.runs[col]
 
 
 def _group(a: _Analysis) -> None:

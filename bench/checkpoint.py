@@ -1,28 +1,35 @@
-"""Checkpoint speed and size for a ~10M-parameter model with Adam state.
+"""Checkpoint speed and size for a ~10M-parameter model with Adam state (120 MB).
 
-Compares plain ``torch.save`` with labrun's zstd files, with and without 8-bit moments.
+Prints, each beside its limit on this machine:
 
-    python bench/checkpoint.py [--params 10e6]
+- the training thread's stall per checkpoint (``run.save_checkpoint``'s snapshot and
+  hand-over to the background writer) against ``torch.save``'s whole time and against a
+  bare memcpy of the state (the floor of any consistent snapshot);
+- end-to-end save (file fsynced) and load throughput of labrun's files, with 1 and 2 codec
+  threads, against ``torch.save``/``torch.load`` and zstd alone at the chosen level;
+- file sizes against ``torch.save``'s, with and without 8-bit moments.
+
+Every figure is measured ``--repeats`` times; best and median are printed with the load
+average, because the machine is shared (other jobs make the median worse than the best).
+
+    python bench/checkpoint.py [--params 10e6] [--repeats 5] [--workers 1,2]
 """
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", type=float, default=10e6)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+def _state(n_params: float):
     import torch
 
-    from tracking import checkpoint as ckpt
-
-    width = int((args.params / 4) ** 0.5)
+    width = int((n_params / 4) ** 0.5)
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(4)])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -30,34 +37,146 @@ def main() -> None:
         opt.zero_grad()
         model(torch.randn(16, width)).pow(2).mean().backward()
         opt.step()
-    n_params = sum(p.numel() for p in model.parameters())
-    objects = {"model": model, "optimizer": opt}
+    return model, opt
+
+
+def _timed(fn, repeats: int) -> tuple[float, float, object]:
+    """(best s, median s, last result)."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times), out
+
+
+def _row(label: str, mb: float, t: tuple[float, float], note: str = "") -> None:
+    best, med = t
+    print(f"  {label:<44}{best * 1e3:>9.1f}{med * 1e3:>9.1f}{mb / best:>9.0f}{mb / med:>9.0f}  {note}")
+
+
+def _limits(raw_state, tensors, tmp: Path, raw_mb: float, repeats: int) -> dict:
+    import numpy as np
+    import torch
+    import zstandard
+
+    from tracking import checkpoint as ckpt
+
+    out = {}
+    out["torch.save"] = _timed(lambda: torch.save(raw_state, tmp / "plain.pt"), repeats)
+    out["torch.load"] = _timed(lambda: torch.load(tmp / "plain.pt", weights_only=False), repeats)
+    bufs = [torch.empty_like(t) for t in tensors]
+    out["memcpy"] = _timed(lambda: [np.copyto(ckpt._byte_view(b), ckpt._byte_view(t))
+                                    for b, t in zip(bufs, tensors)], repeats)
+    planes = b"".join(np.ascontiguousarray(ckpt._byte_view(t).reshape(-1, t.element_size()).T).tobytes()
+                      for t in tensors)
+    cctx = zstandard.ZstdCompressor(level=ckpt.LEVEL, write_checksum=True)
+    frame = cctx.compress(planes)
+    out["zstd"] = _timed(lambda: cctx.compress(planes), repeats)
+    out["unzstd"] = _timed(lambda: zstandard.ZstdDecompressor().decompress(frame), repeats)
+    out["zstd_ratio"] = len(frame) / len(planes)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=float, default=10e6)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--workers", default="1,2", help="codec thread counts to compare")
+    args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="labrun-ckpt-"))
+    try:
+        _run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ~650 MB of files
 
-    def timed(fn):
-        best = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
 
+def _run(args, tmp: Path) -> None:
+    import torch
+
+    from tracking import checkpoint as ckpt
+    from tracking.writer import CheckpointWriter
+
+    load0 = os.getloadavg()
+    model, opt = _state(args.params)
+    objects = {"model": model, "optimizer": opt}
     raw_state = {"model": model.state_dict(), "optimizer": opt.state_dict()}
     buf = io.BytesIO()
     torch.save(raw_state, buf)
-    raw_mb = buf.tell() / 1e6
-    t_save, _ = timed(lambda: torch.save(raw_state, tmp / "plain.pt"))
-    t_load, _ = timed(lambda: torch.load(tmp / "plain.pt", weights_only=False))
-    rows = [("torch.save (plain)", raw_mb, t_save, t_load)]
-    for label, quant in (("labrun zstd", False), ("labrun zstd + 8-bit moments", True)):
-        path = tmp / f"cp_{int(quant)}.ptz"
-        t_save, _ = timed(lambda: ckpt.save(ckpt.collect(objects, global_step=1, quantize_moments=quant), path))
-        t_load, _ = timed(lambda: ckpt.load(path))
-        rows.append((label, path.stat().st_size / 1e6, t_save, t_load))
-    print(f"model: {n_params / 1e6:.1f}M parameters + Adam moments; state {raw_mb:.0f} MB uncompressed")
-    print(f"{'format':<30}{'size MB':>9}{'ratio':>8}{'save s':>8}{'save MB/s':>11}{'load s':>8}{'load MB/s':>11}")
-    for label, mb, ts, tl in rows:
-        print(f"{label:<30}{mb:>9.1f}{mb / raw_mb:>8.2f}{ts:>8.2f}{raw_mb / ts:>11.0f}{tl:>8.2f}{raw_mb / tl:>11.0f}")
+    raw_mb, plain_bytes = buf.tell() / 1e6, buf.tell()
+    tensors = [t for t in [*raw_state["model"].values(),
+                           *[v for s in raw_state["optimizer"]["state"].values() for v in s.values()]]
+               if isinstance(t, torch.Tensor)]
+    lim = _limits(raw_state, tensors, tmp, raw_mb, args.repeats)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.1f}M parameters + Adam moments; state {raw_mb:.0f} MB uncompressed; "
+          f"zstd level {ckpt.LEVEL}, {ckpt.CHUNK >> 20} MiB frames, codec threads: "
+          f"{ckpt.SAVE_WORKERS} to save, {ckpt.LOAD_WORKERS} to load (defaults)")
+    print(f"{args.repeats} repeats each; load average {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} "
+          f"(1/5/15 min) at start, {os.cpu_count()} CPUs")
+    print(f"  {'what':<44}{'best ms':>9}{'med ms':>9}{'best MB/s':>9}{'med MB/s':>9}")
+    print("limits")
+    _row("torch.save to a file (no fsync)", raw_mb, lim["torch.save"][:2])
+    _row("torch.load", raw_mb, lim["torch.load"][:2])
+    _row("memcpy of every tensor (snapshot floor)", raw_mb, lim["memcpy"][:2])
+    _row(f"zstd alone, level {ckpt.LEVEL}, 1 thread, byte planes", raw_mb, lim["zstd"][:2],
+         f"ratio {lim['zstd_ratio']:.3f}")
+    _row("zstd decompress alone, 1 thread", raw_mb, lim["unzstd"][:2])
+
+    print("training-thread stall per checkpoint (snapshot + hand-over)")
+    writer, pool = CheckpointWriter("bench"), ckpt.SnapshotPool()
+
+    def job(state):
+        def write(cancel):
+            ckpt.save(state, tmp / "async.ptz", cancel=cancel)
+            pool.give(state)
+        return write
+
+    def stall():  # what Run.save_checkpoint does in the training thread
+        writer.wait()
+        t0 = time.perf_counter()
+        writer.submit(job(ckpt.snapshot(ckpt.collect(objects, global_step=1), pool)))
+        return time.perf_counter() - t0
+
+    t_async = []
+    for _ in range(args.repeats + 1):
+        t0 = time.perf_counter()
+        stall()
+        writer.wait()
+        t_async.append(time.perf_counter() - t0)
+    t_async.pop(0)  # the first fills the pool
+    stalls = [stall() for _ in range(args.repeats)]
+    writer.close()
+    st = (min(stalls), statistics.median(stalls))
+    _row("labrun save_checkpoint stall", raw_mb, st,
+         f"{st[0] / lim['torch.save'][0] * 100:.1f}% of torch.save's best (target < 10%), "
+         f"{st[0] / lim['memcpy'][0]:.2f}x memcpy")
+    _row("labrun save_checkpoint until written (async)", raw_mb, (min(t_async), statistics.median(t_async)),
+         "snapshot + background write, end to end")
+
+    print("end to end, file written (neither fsynced)")
+    sizes = {}
+    for workers in [int(w) for w in args.workers.split(",")]:
+        for shuffle in (True, False):
+            path = tmp / f"cp_{workers}_{int(shuffle)}.ptz"
+            state = ckpt.snapshot(ckpt.collect(objects, global_step=1))
+            t_save = _timed(lambda: ckpt.save(state, path, shuffle=shuffle, workers=workers), args.repeats)
+            t_load = _timed(lambda: ckpt.load(path, workers=workers), args.repeats)
+            sizes[shuffle] = path.stat().st_size
+            tag = "byte planes" if shuffle else "no shuffle"
+            _row(f"labrun save, {workers} thread(s), {tag}", raw_mb, t_save[:2], "target >= 500 MB/s")
+            _row(f"labrun load, {workers} thread(s), {tag}", raw_mb, t_load[:2], "target >= 800 MB/s")
+    q = ckpt.quantize_state(ckpt.snapshot(ckpt.collect(objects, global_step=1)))
+    t_q = _timed(lambda: ckpt.save(ckpt.quantize_state(ckpt.snapshot(ckpt.collect(objects, global_step=1))),
+                                   tmp / "q.ptz"), args.repeats)
+    ckpt.save(q, tmp / "q.ptz")
+    _row("labrun save, 8-bit moments (quantize included)", raw_mb, t_q[:2])
+    print("file size (x torch.save's)")
+    print(f"  torch.save {plain_bytes / 1e6:.1f} MB; labrun byte planes {sizes[True] / plain_bytes:.3f}x "
+          f"(target <= 0.85); no shuffle {sizes[False] / plain_bytes:.3f}x; "
+          f"8-bit moments {(tmp / 'q.ptz').stat().st_size / plain_bytes:.3f}x (target <= 0.45)")
+    load1 = os.getloadavg()
+    print(f"load average at the end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ KILLED ones and RUNNING ones whose process is gone (a crashed launcher) are run 
 resuming from their newest checkpoint. Interrupt at any time (Ctrl-C) and run the same
 command again to finish the rest. The sweep is a parent MLflow run; its cells are children.
 
-SPEC is a YAML file or the name of a shipped spec (sweeps/specs/NAME.yaml), e.g.
+SPEC is a YAML file, the name of a shipped spec (sweeps/specs/NAME.yaml), or an
+experiment-conditions .json file (projects/anomaly/conditions/base.json), e.g.
   labrun sweep ired_quick --dry-run
   labrun sweep sweeps/specs/ired_multiseed.yaml --parallel 2
   labrun sweep ired_quick --set seeds=[0,1] --set overrides.train.steps=50

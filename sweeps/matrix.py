@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from tracking import tags as T
 from tracking.config import (ConfigError, TaskConfig, find_config, fingerprint, group_key, read_yaml,
                              resolve_config)
 
@@ -119,3 +120,82 @@ def expand(spec: Any, schema: type[TaskConfig]) -> list[Cell]:
         seen[fp] = cell
         cells.append(cell)
     return cells
+
+
+# ---------------------------------------------------------------------------- foreign projects
+
+# Tags on the runs of a foreign project's cells (the project itself writes none of labrun's).
+PROJECT_TAG = T.PROJECT
+FOREIGN_TAG = T.FOREIGN
+
+
+@dataclass
+class ForeignCell(Cell):
+    """A cell of an MLflow project labrun did not write: ``-P`` parameters, no task schema."""
+
+    project: str = ""
+    version: str | None = None
+    seed_param: str = "seed"
+
+    @property
+    def seed(self) -> int:
+        return int(self.values.get("seed", 0))
+
+    @property
+    def condition(self) -> str:
+        return str(self.values.get("condition", "default"))
+
+
+def _digest(doc: Mapping[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand_foreign(spec: Any, ep: Any) -> list[Cell]:
+    """``matrix x zip x seeds`` over an entry point's declared parameters (``ep``: a
+    :class:`sweeps.launchers.mlflow_run.ProjectEntry`).
+
+    Every cell's parameters are checked against the declared names and types first (a bad
+    one: ConfigError, nothing launched). The fingerprint is the project, entry point,
+    version and every parameter with defaults filled in, so spelling out a default changes
+    nothing; the group is the same without the seed parameter.
+    """
+    if spec.conditions:
+        raise ConfigError("conditions need a labrun task; for a foreign project put the parameters "
+                          "in 'matrix' or 'zip'")
+    if spec.config is not None:
+        raise ConfigError(f"'config' is a labrun task's base YAML; entry point {ep.entry!r} of "
+                          f"{ep.uri} takes -P parameters: put them in 'overrides'")
+    if spec.seeds and spec.seed_param not in ep.parameters:
+        raise ConfigError(f"seeds need a parameter {spec.seed_param!r} in entry point {ep.entry!r} "
+                          f"of {ep.uri} (declared: {', '.join(ep.parameters) or 'none'}); "
+                          f"set seed_param to the one that takes the seed")
+    seeds: list[int | None] = list(spec.seeds) if spec.seeds else [None]
+    identity = {"project": ep.name, "entry": ep.entry, "version": ep.version or ""}
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for seed, zrow, mrow in itertools.product(seeds, _zipped(spec.zip or []), _axis(spec.matrix or {})):
+        values = {**zrow, **mrow, **({"seed": seed} if seed is not None else {})}
+        asked = {**(spec.overrides or {}), **zrow, **mrow,
+                 **({spec.seed_param: seed} if seed is not None else {})}
+        where = f" in cell {{{', '.join(f'{k}: {v}' for k, v in values.items())}}}" if values else ""
+        params = ep.check(asked, where)
+        fp = _digest({**identity, "params": params})
+        if fp in seen:
+            continue
+        seen.add(fp)
+        group = _digest({**identity, "params": {k: v for k, v in params.items() if k != spec.seed_param}})
+        tags = {T.TASK: foreign_task(ep), T.FINGERPRINT: fp, T.GROUP: group,
+                PROJECT_TAG: ep.uri, FOREIGN_TAG: "true"}
+        if seed is not None:
+            tags[T.SEED] = str(seed)
+        cells.append(ForeignCell(len(cells), values, [f"{k}={params[k]}" for k in sorted(asked)],
+                                 None, fp, group, tags, project=ep.work_dir, version=ep.version,
+                                 seed_param=spec.seed_param))
+    return cells
+
+
+def foreign_task(ep: Any) -> str:
+    """The ``labrun.task`` of a foreign project's runs: ``<project name>.<entry point>``."""
+    return f"{ep.name}.{ep.entry}"

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
                       model_validator)
 
+from sweeps import conditions
 from sweeps.launchers.base import LauncherOptions, registered, unknown_launcher
 from tracking.config import ConfigError, read_yaml, set_dotted
 
@@ -69,10 +70,20 @@ class SweepSpec(_Launched):
     """
 
     entry: str
-    """MLproject entry point of the task (e.g. ired, toy)."""
+    """MLproject entry point of the task (e.g. ired, toy), or of the foreign ``project``."""
+    project: str = "."
+    """Any MLflow project: a folder holding an MLproject, or a git URI (``mlflow run``'s
+    ``URI``). An entry point that is not a labrun task is swept through ``mlflow run``
+    with ``-P`` parameters checked against its declared ones (matrix and overrides keys are
+    then parameter names)."""
+    version: str | None = None
+    """The foreign project's git commit or branch (``mlflow run --version``)."""
+    seed_param: str = "seed"
+    """Foreign projects: the parameter that ``seeds`` sets."""
     name: str | None = None
     """Sweep name (tag ``labrun.sweep``); default: the spec file's stem."""
     description: str = ""
+    """Shown on the sweep's parent run and each cell (the UI's description)."""
     config: str | None = None
     """Base config: a YAML path or a name from the task's configs/ (default: default.yaml)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -270,6 +281,8 @@ def _explain(model: type[BaseModel], exc: ValidationError, source: str) -> str:
 
 
 def _read(path: str | Path) -> dict[str, Any]:
+    if conditions.is_conditions_file(path):  # an experiment-conditions .json: one cell per condition
+        return conditions.spec_data(path)
     p = Path(path)
     if not p.exists():
         specs = Path(__file__).resolve().parent / "specs"

@@ -165,7 +165,8 @@ def _study_parent(study: Any, client: Any, exp_id: str, spec: StudySpec) -> str:
     from sweeps.parent import open_parent
 
     tags = {T.OPTUNA_STUDY: spec.name or "", T.OPTUNA_STORAGE: safe_url(spec.storage),
-            T.SWEEP_ENTRY: spec.entry}
+            T.SWEEP_ENTRY: spec.entry,
+            **({"mlflow.note.content": spec.description} if spec.description else {})}
     known = study.user_attrs.get("mlflow_parent_run_id")
     if env.MLFLOW_RUN_ID.is_set():
         run_id, _ = open_parent(client, exp_id, kind="study", name=spec.name or "", extra_tags=tags)
@@ -252,6 +253,13 @@ class Objective:
                                          f"attributes.status = 'FINISHED'", max_results=1)
         return found[0] if found else None
 
+    def _note(self, trial: Any) -> dict[str, str]:
+        """The spec's description on each trial's runs, as the UI's description."""
+        if not self.spec.description:
+            return {}
+        return {"mlflow.note.content": f"{self.spec.description.strip()}\n\nTrial {trial.number} of "
+                                       f"study `{self.spec.name}`: {trial.params}"}
+
     def _launch(self, trial: Any, cell: Cell, seed_index: int, run_ids: list[str]) -> Any:
         import optuna
 
@@ -269,14 +277,17 @@ class Objective:
                        experiment=self.exp_name, experiment_id=self.exp_id, parent_run_id=self.parent_id,
                        sweep_name=self.spec.name or "", logs=self.logs, env=env,
                        tags={T.OPTUNA_STUDY: self.spec.name or "", T.OPTUNA_TRIAL: str(trial.number),
-                             T.OPTUNA_SEED_INDEX: str(seed_index)})
+                             T.OPTUNA_SEED_INDEX: str(seed_index), **self._note(trial)})
         job.run_name = f"trial{trial.number}-s{cell.seed}"
         code = self.launcher.wait_one(job)
         run = find_run(self.client, self.exp_id, job)
         kind = outcome_of(code)
         if run is not None:
+            from tracking.store import run_url
+
             run_ids.append(run.info.run_id)
             trial.set_user_attr("mlflow_run_ids", run_ids)
+            trial.set_user_attr("mlflow_run_urls", [run_url(self.exp_id, r) for r in run_ids])
         if kind == "pruned":
             raise optuna.TrialPruned(f"run {run.info.run_id if run else '?'} pruned")
         if kind != "finished" or run is None:
@@ -321,7 +332,7 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     env.quiet()
     client = store.client()
     exp_name = spec.experiment or spec.entry
-    exp_id = store.experiment_id(exp_name)
+    exp_id = store.experiment_id(exp_name, description=spec.description or None)
     parent_id = _study_parent(study, client, exp_id, spec)
     client.log_text(parent_id, dump(raw), "study.yaml")
     done_before = len(study.get_trials(deepcopy=False, states=_counted()))
@@ -370,6 +381,8 @@ def open_study(spec: StudySpec) -> Any:
     except Exception as exc:  # e.g. an unreachable server
         raise ConfigError(f"cannot open study {spec.name!r} in {safe_url(spec.storage)}: "
                           f"{str(exc).splitlines()[0]}") from None
+    if spec.description and study.user_attrs.get("description") != spec.description:
+        study.set_user_attr("description", spec.description)
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "

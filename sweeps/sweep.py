@@ -34,10 +34,55 @@ def cell_job(cell: Cell, *, entry: str, module: str, config: str | None, experim
     key = uuid.uuid4().hex
     return Job(key=key, entry=entry, module=module, config=config, overrides=list(cell.overrides),
                experiment=experiment, experiment_id=experiment_id, parent_run_id=parent_run_id,
-               run_name=cell.run_name(entry),
-               tags={T.SWEEP: sweep_name, T.ATTEMPT: str(attempt), **(tags or {})},
+               run_name=_cell_name(cell, entry, resume),
+               tags={T.SWEEP: sweep_name, T.ATTEMPT: str(attempt), **cell.tags, **(tags or {})},
                env=dict(env or {}), resume=resume, cell=cell, attempt=attempt,
                log_path=(logs / f"cell{cell.index:04d}-attempt{attempt}.log") if logs else None)
+
+
+def _cell_name(cell: Cell, entry: str, resume: str | None) -> str:
+    """A resumed cell keeps its name with a suffix (``-r1``), as ``labrun run --resume`` does."""
+    from tracking.naming import resumed_name
+
+    name = cell.run_name(getattr(cell, "name_prefix", "") or entry)
+    if not resume:
+        return name
+    try:
+        from tracking import store
+
+        old = store.client().get_run(resume).info.run_name or name
+    except Exception:
+        old = name
+    return resumed_name(old)
+
+
+def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
+    """The task's name, its module, the cells and the launcher: a labrun task of this
+    checkout, or any MLflow project's entry point (then launched through ``mlflow run``)."""
+    from tracking.config import ConfigError
+    from tracking.tasks import entry_points, load_task, project_root
+
+    here = spec.project in (".", "")
+    if here and spec.entry not in entry_points():
+        load_task(spec.entry)  # raises: unknown task, naming the tasks there
+    if here:
+        try:
+            task = load_task(spec.entry)
+        except (ConfigError, ImportError):
+            task = None  # not a labrun task: swept as a foreign project below
+        if task is not None:
+            return task.name, task.module, expand(spec, task.schema), spec.launcher
+    from sweeps.launchers.mlflow_run import project_entry
+    from sweeps.matrix import expand_foreign, foreign_task
+
+    ep = project_entry(str(project_root()) if here else spec.project, spec.entry, spec.version)
+    if spec.launcher not in ("local", "mlflow"):
+        raise ConfigError(f"entry point {spec.entry!r} of {ep.uri} is not a labrun task: it runs "
+                          f"through `mlflow run` (launcher mlflow), not launcher {spec.launcher!r}")
+    cells = expand_foreign(spec, ep)
+    for cell in cells:
+        cell.name_prefix = ep.name
+    return foreign_task(ep), "", cells, "mlflow"
 
 
 def find_run(client: Any, experiment_id: str, job: Job) -> Any | None:
@@ -75,13 +120,11 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
     """Plan, then launch; returns EXIT_FINISHED (all cells finished), EXIT_CELLS_FAILED (some did
     not) or EXIT_SIGINT (interrupted: the same command again finishes the rest)."""
     from tracking import store
-    from tracking.tasks import load_task
 
     out = out or sys.stdout
-    task = load_task(spec.entry)
-    cells = expand(spec, task.schema)
-    if not dry_run:
-        launcher_class(spec.launcher).prewarm(task.module)
+    task_name, module, cells, launcher_name = _plan(spec)
+    if not dry_run and module:
+        launcher_class(launcher_name).prewarm(module)
 
     env.quiet()
     client = store.client()
@@ -91,13 +134,13 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
         exp_name = client.get_experiment(exp_id).name
     else:
         exp_name = spec.experiment or spec.entry
-        exp_id = store.experiment_id(exp_name, create=not dry_run)
-    ledger = Ledger(client, exp_id, task.name).load([c.fingerprint for c in cells],
+        exp_id = store.experiment_id(exp_name, create=not dry_run, description=spec.description or None)
+    ledger = Ledger(client, exp_id, task_name).load([c.fingerprint for c in cells],
                                                     mark_stale=not dry_run)
     plan = {c.fingerprint: ledger.state(c.fingerprint).decision(spec.retries) for c in cells}
     n = {k: sum(v == k for v in plan.values()) for k in ("done", "todo", "elsewhere", "exhausted")}
     head = (f"sweep {spec.name!r}: {len(cells)} cells of {spec.entry!r} in experiment {exp_name!r} "
-            f"({summarize((k, n[k]) for k in n)}); launcher {spec.launcher}, parallel {spec.parallel}")
+            f"({summarize((k, n[k]) for k in n)}); launcher {launcher_name}, parallel {spec.parallel}")
     if dry_run:
         rows = [(c.index, c.label, c.fingerprint, _describe(plan[c.fingerprint], ledger.state(c.fingerprint),
                                                             spec.retries)) for c in cells]
@@ -108,15 +151,17 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
 
     from sweeps.parent import open_parent
 
+    note = {"mlflow.note.content": spec.description} if spec.description else {}
     parent_id, reopened = open_parent(client, exp_id, kind="sweep", name=spec.name,
-                                      extra_tags={T.SWEEP_ENTRY: spec.entry})
+                                      extra_tags={T.SWEEP_ENTRY: spec.entry, **note})
     client.log_text(parent_id, dump(raw), "sweep.yaml")
     if not reopened:
         try:
             client.log_batch(parent_id, params=_params(spec, len(cells)))
         except Exception:
             pass
-    print(head + f"\nparent run {parent_id}" + (" (continued)" if reopened else ""), file=out, flush=True)
+    print(head + f"\nparent run {parent_id}" + (" (continued)" if reopened else "")
+          + f"; in the MLflow UI: {store.experiment_url(exp_id)}", file=out, flush=True)
     logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
     by_fp = {c.fingerprint: c for c in cells}
     failures = {c.fingerprint: ledger.state(c.fingerprint).failures for c in cells}
@@ -124,13 +169,14 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
     elsewhere = {fp for fp, d in plan.items() if d == "elsewhere"}
     todo = [c for c in cells if plan[c.fingerprint] == "todo"]
     progress = SweepProgress(len(todo) + len(elsewhere), n["done"], f"sweep {spec.name}")
-    launcher = make_launcher(spec.launcher, spec.parallel, module=task.module,
-                             options=spec.launcher_options())
+    launcher = make_launcher(launcher_name, spec.parallel, module=module,
+                             options=spec.launcher_options() if launcher_name == spec.launcher else None)
 
     def job_for(cell: Cell, attempt: int, resume: str | None) -> Job:
-        return cell_job(cell, entry=spec.entry, module=task.module, config=spec.config,
+        return cell_job(cell, entry=spec.entry, module=module, config=spec.config,
                         experiment=exp_name, experiment_id=exp_id, parent_run_id=parent_id,
-                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=logs)
+                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=logs,
+                        tags=_cell_note(spec, cell))
 
     def on_end(job: Job, code: int) -> None:
         cell = job.cell
@@ -208,7 +254,14 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
         import shutil
 
         shutil.rmtree(logs, ignore_errors=True)
-    return _finish(client, spec, cells, exp_id, parent_id, task.name, n, results, interrupted, out)
+    return _finish(client, spec, cells, exp_id, parent_id, task_name, n, results, interrupted, out)
+
+
+def _cell_note(spec: SweepSpec, cell: Cell) -> dict[str, str]:
+    """The spec's description, on each cell as the UI's description, with what the cell varies."""
+    if not spec.description:
+        return {}
+    return {"mlflow.note.content": f"{spec.description.strip()}\n\nCell of sweep `{spec.name}`: {cell.label}"}
 
 
 def _params(spec: SweepSpec, n_cells: int) -> list:
@@ -252,7 +305,8 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
           file=out, flush=True)
     if interrupted:
         print(f"interrupted with {incomplete} cells unfinished: run the same command again to finish "
-              f"them (finished cells are skipped, killed ones resume from their checkpoints)",
+              f"them (finished cells are skipped, killed ones resume from their checkpoints, or run "
+              f"again where the task writes none)",
               file=out, flush=True)
         return EXIT_SIGINT
     return EXIT_CELLS_FAILED if incomplete else EXIT_FINISHED

@@ -144,3 +144,43 @@ def test_resume_after_sigkill_equals_uninterrupted_run(store, tmp_path):
     assert int(cont.data.tags["labrun.resumed_step"]) in (40, 60)
     for key in ("loss.total", "metric.mse.val", "diag.lr"):
         assert _series(store, cont.info.run_id, key) == _series(store, straight, key), key
+
+
+def test_a_folder_of_format_1_and_format_2_files_resumes_from_the_newest_valid(tmp_path):
+    """Runs checkpointed before format 2 keep resuming: v1 and v2 files sit side by side."""
+    import hashlib
+    import io
+    import struct
+
+    import zstandard
+
+    model, opt, _ = _model_and_opt()
+    old = ckpt.collect({"model": model, "optimizer": opt}, global_step=10)
+    raw = io.BytesIO()
+    torch.save(old, raw)
+    payload = zstandard.ZstdCompressor(level=1).compress(raw.getvalue())
+    (tmp_path / "cp_10.ptz").write_bytes(struct.pack("<8sIQ32s", b"LABRUNCK", 1, len(payload),
+                                                     hashlib.blake2b(payload, digest_size=32).digest()) + payload)
+    ckpt.save(ckpt.collect({"model": model, "optimizer": opt}, global_step=20), tmp_path / "cp_20.ptz")
+    path, state = ckpt.latest_valid(tmp_path)
+    assert path.name == "cp_20.ptz" and ckpt.file_options(path)["version"] == 2
+    (tmp_path / "cp_20.ptz").write_bytes((tmp_path / "cp_20.ptz").read_bytes()[:-3])
+    path, state = ckpt.latest_valid(tmp_path)
+    assert path.name == "cp_10.ptz" and state["global_step"] == 10
+    model2, opt2, _ = _model_and_opt()
+    ckpt.apply(state, {"model": model2, "optimizer": opt2})
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+
+
+def test_8bit_moments_keep_optimizer_wide_scalars():
+    """SPAM-style optimizers keep plain step counters beside the per-parameter dicts."""
+    import torch
+
+    from tracking.checkpoint import dequantize_optimizer_state, quantize_optimizer_state
+
+    state = {"param_groups": [{"lr": 0.1}],
+             "state": {0: {"exp_avg": torch.randn(5000), "exp_avg_sq": torch.rand(5000), "step": torch.tensor(3.0)},
+                       "total_step": 7, "current_step": 2}}
+    back = dequantize_optimizer_state(quantize_optimizer_state(state))
+    assert back["state"]["total_step"] == 7 and back["state"]["current_step"] == 2
+    assert torch.allclose(back["state"][0]["exp_avg"], state["state"][0]["exp_avg"], atol=0.05)

@@ -122,6 +122,12 @@ class LaunchOptions:
     description: str = ""
     resume: str | None = None
     experiment: str | None = None
+    system_metrics: str = "auto"
+    """on | off | auto: MLflow's system metrics (tracking.sysmetrics); auto after 2 minutes."""
+    register_model: str | None = None
+    """Register the model the task logs (``run.log_model``) under this name."""
+    log_model: str = "auto"
+    """on | off | auto: log the task's model; auto skips runs under a minute (tests, smoke runs)."""
 
 
 C = TypeVar("C", bound=TaskConfig)
@@ -355,11 +361,13 @@ def resolve_config(
 # --------------------------------------------------------------------------- argv
 
 _OPTIONS_WITH_VALUE = {"--config", "--set", "--tag", "--status", "--name", "--description",
-                       "--resume", "--experiment"}
+                       "--resume", "--experiment", "--system-metrics", "--register-model",
+                       "--log-model"}
 
 USAGE = """usage: {prog} [--config PATH] [--set key.path=value ...] [--key.path value ...]
        [--seed N] [--tag key=value ...] [--status exploratory|keep|baseline|failed]
        [--name NAME] [--description TEXT] [--experiment NAME] [--resume RUN_ID]
+       [--system-metrics on|off|auto] [--log-model on|off|auto] [--register-model NAME]
 
 Runs the {task!r} task as one tracked MLflow run.
 
@@ -374,6 +382,11 @@ Runs the {task!r} task as one tracked MLflow run.
   --experiment NAME    MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else the task name)
   --resume RUN_ID      new run that restores RUN_ID's newest valid checkpoint and continues;
                        the base config is RUN_ID's resolved config unless --config is given
+  --system-metrics M   CPU/memory/GPU curves (system/*) in the run: on, off, or auto (default:
+                       after the run's first 2 minutes, so short runs pay nothing)
+  --log-model M        log the trained model as an MLflow model: on, off, or auto (default:
+                       runs that lasted a minute or more, or that --register-model)
+  --register-model NAME  register the model the task logs in MLflow's model registry
 
 Valid config keys:
 {keys}
@@ -429,6 +442,16 @@ def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
             opts.resume = value or None
         elif name == "--experiment":
             opts.experiment = value or None
+        elif name == "--system-metrics":
+            if value not in ("on", "off", "auto"):
+                raise ConfigError(f"unknown --system-metrics {value!r}; valid: on, off, auto")
+            opts.system_metrics = value
+        elif name == "--register-model":
+            opts.register_model = value or None
+        elif name == "--log-model":
+            if value not in ("on", "off", "auto"):
+                raise ConfigError(f"unknown --log-model {value!r}; valid: on, off, auto")
+            opts.log_model = value
         else:
             overrides.append(f"{name[2:]}={value}")
     opts.overrides = overrides

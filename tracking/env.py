@@ -56,6 +56,9 @@ LABRUN_OBSERVERS = EnvironmentVariable("LABRUN_OBSERVERS", str, "",
                                        doc="Comma-separated module:attribute run-observer factories.")
 LABRUN_PROGRESS = EnvironmentVariable("LABRUN_PROGRESS", bool, True,
                                       doc="0 turns progress bars off (CI, logs).")
+LABRUN_JOURNAL_DIR = EnvironmentVariable(
+    "LABRUN_JOURNAL_DIR", str,
+    doc="Folder of the metric journals that survive a SIGKILL (default <tmp>/labrun-journal).")
 LABRUN_OPTUNA_STORAGE = EnvironmentVariable("LABRUN_OPTUNA_STORAGE", str)
 LABRUN_OPTUNA_STUDY = EnvironmentVariable("LABRUN_OPTUNA_STUDY", str)
 LABRUN_OPTUNA_TRIAL_ID = EnvironmentVariable("LABRUN_OPTUNA_TRIAL_ID", int)

@@ -2,23 +2,44 @@
 
 Logging one value per ``log_metric`` call costs a database transaction each (milliseconds
 on SQLite); a training loop logging 20 values a step would spend more time tracking than
-training. The logger buffers values and writes them with ``log_batch`` from a background
-thread, and always flushes what it holds when the run ends, however it ends.
+training. The logger buffers values and writes them from a background thread, and always
+flushes what it holds when the run ends, however it ends.
+
+The training thread only appends: it checks a name the first time it sees it (a bad name
+stays an immediate ``ValueError`` to the caller, and costs a set lookup afterwards), turns
+the values into floats (a tensor could change after ``log`` returned), and appends one
+record to the buffer and to the journal. Building rows, the summary statistics and the store
+write happen on flush. The journal is a memory-mapped file per run: what ``log`` returned
+from survives a SIGKILL (the kernel owns the pages) and :func:`recover` writes it to the
+store later; a clean close deletes it. Order is what it always was: rows reach the store
+in the order they were logged, and ``latest_metrics`` holds the largest (step, timestamp,
+value) of each key.
 """
 from __future__ import annotations
 
+import marshal
 import math
+import mmap
+import os
 import re
+import shutil
+import struct
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 NAMESPACES = ("loss", "metric", "dynamics", "diag", "perf", "sweep", "study")
 _SEGMENT = re.compile(r"^[a-z0-9_][a-z0-9_\-]*$")
 _MAXIMIZE_WORDS = {"accuracy", "acc", "f1", "auc", "precision", "recall", "r2", "score",
-                   "reward", "k_eff", "confidence", "iou", "psnr", "ssim", "win_rate"}
+                   "reward", "k_eff", "confidence", "iou", "miou", "psnr", "ssim", "win_rate",
+                   "auroc", "aupro", "auprc"}
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MAX_SQL_BATCH = 20_000
+"""Rows per transaction of the bulk SQL writer: big enough for SQLite's full speed, small
+enough that other writers of the same store wait well under a second for its lock."""
 
 
 def validate_name(name: str) -> str:
@@ -63,13 +84,167 @@ class MetricStats:
                 "best_step": self.best_step, "direction": self.direction, "count": self.count}
 
 
+# --------------------------------------------------------------------------- journal
+
+_LEN = struct.Struct("<I")
+SEGMENT_BYTES = 8 << 20
+
+
+def journal_root() -> Path:
+    """Where journals live: ``$LABRUN_JOURNAL_DIR``, else ``<tmp>/labrun-journal``."""
+    from tracking import env
+
+    return Path(env.LABRUN_JOURNAL_DIR.get() or Path(tempfile.gettempdir()) / "labrun-journal")
+
+
+class Journal:
+    """Append-only records ``(step, timestamp_ms, {name: value})`` in memory-mapped segments.
+
+    Writing a record is a memory copy (no system call): the bytes land in the page cache,
+    which outlives the process, so a SIGKILL keeps every record whose ``append`` returned.
+    Its length is written after its bytes, so a record torn by the kill reads as the end.
+    The caller serialises appends; :meth:`cut` starts a new segment and hands back the old
+    ones, to be deleted once their rows are in the store.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{os.getpid()}-{id(self):x}"
+        self._seq = 0
+        self._segments: list[Path] = []
+        self._mm: mmap.mmap | None = None
+        self._open(SEGMENT_BYTES)
+
+    def _open(self, size: int) -> None:
+        self._seq += 1
+        path = self.folder / f"{self._prefix}-{self._seq:08d}.mlj"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Reserve the blocks now: a write into a sparse mapping on a full disk is a SIGBUS,
+            # a failed reservation is an OSError the logger can take.
+            os.posix_fallocate(fd, 0, size)
+            self._mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        self._segments.append(path)
+        self._pos = 0
+
+    def append(self, blob: bytes) -> None:
+        n = len(blob)
+        if self._pos + n + 2 * _LEN.size > len(self._mm):
+            self._mm.close()
+            self._open(max(SEGMENT_BYTES, n + 2 * _LEN.size))
+        pos = self._pos
+        self._mm[pos + _LEN.size:pos + _LEN.size + n] = blob
+        _LEN.pack_into(self._mm, pos, n)
+        self._pos = pos + _LEN.size + n
+
+    def cut(self) -> list[Path]:
+        """Segments holding everything appended so far; later appends go to a new one."""
+        if self._pos == 0 and len(self._segments) == 1:
+            return []
+        done = list(self._segments)
+        self._mm.close()
+        self._segments = []
+        self._open(SEGMENT_BYTES)
+        return done
+
+    def close(self, *, delete: bool) -> None:
+        """Unmap; ``delete``: remove this journal's segments (another logger's stay)."""
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        if delete:
+            for path in self._segments:
+                path.unlink(missing_ok=True)
+            try:
+                self.folder.rmdir()
+            except OSError:
+                pass
+
+
+def read_journal(folder: Path) -> Iterator[tuple[int, int, dict]]:
+    """The records of every segment in ``folder``, segment by segment in write order."""
+    for path in sorted(folder.glob("*.mlj"), key=lambda p: (p.name.rsplit("-", 1)[0], p.name)):
+        data = path.read_bytes()
+        pos = 0
+        while pos + _LEN.size <= len(data):
+            (n,) = _LEN.unpack_from(data, pos)
+            end = pos + _LEN.size + n
+            if n == 0 or end > len(data):
+                break
+            try:
+                record = marshal.loads(data[pos + _LEN.size:end])
+            except (EOFError, ValueError, TypeError):
+                break  # a record torn by a kill: its log() never returned
+            yield record
+            pos = end
+
+
+def recover(client: Any, run_id: str, *, fast_uri: str | None = None, root: Path | None = None) -> int:
+    """Write what a killed process journaled for ``run_id`` to the store; returns the rows.
+
+    Rows already in the store are ignored by both writers (MLflow treats an identical
+    metric row as a duplicate), so replaying a journal that was half flushed is safe. A
+    journal whose process still runs is left alone. Call it before reading a killed run's
+    history (a resume, a stale-run check).
+    """
+    folder = (root or journal_root()) / run_id
+    if not folder.is_dir():
+        return 0
+    mine = [p for p in folder.glob("*.mlj") if not _pid_alive(p)]
+    if not mine:
+        return 0
+    logger = MetricLogger(client, run_id, flush_every_s=0, fast_uri=fast_uri, journal=False)
+    staging = folder / f".recover-{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    for p in mine:
+        p.rename(staging / p.name)
+    count = 0
+    for step, ts, values in read_journal(staging):
+        logger._append(values, step, ts)
+        count += len(values)
+    logger.close()
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+    return count
+
+
+def _pid_alive(path: Path) -> bool:
+    try:
+        pid = int(path.name.split("-", 1)[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- logger
+
 @dataclass
 class MetricLogger:
-    """Buffers ``(key, value, step)`` and writes them in ``log_batch`` calls.
+    """Buffers ``(key, value, step)`` and writes them in batches from a background thread.
 
-    ``flush_every_s`` > 0 starts a daemon thread that flushes on that period; ``flush()``
-    and ``close()`` write everything that is left. ``listeners`` see each logged dict
-    (run observers use this for Optuna pruning).
+    ``flush_every_s`` > 0 starts a daemon thread that flushes on that period, and early
+    when ``max_buffer`` values wait; ``flush()`` and ``close()`` write everything that is
+    left (``flush_every_s=0``: only they write, from the caller's thread). ``listeners`` see
+    each logged dict (run observers use this for Optuna pruning). ``journal``: True keeps a
+    journal under :func:`journal_root` (see the module docstring), a path puts it there,
+    False keeps none.
     """
 
     client: object
@@ -84,19 +259,32 @@ class MetricLogger:
     """Tracking URI of an SQL store to write to directly (``tracking.backends.metric_writer``);
     None, another store, or a fast path that is off: ``log_batch``."""
 
+    journal: bool | str | Path = True
+
     def __post_init__(self) -> None:
         self._writer = None
         if self.fast_uri:
             from tracking.backends import metric_writer
 
             self._writer = metric_writer(self.fast_uri)  # None: log_batch (why is logged once)
-        self._buffer: list = []
+        self._records: list = []       # (step, ts, {name: float}) as logged, not yet rows
+        self._count = 0                # values in _records
+        self._rows: list = []          # converted, not yet in the store
+        self._segments: list[Path] = []  # journal segments holding _rows
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._known: set[str] = set()
+        self._journal = None
+        if self.journal:
+            folder = journal_root() / self.run_id if self.journal is True else Path(self.journal)
+            try:
+                self._journal = Journal(folder)
+            except OSError as exc:
+                self._journal_off(exc)
         if self.flush_every_s > 0:
             self._thread = threading.Thread(target=self._loop, name="labrun-metrics", daemon=True)
             self._thread.start()
@@ -104,44 +292,83 @@ class MetricLogger:
     def set_direction(self, name: str, direction: str) -> None:
         if direction not in ("min", "max"):
             raise ValueError(f"direction must be 'min' or 'max', got {direction!r}")
-        self.directions[name] = direction
-        if name in self.stats:
-            old = self.stats[name]
-            old.direction = direction
-            old.best, old.best_step = math.nan, -1
+        with self._write_lock:
+            self._convert()  # values logged before this count under the old direction
+            self.directions[name] = direction
+            if name in self.stats:
+                old = self.stats[name]
+                old.direction = direction
+                old.best, old.best_step = math.nan, -1
 
     def log(self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None) -> None:
-        ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        rows = []
-        for name, value in metrics.items():
-            if name not in self._known:
-                validate_name(name)
-                self._known.add(name)
-            v = float(value)
-            rows.append((name, v, ts, int(step)))
-            st = self.stats.get(name)
-            if st is None:
-                st = self.stats[name] = MetricStats(self.directions.get(name) or default_direction(name))
-            st.update(v, int(step))
-        with self._lock:
-            self._buffer.extend(rows)
-            full = len(self._buffer) >= self.max_buffer
-        if full:
-            self.flush()
+        """Validate new names and append; the store write happens on flush (see the module)."""
+        if not self._known.issuperset(metrics):
+            for name in metrics:
+                if name not in self._known:
+                    validate_name(name)
+                    self._known.add(name)
+        values = {name: float(v) for name, v in metrics.items()}
+        step = int(step)
+        self._append(values, step, timestamp_ms if timestamp_ms is not None else int(time.time() * 1000))
         for listener in self.listeners:
-            listener(metrics, int(step))
+            listener(metrics, step)
+
+    def _journal_off(self, exc: OSError) -> None:
+        """No room or no permission for the journal: log on, unprotected against SIGKILL."""
+        import logging
+
+        logging.getLogger("labrun").warning(
+            "labrun: metric journal off for run %s (%s); values logged since the last flush "
+            "would be lost to a SIGKILL", self.run_id, exc)
+        self._journal = None
+
+    def _append(self, values: dict, step: int, ts: int) -> None:
+        record = (step, ts, values)
+        with self._lock:
+            if self._journal is not None:
+                try:
+                    self._journal.append(marshal.dumps(record))
+                except OSError as exc:
+                    self._journal_off(exc)
+            self._records.append(record)
+            self._count += len(values)
+            count = self._count
+        if count >= self.max_buffer:
+            if self._thread is not None and count < 20 * self.max_buffer:
+                self._wake.set()     # the flusher writes them; the caller goes on
+            else:
+                self.flush()         # no flusher, or it cannot keep up: write from here
+
+    def _convert(self) -> None:
+        """Records to rows and statistics, in logged order (caller holds ``_write_lock``)."""
+        with self._lock:
+            records, self._records, self._count = self._records, [], 0
+            if self._journal is not None:
+                try:
+                    self._segments += self._journal.cut()
+                except OSError as exc:
+                    self._journal_off(exc)
+        rows, stats = self._rows, self.stats
+        for step, ts, values in records:
+            for name, v in values.items():
+                rows.append((name, v, ts, step))
+                st = stats.get(name)
+                if st is None:
+                    st = stats[name] = MetricStats(self.directions.get(name) or default_direction(name))
+                st.update(v, step)
 
     def flush(self) -> None:
+        """Write everything logged before this call; what fails stays for the next try."""
         with self._write_lock:
-            with self._lock:
-                rows, self._buffer = self._buffer, []
-            for i in range(0, len(rows), MAX_BATCH):
-                try:
-                    self._write(rows[i:i + MAX_BATCH])
-                except BaseException:
-                    with self._lock:  # keep what was not written for the next try
-                        self._buffer[:0] = rows[i:]
-                    raise
+            self._convert()
+            while self._rows:
+                size = MAX_SQL_BATCH if self._writer is not None else MAX_BATCH
+                batch = self._rows[:size]
+                self._write(batch)
+                del self._rows[:len(batch)]
+            for path in self._segments:  # their rows are in the store now
+                path.unlink(missing_ok=True)
+            self._segments = []
 
     def _write(self, rows: list) -> None:
         if self._writer is not None:
@@ -159,22 +386,31 @@ class MetricLogger:
                     pass
         from mlflow.entities import Metric
 
-        self.client.log_batch(self.run_id, metrics=[Metric(*row) for row in rows])
+        for i in range(0, len(rows), MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=[Metric(*row) for row in rows[i:i + MAX_BATCH]])
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.flush_every_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_every_s)
+            self._wake.clear()
             try:
                 self.flush()
             except BaseException as exc:  # surfaced by close(); never kill training from here
                 self._error = exc
 
     def close(self) -> None:
+        """Stop the flusher and write what is left; the journal goes once all is stored."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        stored = False
         try:
             self.flush()
+            stored = True
         finally:
+            if self._journal is not None:
+                self._journal.close(delete=stored)
             if self._writer is not None:
                 self._writer.close()
         if self._error is not None:
@@ -182,4 +418,6 @@ class MetricLogger:
             raise RuntimeError(f"background metric flush failed: {err}") from err
 
     def summary(self) -> dict[str, dict]:
+        with self._write_lock:
+            self._convert()
         return {k: v.as_dict() for k, v in sorted(self.stats.items())}

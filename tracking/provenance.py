@@ -38,6 +38,51 @@ class GitInfo:
         return text
 
 
+# Files a run itself writes next to the code: the tracking store and its SQLite journals, the
+# artifact root, Optuna storages, labrun's atomic-write temporaries. They change while a run
+# runs (another cell writes the store), so counting them would make every run "dirty",
+# whatever the user's .gitignore says. Gitignore syntax: also given to ``git ls-files``.
+STORE_PATTERNS = ("mlflow.db", "mlflow.db-*", "optuna.db", "optuna.db-*", "*.db-journal",
+                  "*.db-wal", "*.db-shm", "mlruns/", "mlartifacts/", ".labrun/",
+                  ".*.tmp-*", ".*.tmp")
+
+
+def _store_paths(root: Path) -> list[str]:
+    """The configured stores' own files inside ``root`` (any name a user gave them)."""
+    import os
+
+    out = []
+    for var in ("MLFLOW_TRACKING_URI", "LABRUN_OPTUNA_STORAGE", "MLFLOW_ARTIFACT_ROOT"):
+        uri = os.environ.get(var, "")
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else \
+            uri[len("file://"):] if uri.startswith("file://") else ""
+        if not path:
+            continue
+        try:
+            rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+        except (ValueError, OSError):
+            continue
+        out += [rel, f"{rel}-*", f"{rel}/"]
+    return out
+
+
+def is_store_file(rel: str, patterns: tuple[str, ...] | list[str] = STORE_PATTERNS) -> bool:
+    """True when the repo-relative path ``rel`` is one of the files in :data:`STORE_PATTERNS`."""
+    from fnmatch import fnmatch
+
+    parts = rel.split("/")
+    for pat in patterns:
+        if pat.endswith("/"):
+            name = pat[:-1]
+            if "/" in name and (rel == name or rel.startswith(name + "/")):
+                return True
+            if any(fnmatch(p, name) for p in parts[:-1]):
+                return True
+        elif ("/" in pat and fnmatch(rel, pat)) or fnmatch(parts[-1], pat):
+            return True
+    return False
+
+
 def git_info(path: str | Path | None = None) -> GitInfo:
     try:
         import git
@@ -62,15 +107,23 @@ def git_info(path: str | Path | None = None) -> GitInfo:
     except Exception:
         info.remote = UNKNOWN
     try:
-        info.untracked = list(repo.untracked_files)
-        if info.commit != UNKNOWN:
-            info.diff = repo.git.diff("HEAD")
-        else:
-            info.diff = repo.git.diff("--cached")
-        info.dirty = "true" if (info.diff or info.untracked) else "false"
+        _read_changes(repo, info)
     except Exception:
         info.dirty = UNKNOWN
     return info
+
+
+def _read_changes(repo, info: GitInfo) -> None:
+    """The diff and untracked files, the stores' own files left out (see STORE_PATTERNS)."""
+    patterns = [*STORE_PATTERNS, *_store_paths(Path(repo.working_tree_dir))]
+    excludes = [f"--exclude={p}" for p in patterns]
+    listed = repo.git.ls_files("--others", "--exclude-standard", *excludes)
+    info.untracked = [f for f in listed.splitlines() if f and not is_store_file(f, patterns)]
+    base = ("HEAD",) if info.commit != UNKNOWN else ("--cached",)
+    changed = [f for f in repo.git.diff(*base, "--name-only").splitlines()
+               if f and not is_store_file(f, patterns)]
+    info.diff = repo.git.diff(*base, "--", *changed) if changed else ""
+    info.dirty = "true" if (info.diff or info.untracked) else "false"
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:

@@ -107,6 +107,8 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
                 lines.append("")
             for fig in c.get("figures") or []:
                 lines += [f"![{name}]({fig})", ""]
+    lines += _models(s.get("models") or {})
+    lines += _datasets(s.get("datasets") or [])
     figures = [f for f in s.get("figures") or []
                if not any(f in (c.get("figures") or []) for c in components.values())]
     if figures:
@@ -117,3 +119,64 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
               + (", `checkpoints/`" if s.get("checkpoints") else "")
               + (", `traceback.txt`" if s.get("failure") else ""), ""]
     return "\n".join(lines)
+
+
+def _models(models: Mapping[str, Any]) -> list[str]:
+    if not models:
+        return []
+    lines = ["## Models", "", "| model | status | MLflow model / reason |", "|---|---|---|"]
+    for name, m in models.items():
+        data = m.get("data") or {}
+        if m["status"] == "success":
+            what = f"`{data.get('model_uri')}`" + (f", registered as `{data['registered_as']}`"
+                                                   if data.get("registered_as") else "")
+        else:
+            what = (m.get("reason") or "") + (f" — enable with `{m['enable']}`" if m.get("enable") else "")
+        lines.append(f"| `{name}` | {_ICON.get(m['status'], m['status'])} | {what} |")
+    return lines + [""]
+
+
+def _datasets(datasets: list) -> list[str]:
+    if not datasets:
+        return []
+    lines = ["## Datasets", "", "Logged with `mlflow.log_input` (the run page's Datasets panel); the "
+             "digest is MLflow's hash of the data itself.", "",
+             "| dataset | split | rows | digest |", "|---|---|---:|---|"]
+    lines += [f"| {d['name']} | {d['split']} | {d.get('rows', '')} | `{d['digest']}` |" for d in datasets]
+    return lines + [""]
+
+
+_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>
+body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#1f2328}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;padding:.3em .6em}}
+th{{background:#f6f8fa}}code{{background:#f6f8fa;padding:.1em .3em;border-radius:4px}}
+img{{max-width:100%;border:1px solid #d0d7de}}</style></head><body>
+{body}</body></html>
+"""
+
+
+def report_html(markdown_text: str, root: Any) -> str:
+    """``REPORT.html``: REPORT.md with its figures embedded, so they show in the MLflow
+    artifact viewer (which does not resolve a Markdown file's relative image links)."""
+    import base64
+    import html
+    import re
+    from pathlib import Path
+
+    def embed(match: "re.Match[str]") -> str:
+        alt, rel = match.group(1), match.group(2)
+        path = Path(root) / rel
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{alt}](data:image/png;base64,{data})"
+
+    text = re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", embed, markdown_text)
+    try:
+        from markdown_it import MarkdownIt
+
+        body = MarkdownIt("commonmark").enable("table").render(text)
+    except ImportError:  # still readable, figures included
+        body = f"<pre>{html.escape(text)}</pre>"
+    title = html.escape(markdown_text.splitlines()[0].lstrip("# ") if markdown_text else "report")
+    return _HTML.format(title=title, body=body)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import yaml
 
 from tracking import checkpoint as ckpt
+from tracking import naming as _naming
 from tracking import env
 from tracking import observers as _observers
 from tracking import store
@@ -75,6 +76,8 @@ class Run:
         self.components: dict[str, ComponentResult] = {}
         self.results: dict[str, Any] = {}
         self.figures: list[str] = []
+        self.datasets: list[dict[str, Any]] = []
+        self.models: dict[str, ComponentResult] = {}
         self.tags: dict[str, str] = {}
         self.name = cfg.launch.name or run_id
         self.resume: ckpt.ResumeInfo | None = None
@@ -158,6 +161,56 @@ class Run:
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         self.client.log_dict(self.run_id, dict(data), artifact_file)
 
+    # ------------------------------------------------------------------ MLflow 3 inputs and models
+    def log_dataset(self, features: Any, *, name: str, split: str, targets: Any = None,
+                    source: str | None = None) -> str:
+        """Record a dataset the run reads (``mlflow.log_input``): name, source, digest, split.
+
+        ``features``/``targets``: numpy, torch or pandas (then ``targets`` is a column name);
+        ``source`` a path or URI, else the task's module is named as the code that made it.
+        Returns the digest, which also goes to ``summary.json`` and ``REPORT.md``.
+        """
+        from tracking.datasets import log_dataset, make_dataset
+
+        ds = make_dataset(features, name=name, targets=targets, source=source,
+                          code=type(self.cfg).__module__)
+        digest = log_dataset(self.client, self.run_id, ds, split)
+        self.datasets.append({"name": name, "split": split, "digest": digest,
+                              "rows": int(getattr(features, "shape", [len(features)])[0])})
+        return digest
+
+    def log_model(self, model: Any, input_example: Any, *, name: str = "model") -> ComponentResult:
+        """Log the trained torch model as an MLflow model (signature + input example), and
+        register it when the run was started with ``--register-model NAME``.
+
+        Its status (success / disabled with how to enable / failed) goes to ``summary.json``'s
+        ``models``, ``REPORT.md`` and tag ``labrun.model`` (``labrun.model.<name>``), apart from the task's own
+        components: a model that cannot be logged fails that entry, not the run that trained it.
+        """
+        from tracking.models import AUTO_AFTER_S, log_torch_model, single_input_reason
+
+        register, mode = self.cfg.launch.register_model, self.cfg.launch.log_model
+        elapsed = time.time() - self._t0
+
+        def provide() -> ComponentResult:
+            if mode == "off" or (mode == "auto" and not register and elapsed < AUTO_AFTER_S):
+                why = "--log-model off" if mode == "off" else \
+                    f"the run took {elapsed:.0f} s < {AUTO_AFTER_S:.0f} s (--log-model auto)"
+                return ComponentResult.disabled(why, "--log-model on")
+            if single_input_reason(model):
+                return ComponentResult.disabled(single_input_reason(model),
+                                                "wrap it in a module whose forward takes one tensor")
+            info = log_torch_model(model, input_example, name=name, registered_model_name=register)
+            return ComponentResult.success({
+                "model_uri": info.model_uri, "model_id": getattr(info, "model_id", None),
+                "registered_as": register, "load_with": f"mlflow.pytorch.load_model({info.model_uri!r})"})
+        result = evaluate(provide)
+        self.models[name] = result
+        self.set_tag(T.MODEL if name == "model" else f"{T.MODEL}.{name}", result.status)
+        level = logging.WARNING if result.status == "failed" else logging.INFO
+        self.log.log(level, "model %s: %s%s", name, result.status, f" ({result.reason})" if result.reason else "")
+        return result
+
     # ------------------------------------------------------------------ checkpoints
     def track_state(self, **objects: Any) -> ckpt.ResumeInfo | None:
         """Register what a checkpoint holds: model, optimizer, scheduler, data generators,
@@ -189,29 +242,61 @@ class Run:
 
     def save_checkpoint(self, global_step: int, *, epoch: int = 0,
                         extra: Mapping[str, Any] | None = None, best: bool = False) -> Path:
-        """Save the tracked objects; upload at once so a killed run keeps it.
+        """Snapshot the tracked objects and return; a background thread writes and uploads.
+
+        The snapshot (tensors copied to CPU memory, RNGs and samplers captured) is taken
+        before this returns, so the next optimizer step cannot change what is saved; the
+        compression, checksum, atomic write and upload run on :class:`~tracking.writer.
+        CheckpointWriter`'s thread. At most one save is in flight: a new one first waits for
+        the previous (why waiting and not coalescing: see :mod:`tracking.writer`). The run
+        ends (FINISHED, FAILED or KILLED) only once the in-flight file is complete and
+        uploaded, or, after a second Ctrl-C, absent.
 
         Save *after* logging the step's metrics: a resume continues with ``global_step + 1``
         (``run.steps`` does this for you). Periodic files are ``checkpoints/cp_{step}.ptz``
         (the newest ``checkpoint.keep`` are kept); ``best=True`` writes
         ``checkpoints/best/best.ptz``, never pruned. ``extra`` is the loop's own state.
+        Returns the local path the file will have once written.
         """
         if not self._tracked:
             raise RuntimeError("call run.track_state(model=..., optimizer=...) before save_checkpoint")
-        # The store must hold every metric up to this step: a resume copies that history.
+        writer = self._checkpoint_writer()
+        writer.wait()  # one snapshot in memory at a time; its buffers are reused
+        state = ckpt.snapshot(ckpt.collect(self._tracked, global_step=global_step, epoch=epoch, extra=extra),
+                              self._ckpt_pool)
+        folder = self.local_dir / "checkpoints"
+        path = folder / "best" / "best.ptz" if best else folder / ckpt.checkpoint_name(global_step)
+        writer.submit(lambda cancel: self._write_checkpoint(state, path, best, cancel))
+        return path
+
+    def _checkpoint_writer(self) -> Any:
+        if getattr(self, "_ckpt_writer", None) is None:
+            from tracking.writer import CheckpointWriter
+
+            self._ckpt_writer = CheckpointWriter(f"labrun-checkpoint-{self.run_id[:8]}")
+            self._ckpt_pool = ckpt.SnapshotPool()
+        return self._ckpt_writer
+
+    def _write_checkpoint(self, state: dict, path: Path, best: bool, cancel: threading.Event) -> None:
+        """On the writer thread: quantize (if asked), write atomically, then make it visible."""
+        snap = state
+        if self.cfg.checkpoint.quantize_moments:
+            state = ckpt.quantize_state(state)
+        ckpt.save(state, path, cancel=cancel)
+        del state
+        self._ckpt_pool.give(snap)  # written: the next snapshot may overwrite these buffers
+        # The store must hold every metric up to this step before the file is visible: a
+        # resume copies that history.
         self.metrics.flush()
-        state = ckpt.collect(self._tracked, global_step=global_step, epoch=epoch, extra=extra,
-                             quantize_moments=self.cfg.checkpoint.quantize_moments)
+        if cancel.is_set():
+            path.unlink(missing_ok=True)
+            raise ckpt.SaveCancelled("cancelled before upload")
+        self.client.log_artifact(self.run_id, str(path), "checkpoints/best" if best else "checkpoints")
         if best:
-            path = ckpt.save(state, self.local_dir / "checkpoints" / "best" / "best.ptz")
-            self.client.log_artifact(self.run_id, str(path), "checkpoints/best")
-            return path
-        path = ckpt.save(state, self.local_dir / "checkpoints" / ckpt.checkpoint_name(global_step))
-        self.client.log_artifact(self.run_id, str(path), "checkpoints")
+            return
         self._checkpoints.append(path.name)
         self._prune_checkpoints()
         self._upload_log()  # a SIGKILL later still leaves the log up to here
-        return path
 
     def _prune_checkpoints(self) -> None:
         """Keep the newest ``checkpoint.keep`` files; a store that cannot delete keeps them
@@ -234,6 +319,10 @@ class Run:
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
             mlflow.start_run(run_id=self.run_id, nested=active is not None)
+        from tracking.sysmetrics import SystemMetrics
+
+        self._sysmetrics = SystemMetrics(self.run_id, self.cfg.launch.system_metrics)
+        self._sysmetrics.start()
         self._record_start(adopted)
         if self.cfg.launch.resume:
             self._load_resume(self.cfg.launch.resume)
@@ -255,10 +344,14 @@ class Run:
         opts, cfg = self.cfg.launch, self.cfg
         existing = self.client.get_run(self.run_id)
         self.name = opts.name or existing.info.run_name or self.run_id
+        renamed = adopted and not opts.name and _naming.is_generated(existing.info.run_name)
+        if renamed:  # `mlflow run` without --run-name gave it "classy-wolf-669"
+            self.name = _naming.run_name(self.client, cfg)
         tags = {**_identity_tags(cfg), **_provenance_tags(self),
                 **({T.RESUMED_FROM: opts.resume} if opts.resume else {}),
                 **({"mlflow.note.content": opts.description} if opts.description else {}),
                 **({"mlflow.runName": opts.name} if opts.name and not adopted else {}),
+                **({"mlflow.runName": self.name} if renamed else {}),
                 **opts.tags}
         if self.git.commit != "unknown" and "mlflow.source.git.commit" not in existing.data.tags:
             tags["mlflow.source.git.commit"] = self.git.commit
@@ -305,6 +398,9 @@ class Run:
         self.resume = ckpt.ResumeInfo(run_id=source_run, path=path.name, global_step=state["global_step"],
                                       epoch=state["epoch"], extra=state["extra"])
         self._resume_state = state
+        from tracking.metrics import recover
+
+        recover(self.client, source_run, fast_uri=store.tracking_uri())  # what a SIGKILL left unflushed
         self._copy_history(source_run, self.resume.global_step)
         shutil.rmtree(dest, ignore_errors=True)
 
@@ -327,13 +423,18 @@ class Run:
         """Everything that must happen however the run ended; each step guarded on its own."""
         self._stop_beat.set()
         guarded = _guard(self.run_id)
+        if getattr(self, "_sysmetrics", None) is not None:
+            guarded("stop the system metrics", self._sysmetrics.stop)
+        self._complete_checkpoint(end)
         guarded("flush metrics", self.metrics.close)
         self._record_outcome(end, guarded)
-        from tracking.report import report_markdown, summary_json
+        from tracking.report import report_html, report_markdown, summary_json
 
         text = summary_json(self._summary(end))
         guarded("write summary.json", self.log_text, text, "summary.json")
         guarded("write REPORT.md", lambda: self.log_text(report_markdown(json.loads(text)), "REPORT.md"))
+        guarded("write REPORT.html", lambda: self.log_text(
+            report_html(report_markdown(json.loads(text)), self.local_dir), "REPORT.html"))
         self._logging.flush()
         guarded("upload logs/train.log", self._upload_log)
         self._logging.close()
@@ -341,6 +442,21 @@ class Run:
             guarded("notify an observer", obs.completed, self, end.status)
         _end_mlflow_run(self.client, self.run_id, end.status, guarded)
         shutil.rmtree(self.local_dir, ignore_errors=True)
+
+    def _complete_checkpoint(self, end: "_Outcome") -> None:
+        """Before the run ends: the in-flight checkpoint completes (a second Ctrl-C
+        discards it instead). A save that failed fails a run that would have finished."""
+        writer = getattr(self, "_ckpt_writer", None)
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except Exception as err:
+            print(f"labrun: could not complete the in-flight checkpoint for run {self.run_id}: {err}",
+                  file=sys.stderr)
+            if end.status == "FINISHED" and end.exc is None:
+                end.status, end.failure, end.exit_code, end.exc = "FAILED", f"{type(err).__name__}: {err}", \
+                    EXIT_FAILED, err
 
     def _record_outcome(self, end: "_Outcome", guarded: Callable) -> None:
         if end.failure:
@@ -376,6 +492,8 @@ class Run:
             "components": {k: v.as_dict() for k, v in self.components.items()},
             "results": self.results,
             "figures": self.figures,
+            "datasets": self.datasets,
+            "models": {k: v.as_dict() for k, v in self.models.items()},
             "checkpoints": list(self._checkpoints),
         }
 
@@ -418,6 +536,7 @@ def _create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tu
     run_id = env.MLFLOW_RUN_ID.get()
     if run_id:
         run = client.get_run(run_id)
+        store.mark_experiment(run.info.experiment_id, c=client)
         return run_id, run.info.experiment_id, True
     parent = env.LABRUN_PARENT_RUN_ID.get()
     active = mlflow.active_run()
@@ -430,11 +549,12 @@ def _create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tu
         exp_id = client.get_run(parent).info.experiment_id
     else:
         exp_id = store.experiment_id(name or cfg.task)
+    store.mark_experiment(exp_id, c=client)
     tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(sys.argv[:1]) or "python",
             "mlflow.user": getpass.getuser()}
     if parent:
         tags["mlflow.parentRunId"] = parent
-    run = client.create_run(exp_id, tags=tags, run_name=opts.name)
+    run = client.create_run(exp_id, tags=tags, run_name=opts.name or _naming.run_name(client, cfg))
     return run.info.run_id, exp_id, False
 
 

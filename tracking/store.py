@@ -15,7 +15,10 @@ from tracking import tags as T
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-
+# MLflow 3's UI opens an experiment on its GenAI overview unless this tag says otherwise.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+NOTE = "mlflow.note.content"  # the description the UI shows (runs and experiments alike)
 
 def quiet_environment() -> None:
     """No telemetry, no wandb: labrun runs without network, and these phone home."""
@@ -53,28 +56,75 @@ def _racing_first_use(fn):
             time.sleep(1.0 + attempt)
 
 
-def experiment_id(name: str, *, create: bool = True) -> str | None:
-    """Id of the experiment called ``name``; created on first use (race-safe for workers)."""
-    return _racing_first_use(lambda: _experiment_id(name, create))
+def experiment_id(name: str, *, create: bool = True, description: str | None = None) -> str | None:
+    """Id of the experiment called ``name``; created on first use (race-safe for workers).
+
+    A created experiment gets the UI's model-training kind and ``description`` (or a line
+    saying labrun made it), so clicking it in ``mlflow ui`` opens the runs table.
+    """
+    return _racing_first_use(lambda: _experiment_id(name, create, description))
 
 
-def _experiment_id(name: str, create: bool) -> str | None:
+def experiment_tags(name: str, description: str | None = None) -> dict[str, str]:
+    return {EXPERIMENT_KIND: MODEL_DEVELOPMENT,
+            NOTE: description or f"Runs of `{name}` recorded by labrun (tags labrun.*)."}
+
+
+def mark_experiment(exp_id: str, description: str | None = None, c: Any = None) -> None:
+    """An experiment labrun writes to but did not create (``Default``, one ``mlflow run``
+    made) gets the model-training kind and a description where it has none; best effort."""
+    try:
+        c = c or client()
+        exp = c.get_experiment(exp_id)
+        for key, value in experiment_tags(exp.name, description).items():
+            if key not in exp.tags:
+                c.set_experiment_tag(exp_id, key, value)
+    except Exception:
+        pass
+
+
+def _experiment_id(name: str, create: bool, description: str | None) -> str | None:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if create:
+            mark_experiment(exp.experiment_id, description, c)
         return exp.experiment_id
     if not create:
         return None
     from mlflow.exceptions import MlflowException
 
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, tags=experiment_tags(name, description))
     except MlflowException:
         # Another worker created it between our lookup and create.
         exp = c.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+# MLflow 3.17's UI picks GenAI or model-training pages from a global toggle (this URL
+# parameter, else the browser's last choice, else GenAI), not from the experiment's tag:
+# every link labrun prints carries it, so it opens on the runs table.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_base() -> str:
+    """The MLflow UI: the tracking server itself, else ``labrun ui``'s address
+    (``LABRUN_UI_URL`` when the UI is served elsewhere)."""
+    uri = tracking_uri()
+    base = os.environ.get("LABRUN_UI_URL") or (uri if uri.startswith(("http://", "https://"))
+                                               else "http://127.0.0.1:5000")
+    return base.rstrip("/")
+
+
+def experiment_url(experiment_id: str) -> str:
+    return f"{ui_base()}/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def resolved_config_of(run_id: str) -> dict[str, Any]:

@@ -42,6 +42,9 @@ JOB = "labrun.job"
 ATTEMPT = "labrun.attempt"
 SURPLUS = "labrun.surplus"
 PRUNER = "labrun.pruner"
+PROJECT = "labrun.project"               # a foreign MLflow project's cell: the project it ran
+FOREIGN = "labrun.foreign"               # "true": a cell of a project labrun did not write
+MODEL = "labrun.model"                   # status of the logged MLflow model (+ ".<name>" for more)
 
 # --- Optuna studies: tags on a study's parent run and its trials' runs ----------------------
 OPTUNA_STUDY = "optuna.study"

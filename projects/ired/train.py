@@ -133,6 +133,8 @@ def _build(cfg: Config, run) -> Trainer:
 
 def _train(cfg: Config, run) -> None:
     t = _build(cfg, run)
+    for split, data in (("validation", t.data.val), ("test", t.data.test), ("test_ood", t.data.test_ood)):
+        run.log_dataset(data.x, targets=data.y, name=f"matrix-inverse-n{cfg.data.n}", split=split)
     run.track_state(model=t.model, optimizer=t.opt, scheduler=t.sched, ema=t.ema, data=t.stream,
                     trainer=t.state)
     for name in ("perf.samples_per_s", "diag.energy_gap", "diag.energy_gap.frac_positive",
@@ -219,6 +221,7 @@ def _test(t: Trainer, last: int, stopped_at: int | None) -> None:
     best = copy.deepcopy(t.eval_model())
     if t.state.best_weights is not None:
         best.load_state_dict(t.state.best_weights)
+    t.run.log_model(best, t.data.val.x[:4])
     test = {"metric.mse.test": t.mse(best, t.data.test.x, t.data.test.y),
             "metric.mse.test_ood": t.mse(best, t.data.test_ood.x, t.data.test_ood.y)}
     t.run.log_metrics(test, step=last)

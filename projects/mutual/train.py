@@ -111,6 +111,8 @@ def _train(run, p: Pair) -> None:
     run.track_state(model_a=p.models["a"], model_b=p.models["b"], optimizer_a=p.opts["a"],
                     optimizer_b=p.opts["b"], batches=p.sampler, trainer=best)
     _tag(run, p)
+    for part in (p.data.train, p.data.val, p.data.test):
+        run.log_dataset(part.x, targets=part.y, name=cfg.problem, split=part.name)
     key, direction = _headline(p.task)
     for m in NAMES:  # before anything is logged: "best" in the summary follows the task's metric
         for split in ("train", *p.data.eval_splits()):
@@ -132,6 +134,8 @@ def _train(run, p: Pair) -> None:
     from projects.mutual.report import record
 
     record(run, p, best, key, direction)
+    for m in NAMES:
+        run.log_model(p.models[m], p.data.test.x[:4], name=f"model_{m}")
 
 
 def _tag(run, p: Pair) -> None:

@@ -184,6 +184,8 @@ def _train(cfg: Config, run, split) -> None:
 
     dev = run.device
     run.results["data"] = split.describe()
+    run.log_dataset(split.x_train, targets=split.y_train, name=cfg.data.dataset, split="train", source=cfg.data.root)
+    run.log_dataset(split.x_test, targets=split.y_test, name=cfg.data.dataset, split="test", source=cfg.data.root)
     run.log.info("data: %s", split.describe())
     xtr, ytr = torch.as_tensor(split.x_train, device=dev), torch.as_tensor(split.y_train, device=dev)
     lab, xte = torch.as_tensor(split.labelled, device=dev), torch.as_tensor(split.x_test, device=dev)
@@ -221,6 +223,7 @@ def _train(cfg: Config, run, split) -> None:
     for name in ("diag.mixture.active_components", "diag.tau.labels_covered"):
         run.set_direction(name, "max")
     run.report_components(comp.COMPONENTS, ctx)
+    run.log_model(model, xte[:4])
     run.results.update({k: final[k] for k in shown if k in final})
 
 

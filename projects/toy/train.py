@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with start_run(cfg) as run:
         xtr, ytr, xva, yva = _data(cfg, run.device)
+        run.log_dataset(xtr, targets=ytr, name="toy-linear", split="train")
+        run.log_dataset(xva, targets=yva, name="toy-linear", split="validation")
         act = torch.nn.ReLU() if cfg.model.activation == "relu" else torch.nn.Tanh()
         model = torch.nn.Sequential(torch.nn.Linear(cfg.data.n_features, cfg.model.hidden), act,
                                     torch.nn.Linear(cfg.model.hidden, 1)).to(run.device)
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             if cfg.train.sleep_s:
                 time.sleep(cfg.train.sleep_s)
         run.report_components(COMPONENTS, SimpleNamespace(run=run, model=model, xva=xva, yva=yva))
+        run.log_model(model, xva[:4])
 
 
 COMPONENTS = Components()

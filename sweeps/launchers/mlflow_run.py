@@ -7,14 +7,18 @@ run tracking and labrun's agree on one run.
 """
 from __future__ import annotations
 
+import difflib
 import getpass
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweeps.launchers.base import Job, Launcher, LauncherOptions
 from sweeps.launchers.local import die_with_parent
@@ -36,6 +40,20 @@ def mlflow_params(job: Job) -> list[str]:
     return args
 
 
+def _absolute_store() -> str:
+    from tracking import store
+
+    uri = store.tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+    return uri
+
+
+def _project_of(job: Job) -> str | None:
+    """A foreign project's cell carries its project (``sweeps.matrix.ForeignCell``)."""
+    return getattr(job.cell, "project", None)
+
+
 class MlflowRunLauncher(Launcher):
     name = "mlflow"
     help = "each cell as `mlflow run . -e ENTRY --env-manager local` (the MLproject as the contract)"
@@ -55,10 +73,11 @@ class MlflowRunLauncher(Launcher):
         client = store.client()
         tags = {**job.all_tags(), M.MLFLOW_PARENT_RUN_ID: job.parent_run_id,
                 M.MLFLOW_USER: getpass.getuser(), M.MLFLOW_SOURCE_TYPE: "PROJECT",
-                M.MLFLOW_SOURCE_NAME: self.root, M.MLFLOW_PROJECT_ENTRY_POINT: job.entry,
+                M.MLFLOW_SOURCE_NAME: _project_of(job) or self.root, M.MLFLOW_PROJECT_ENTRY_POINT: job.entry,
                 # Until the task starts, the launcher answers for the run: if it dies first,
                 # the run is judged stale by this pid instead of lingering for minutes.
-                T.HOST: socket.gethostname(), T.PID: str(os.getpid()), T.TASK: job.entry}
+                T.HOST: socket.gethostname(), T.PID: str(os.getpid()),
+                T.TASK: job.tags.get(T.TASK, job.entry)}
         if job.cell is not None:  # so the ledger sees the run even if the task never starts
             tags[T.FINGERPRINT] = job.cell.fingerprint
         run = client.create_run(job.experiment_id, tags=tags, run_name=job.run_name)
@@ -66,15 +85,21 @@ class MlflowRunLauncher(Launcher):
 
     def _start(self, job: Job) -> subprocess.Popen:
         job.run_id = self._create_run(job)
-        cmd = [sys.executable, "-m", "mlflow", "run", self.root, "-e", job.entry,
+        root = _project_of(job) or self.root
+        cmd = [sys.executable, "-m", "mlflow", "run", root, "-e", job.entry,
                "--env-manager", "local", "--run-id", job.run_id, *mlflow_params(job)]
+        if getattr(job.cell, "version", None):
+            cmd += ["--version", job.cell.version]
         child = env.child_environment(job.child_env())
         env.LABRUN_PARENT_RUN_ID.unset(child)  # the run exists; --run-id hands it over
+        # The cell runs in its project's folder: a relative store (sqlite:///mlflow.db, the
+        # default) would be another, empty one there.
+        env.MLFLOW_TRACKING_URI.set(_absolute_store(), child)
         # `--env-manager local` runs the MLproject's `python` from PATH: make it this one
         child["PATH"] = os.path.dirname(sys.executable) + os.pathsep + child.get("PATH", "")
         out = open(job.log_path, "ab") if job.log_path else subprocess.DEVNULL
         proc = subprocess.Popen(cmd, env=child, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=self.root, start_new_session=True,
+                                cwd=root if os.path.isdir(root) else self.root, start_new_session=True,
                                 preexec_fn=die_with_parent)
         if out is not subprocess.DEVNULL:
             out.close()
@@ -103,11 +128,17 @@ class MlflowRunLauncher(Launcher):
             return EXIT_PRUNED if pruned else EXIT_SIGTERM
         if run.info.status == "KILLED":
             return EXIT_SIGTERM
+        if run.info.status == "FINISHED":  # killed while `mlflow run` wrapped up: it did finish
+            return EXIT_FINISHED
+        if getattr(self, "_stopping", False):  # a foreign task knows no KILLED: say it for it
+            store.client().set_terminated(job.run_id, "KILLED")
+            return EXIT_SIGTERM
         if run.info.status == "RUNNING":  # the task never started (bad -P, missing env)
             store.client().set_terminated(job.run_id, "FAILED")
         return EXIT_FAILED
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
+        self._stopping = True  # what ends now was killed, whatever `mlflow run` reports
         dropped = self._drop_queue()
         for _, proc in self.active.values():
             try:
@@ -127,3 +158,93 @@ class MlflowRunLauncher(Launcher):
         for _, proc in self.active.values():
             if proc.poll() is None:
                 proc.kill()
+
+
+# ---------------------------------------------------------------------------- foreign projects
+
+@dataclass
+class ProjectEntry:
+    """An MLflow project's entry point as ``mlflow run`` sees it: where, and what it takes."""
+
+    uri: str
+    entry: str
+    version: str | None
+    work_dir: str
+    name: str
+    parameters: dict[str, tuple[str, Any]]
+    """name -> (MLflow type, default or None when required)."""
+
+    def check(self, params: dict[str, Any], where: str = "") -> dict[str, str]:
+        """Every ``-P`` value checked before anything starts, as ``mlflow run`` would check it
+        (later, one cell at a time); returns all parameters as text, defaults filled in."""
+        from tracking.config import ConfigError
+
+        declared = ", ".join(f"{k} ({t})" for k, (t, _) in self.parameters.items()) or "none"
+        out: dict[str, str] = {}
+        for key, value in params.items():
+            if key not in self.parameters:
+                close = difflib.get_close_matches(key, list(self.parameters), n=2)
+                hint = f"did you mean: {', '.join(close)}? " if close else ""
+                raise ConfigError(f"entry point {self.entry!r} of {self.uri} declares no parameter "
+                                  f"{key!r}{where}; {hint}declared: {declared}")
+            out[key] = _typed(key, value, self.parameters[key][0], self, where)
+        for key, (_, default) in self.parameters.items():
+            if key not in out:
+                if default is None:
+                    raise ConfigError(f"entry point {self.entry!r} of {self.uri} needs parameter "
+                                      f"{key!r}{where} (it has no default); declared: {declared}")
+                out[key] = str(default)
+        return out
+
+
+def _typed(key: str, value: Any, kind: str, ep: ProjectEntry, where: str) -> str:
+    from tracking.config import ConfigError
+
+    text = value if isinstance(value, str) else json.dumps(value)
+    ok = True
+    if kind == "float":
+        ok = _parses(float, text)
+    elif kind == "int":
+        ok = _parses(int, text)
+    elif kind == "path":
+        ok = "://" in text or os.path.exists(os.path.join(ep.work_dir, text))
+    elif kind == "uri":
+        ok = bool(text)
+    if not ok:
+        raise ConfigError(f"parameter {key!r} of entry point {ep.entry!r}{where} expects {kind}, "
+                          f"got {text!r}")
+    return text
+
+
+def _parses(kind: type, text: str) -> bool:
+    try:
+        kind(text)
+        return True
+    except ValueError:
+        return False
+
+
+def project_entry(uri: str, entry: str, version: str | None = None) -> ProjectEntry:
+    """Read ``uri``'s MLproject with MLflow's own loader (a git URI is fetched as ``mlflow run``
+    fetches it); a missing project or entry point is one line, exit 2."""
+    from mlflow.projects import _project_spec
+    from mlflow.projects.utils import _fetch_project
+
+    from tracking.config import ConfigError
+
+    local = Path(uri).expanduser()
+    target = str(local.resolve()) if local.exists() else uri
+    try:
+        work_dir = _fetch_project(uri=target, version=version)
+        project = _project_spec.load_project(work_dir)
+    except Exception as exc:
+        raise ConfigError(f"project {uri!r} cannot be read as an MLflow project: "
+                          f"{str(exc).splitlines()[0]}") from None
+    names = list(project._entry_points or {})
+    if entry not in names:
+        raise ConfigError(f"project {uri!r} has no entry point {entry!r}; entry points: "
+                          f"{', '.join(names) or 'none'}")
+    ep = project._entry_points[entry]
+    params = {k: (p.type, p.default) for k, p in ep.parameters.items()}
+    return ProjectEntry(uri=target, entry=entry, version=version, work_dir=work_dir,
+                        name=project.name or Path(work_dir).name, parameters=params)
