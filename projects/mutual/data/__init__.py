@@ -16,6 +16,13 @@ imagefolder    ``data.path`` = a torchvision ``ImageFolder`` root (``<path>/<cla
                or ``<path>/train/<class>/...`` with an optional ``<path>/test/<class>/...``
 =============  ==============================================================================
 
+Operator learning (generated offline, cached; :mod:`projects.mutual.data.pde`):
+
+=============  ==============================================================================
+burgers        1-D viscous Burgers, u(., 0) -> u(., 1) (``pde.*``, ``pde.burgers.*``)
+darcy          2-D Darcy flow, piecewise-constant coefficient a -> solution u (``pde.darcy.*``)
+=============  ==============================================================================
+
 Images are float32 ``(N, C, H, W)`` in [0, 1], labels int64. :func:`load_classification`
 returns train/val/test splits (val carved from train) and applies the run's condition
 (label noise on train, corruption of test). A dataset that cannot be read is a one-line
@@ -26,7 +33,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-DATASETS = ("digits", "mnist5k", "mnist", "cifar10", "cifar100", "imagefolder")
+CLASSIFICATION_DATASETS = ("digits", "mnist5k", "mnist", "cifar10", "cifar100", "imagefolder")
+OPERATOR_DATASETS = ("burgers", "darcy")
+DATASET_PROBLEMS: dict[str, tuple[str, ...]] = {
+    "classification": CLASSIFICATION_DATASETS,
+    "operator": OPERATOR_DATASETS,
+}
+"""problem -> the datasets it reads (a new problem adds its line; torch-free)."""
+DATASETS = tuple(d for names in DATASET_PROBLEMS.values() for d in names)
 
 
 class DataError(ValueError):
@@ -42,6 +56,8 @@ _LAZY = {
     "corrupt": "corruptions",
     "CORRUPTION_PARAMS": "corruptions",
     "load_raw": "sources",
+    "load_operator": "pde.loader",
+    "OperatorSplits": "pde.loader",
 }
 
 

@@ -1,4 +1,6 @@
-"""Classification models by name: ``build_model(name, input_shape, num_classes, **sizes)``.
+"""Models by name: classification ``build_model(name, input_shape, num_classes, **sizes)``,
+operator learning ``build_operator(name, dim, resolution, **sizes)``; each model's ``problem``
+says which data it takes (``Config`` rejects a model that does not fit the run's problem).
 
 ==========  ===================================================  ======================
 name        what                                                  size keys (default)
@@ -11,6 +13,19 @@ cnn         depth x (3x3 conv, BN, ReLU, 2x2 max-pool while the  width (32), dep
 resnet18    torchvision ``resnet18(weights=None)`` for small      none (torchvision's
             inputs: 3x3 stride-1 stem for any channel count, no  fixed widths)
             max-pool
+==========  ===================================================  ======================
+
+Operator learning (``problem=operator``; :mod:`projects.mutual.models.operator`,
+``build_operator(name, dim, resolution, **sizes)``):
+
+==========  ===================================================  ======================
+fno         ``neuralop.models.FNO`` 1-D / 2-D (grid positional    width (32), depth (4),
+            embedding, lifting/projection channel MLPs)           modes (16 in 1-D,
+                                                                  12 in 2-D)
+tfno        the same with a Tucker-factorised spectral weight      width, depth, modes
+deeponet    unstacked DeepONet with a bias: branch MLP on the    width (128), depth (3),
+            input at fixed sensors (interpolated from any grid),  basis (128), sensors
+            trunk MLP on the query coordinates                    (training grid)
 ==========  ===================================================  ======================
 
 The table below (:data:`MODELS`) is torch-free: the config schema checks model names and
@@ -32,26 +47,35 @@ class ModelSpec:
     target: str
     """``module:callable(input_shape, num_classes, **sizes) -> nn.Module``."""
     sizes: dict
-    """Size keys the model takes, with their defaults."""
+    """Size keys the model takes, with their defaults (None: decided by the data)."""
+    problem: str = "classification"
+    """The problem whose data the model takes (``Config`` checks the pair fits)."""
 
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("projects.mutual.models.mlp:MLP", {"width": 256, "depth": 2, "dropout": 0.0}),
     "cnn": ModelSpec("projects.mutual.models.cnn:SmallCNN", {"width": 32, "depth": 2, "dropout": 0.0}),
     "resnet18": ModelSpec("projects.mutual.models.resnet:resnet18_small", {}),
+    "fno": ModelSpec("projects.mutual.models.operator.fno:fno", {"width": 32, "depth": 4, "modes": None},
+                     "operator"),
+    "tfno": ModelSpec("projects.mutual.models.operator.fno:tfno", {"width": 32, "depth": 4, "modes": None},
+                      "operator"),
+    "deeponet": ModelSpec("projects.mutual.models.operator.deeponet:DeepONet",
+                          {"width": 128, "depth": 3, "basis": 128, "sensors": None}, "operator"),
 }
-SIZE_KEYS = ("width", "depth", "dropout")
+SIZE_KEYS = ("width", "depth", "dropout", "modes", "basis", "sensors")
 _REGISTRY = LazyRegistry("model", {name: spec.target for name, spec in MODELS.items()})
 
 
-def model_names() -> tuple[str, ...]:
-    return tuple(MODELS)
+def model_names(problem: str | None = "classification") -> tuple[str, ...]:
+    """The models that take ``problem``'s data (None: every model)."""
+    return tuple(n for n, spec in MODELS.items() if problem is None or spec.problem == problem)
 
 
 def check_model(name: str, sizes: dict[str, Any] | None = None, key: str | None = "model") -> str:
     """``name`` if it exists and takes every size given (not None); else one line."""
     if name not in MODELS:
-        raise unknown("model", name, model_names())
+        raise unknown("model", name, model_names(None))
     given = {k: v for k, v in (sizes or {}).items() if v is not None}
     extra = sorted(set(given) - set(MODELS[name].sizes))
     if extra:
@@ -73,5 +97,27 @@ def model_sizes(name: str, sizes: dict[str, Any] | None = None) -> dict[str, Any
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **sizes: Any) -> "nn.Module":
     """A fresh model; ``input_shape`` is ``(channels, height, width)`` (or any shape for mlp)."""
+    _takes(name, "classification")
     factory = _REGISTRY.get(check_model(name, sizes))
     return factory(tuple(int(s) for s in input_shape), int(num_classes), **model_sizes(name, sizes))
+
+
+def build_operator(name: str, dim: int, resolution: int, **sizes: Any) -> "nn.Module":
+    """A fresh operator model mapping (N, s) / (N, s, s) fields to fields of the same grid;
+    ``resolution`` is the training grid (DeepONet's default sensors)."""
+    _takes(name, "operator")
+    factory = _REGISTRY.get(check_model(name, sizes))
+    return factory(int(dim), int(resolution), **model_sizes(name, sizes))
+
+
+def check_fits(name: str, problem: str, key: str = "model") -> None:
+    """One line when model ``name`` does not take ``problem``'s data."""
+    spec = MODELS[check_model(name)]
+    if spec.problem != problem:
+        raise ValueError(f"{key}.name={name} is a {spec.problem} model and does not fit problem={problem}; "
+                         f"valid for {problem}: {', '.join(model_names(problem))}")
+
+
+def _takes(name: str, problem: str) -> None:
+    if name in MODELS:
+        check_fits(name, problem)

@@ -1,7 +1,8 @@
 """Problems that plug into the method layer, one :class:`~projects.mutual.tasks.base.Task` each.
 
-``classification`` now; operator learning, time series and segmentation add a module and
-a line here (the method layer, :mod:`projects.mutual.methods`, does not change).
+``classification`` and ``operator`` (PDE solution operators); time series and segmentation
+add a module and a line here (plus their datasets in :data:`projects.mutual.data.DATASET_PROBLEMS`
+and their models' ``problem`` in :data:`projects.mutual.models.MODELS`) (the method layer, :mod:`projects.mutual.methods`, does not change).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TASKS = LazyRegistry("problem", {
     "classification": "projects.mutual.tasks.classification:ClassificationTask",
+    "operator": "projects.mutual.tasks.operator:OperatorTask",
 })
 
 
