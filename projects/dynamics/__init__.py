@@ -1,0 +1,1 @@
+"""Training-dynamics observability: a small GPT, its uncertainty monitor, instability events, stabiliser baselines."""

@@ -1,0 +1,175 @@
+"""The ``dynamics`` task's typed schema (torch-free, so ``labrun run dynamics --help`` is fast).
+
+Sections: ``data`` (corpus and tokens), ``model`` (the GPT), ``train`` (optimiser, schedule,
+the stabiliser under test), ``instability`` (spikes and noise injected on purpose),
+``monitor`` (the uncertainty index and its trigger), ``events`` (the instability rule the
+study counts). Every key is documented where it is declared; ``--help`` lists them all.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import field_validator, model_validator
+
+from tracking import Section, TaskConfig, execution
+
+STABILISERS = ("none", "cosine", "clip", "zclip", "spam", "adam_hd")
+
+
+class DataConfig(Section):
+    source: str = "pydoc"
+    """'pydoc' (the Python docs text in pydoc_data.topics, ships with Python), a UTF-8 text
+    file, or a WikiText folder holding wiki.train.tokens/wiki.valid.tokens (.raw too)."""
+    tokens: Literal["char", "byte"] = "char"
+    """'char': one token per distinct character of the corpus; 'byte': the 256 UTF-8 bytes."""
+    context: int = 64
+    """Tokens per training sequence (the attention window)."""
+    val_fraction: float = 0.1
+    """Tail of a single-file corpus held out for validation perplexity."""
+    max_chars: int = 0
+    """Use only the first N characters of the corpus (0: all of it)."""
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, v: str) -> str:
+        if v != "pydoc" and not Path(v).expanduser().exists():
+            raise ValueError(f"no such file or folder {v!r}; valid: 'pydoc', a UTF-8 text file, "
+                             "or a WikiText folder")
+        return v
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0.0 < v < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {v}")
+        return v
+
+
+class ModelConfig(Section):
+    layers: int = 2
+    d_model: int = 64
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})")
+        return self
+
+
+class TrainConfig(Section):
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 3e-3
+    """Base (peak) learning rate."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """Base schedule; stabiliser 'cosine' switches to cosine with warm-up whatever this says."""
+    warmup: int = 0
+    """Linear warm-up steps of the schedule (stabiliser 'cosine' uses train.cosine_warmup)."""
+    cosine_warmup: int = 100
+    min_lr_ratio: float = 0.1
+    """Cosine floor as a fraction of the peak LR."""
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    stabiliser: Literal["none", "cosine", "clip", "zclip", "spam", "adam_hd"] = "none"
+    """The baseline under test: none, cosine (schedule with warm-up), clip (fixed-norm gradient
+    clipping), zclip (z-score adaptive clipping, zclip package), spam (SPAM optimiser,
+    pytorch-optimizer), adam_hd (Adam with hypergradient-descent learning rate)."""
+    clip_norm: float = 1.0
+    """Max gradient norm of stabiliser 'clip'."""
+    zclip_alpha: float = 0.97
+    zclip_z: float = 2.5
+    zclip_warmup: int = 25
+    spam_threshold: float = 5000.0
+    """SPAM spike threshold (clip where g^2 > threshold * v)."""
+    spam_reset_gap: int = 500
+    """SPAM momentum reset interval (steps)."""
+    hd_beta: float = 1e-7
+    """Adam-HD hypergradient step size on the learning rate (the paper's beta for Adam)."""
+    eval_every: int = 100
+    eval_batches: int = 4
+    activations_every: int = 10
+    """Log per-layer activation summaries (mean, std, entropy) every N steps (0: never)."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on the CPU, where runs stay fp32 and bit-exact)."""
+    num_threads: int = execution(1)
+    sleep_s: float = execution(0.0)
+    """Pause per step: lets a person (or a test) interrupt a run mid-way."""
+
+
+class InstabilityConfig(Section):
+    lr_spikes: list[int] = []
+    """Steps at which the learning rate is multiplied by lr_spike_factor."""
+    lr_spike_factor: float = 30.0
+    lr_spike_len: int = 3
+    """Steps each LR spike lasts."""
+    noisy_steps: list[int] = []
+    """Steps whose batch is corrupted (see noise)."""
+    noise_prob: float = 0.0
+    """Besides noisy_steps: probability that any step's batch is corrupted."""
+    noise: Literal["shuffle", "random"] = "random"
+    """'shuffle': tokens permuted within each sequence; 'random': uniform random tokens."""
+
+
+class MonitorConfig(Section):
+    enabled: bool = True
+    w_volatility: float = 1.0
+    w_entropy: float = 0.5
+    w_disagreement: float = 0.5
+    tau: float = 4.0
+    """The trigger fires when the index rises above tau ..."""
+    tau_low: float = 1.0
+    """... and re-arms only after it falls below tau_low (hysteresis: one spike, one trigger)."""
+    ema_decay: float = 0.9
+    """EMA of the loss whose residual is the volatility signal."""
+    window: int = 50
+    """Trailing window (steps) over which every raw signal is z-scored."""
+    warmup: int = 20
+    """Steps before a signal's z-score counts (fewer samples: the signal is 0)."""
+    forecasters: int = 3
+    """K: small GRU forecasters trained online on the loss history."""
+    horizon: int = 5
+    """N: steps ahead each forecaster predicts."""
+    history: int = 8
+    """Loss values each forecaster reads (the cost of the monitor grows with it)."""
+    hidden: int = 16
+    forecaster_lr: float = 0.01
+    loss_tau: float = 4.0
+    """Ablation D: threshold of the single-signal trigger on the loss residual z-score."""
+
+
+class EventsConfig(Section):
+    k: float = 4.0
+    """An instability event starts where the loss exceeds its EMA by more than k trailing
+    standard deviations of the residual (or is not finite)."""
+    k_recover: float = 2.0
+    """... and ends (recovered) once the loss is back within EMA + k_recover * std ..."""
+    calm: int = 5
+    """... for this many consecutive steps (recovery step: the first of them)."""
+    ema_decay: float = 0.95
+    window: int = 50
+    warmup: int = 50
+    """Steps before events can start (the band needs a history)."""
+    max_recover: int = 300
+    """An event still open after this many steps is closed as unrecovered (new level)."""
+    lead: int = 10
+    """A trigger anticipates an event if it fires at most this many steps before it (or at it)."""
+
+
+class Config(TaskConfig):
+    task: ClassVar[str] = "dynamics"
+    method_key: ClassVar[str] = "train.stabiliser"
+    packages: ClassVar[tuple[str, ...]] = ("zclip", "pytorch_optimizer")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    instability: InstabilityConfig = InstabilityConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    events: EventsConfig = EventsConfig()
+
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "InstabilityConfig", "MonitorConfig",
+           "EventsConfig", "STABILISERS"]
