@@ -1,0 +1,1 @@
+"""Anomaly detection on anomalib: one trainer, a model factory, experiment-conditions files."""

@@ -1,0 +1,1 @@
+"""Data for the anomaly task: generated textures (domains A-D) in the MVTec AD layout."""
