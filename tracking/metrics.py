@@ -224,13 +224,9 @@ def _pid_alive(path: Path) -> bool:
         return False
     if pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from tracking.store import process_alive  # a zombie (killed, not yet reaped) is dead too
+
+    return process_alive(pid)
 
 
 # --------------------------------------------------------------------------- logger
