@@ -30,10 +30,11 @@ def run_cli(args, *, env_extra=None, cwd=None, timeout=300, check=False):
     return proc
 
 
-def sigkill_after_checkpoint(store, module, argv, checkpoint, *, reference, timeout=180):
-    """The resume tests' victim: run ``python -m module argv`` in a real subprocess, call
-    ``reference()`` (the uninterrupted run, in this process) meanwhile, and SIGKILL the victim
-    as soon as its run holds ``checkpoints/<checkpoint>``. Returns ``(victim_run, reference_run)``
+def sigkill_after_checkpoint(store, module, argv, checkpoint, *, reference, timeout=240):
+    """The resume tests' victim: run ``python -m module argv`` in a real subprocess and SIGKILL
+    it as soon as its run holds ``checkpoints/<checkpoint>``; then call ``reference()`` (the
+    uninterrupted run, in this process). Killing first keeps a loaded machine from letting the
+    victim finish while the reference hogs this process. Returns ``(victim_run, reference_run)``
     ids; fails if the victim finished before it could be killed."""
     import signal
     import time
@@ -42,8 +43,6 @@ def sigkill_after_checkpoint(store, module, argv, checkpoint, *, reference, time
     victim = subprocess.Popen([PYTHON, "-m", module, *argv], cwd=store.root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        reference()
-        (ref,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
         victim_id, deadline = None, time.time() + timeout
         while time.time() < deadline and victim.poll() is None:
             runs = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(victim.pid)]
@@ -58,4 +57,6 @@ def sigkill_after_checkpoint(store, module, argv, checkpoint, *, reference, time
     finally:
         if victim.poll() is None:
             victim.kill()
+    reference()
+    (ref,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
     return victim_id, ref.info.run_id

@@ -3,14 +3,10 @@ SIGKILL (the same future bit for bit on CPU), and the spiky config's spikes."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from tests.helpers import PYTHON, REPO, all_runs, run_cli
+from tests.helpers import PYTHON, REPO, all_runs, run_cli, sigkill_after_checkpoint
 
 TINY = ["--config", "spiky", "--set", "data.context=16", "--set", "data.max_chars=60000",
         "--set", "model.layers=1", "--set", "model.d_model=16", "--set", "model.heads=2",
@@ -64,33 +60,14 @@ def test_monitor_off_is_reported_disabled_with_how_to_enable(store):
 def test_resume_of_a_spiky_run_after_sigkill_reproduces_the_same_future(store):
     from projects.dynamics.train import main
 
-    env = dict(os.environ, PYTHONPATH=str(REPO), LABRUN_PROGRESS="0")
-    victim = subprocess.Popen([PYTHON, "-m", "projects.dynamics.train", *TINY, "--set", "train.sleep_s=0.15"],
-                              cwd=store.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:  # kill it once its step-20 checkpoint is in the store (polling first: a loaded
-        # machine must not let the victim finish while a reference run hogs this process)
-        victim_id, deadline = None, time.time() + 240
-        while time.time() < deadline and victim.poll() is None:
-            runs = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(victim.pid)]
-            if runs:
-                victim_id = runs[0].info.run_id
-                names = {a.path for a in store.list_artifacts(victim_id, "checkpoints")}
-                if "checkpoints/cp_20.ptz" in names:
-                    break
-            time.sleep(0.2)
-        assert victim.poll() is None, "the victim finished before it could be killed"
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    main(TINY)  # the uninterrupted reference, in this process
-    (reference,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
+    victim_id, reference_id = sigkill_after_checkpoint(
+        store, "projects.dynamics.train", [*TINY, "--set", "train.sleep_s=0.15"], "cp_20.ptz",
+        reference=lambda: main(TINY))
     assert store.get_run(victim_id).info.status == "RUNNING"
     main(["--resume", victim_id, "--set", "train.sleep_s=0"])
     (resumed,) = [r for r in all_runs(store) if r.data.tags.get("labrun.resumed_from") == victim_id]
     assert int(resumed.data.tags["labrun.resumed_step"]) in (20, 40)
-    want, got = _series(store, reference.info.run_id), _series(store, resumed.info.run_id)
+    want, got = _series(store, reference_id), _series(store, resumed.info.run_id)
     assert set(want) == set(got)
     for key in want:
         assert got[key] == want[key], key

@@ -48,6 +48,8 @@ MLFLOW_RUN_ID = EnvironmentVariable(
         "strips it from a child's environment: the child creates or adopts its own run.")
 MLFLOW_EXPERIMENT_ID = EnvironmentVariable("MLFLOW_EXPERIMENT_ID", str)
 MLFLOW_EXPERIMENT_NAME = EnvironmentVariable("MLFLOW_EXPERIMENT_NAME", str)
+MLFLOW_ARTIFACT_ROOT = EnvironmentVariable(
+    "MLFLOW_ARTIFACT_ROOT", str, doc="An artifact root inside the repository: never counts as a dirty tree.")
 
 # --- labrun's own ---------------------------------------------------------------------------
 LABRUN_PARENT_RUN_ID = EnvironmentVariable("LABRUN_PARENT_RUN_ID", str,
@@ -56,6 +58,9 @@ LABRUN_OBSERVERS = EnvironmentVariable("LABRUN_OBSERVERS", str, "",
                                        doc="Comma-separated module:attribute run-observer factories.")
 LABRUN_PROGRESS = EnvironmentVariable("LABRUN_PROGRESS", bool, True,
                                       doc="0 turns progress bars off (CI, logs).")
+LABRUN_UI_URL = EnvironmentVariable(
+    "LABRUN_UI_URL", str, doc="Where the MLflow UI is served, for the links labrun prints "
+                              "(default: the tracking server, else http://127.0.0.1:5000).")
 LABRUN_JOURNAL_DIR = EnvironmentVariable(
     "LABRUN_JOURNAL_DIR", str,
     doc="Folder of the metric journals that survive a SIGKILL (default <tmp>/labrun-journal).")

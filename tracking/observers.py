@@ -7,7 +7,6 @@ provide observers (an Optuna pruner lives in ``sweeps``): they are named in the
 from __future__ import annotations
 
 import importlib
-import os
 from abc import ABC
 from typing import TYPE_CHECKING, Mapping
 
@@ -38,7 +37,9 @@ class RunObserver(ABC):
 def from_environment() -> list[RunObserver]:
     """Instantiate the observers named in ``LABRUN_OBSERVERS`` (comma-separated)."""
     observers = []
-    for spec in filter(None, (s.strip() for s in os.environ.get("LABRUN_OBSERVERS", "").split(","))):
+    from tracking import env
+
+    for spec in filter(None, (s.strip() for s in (env.LABRUN_OBSERVERS.get() or "").split(","))):
         module, _, attr = spec.partition(":")
         if not attr:
             raise ValueError(f"LABRUN_OBSERVERS entry {spec!r} must look like module:attribute")

@@ -49,11 +49,11 @@ STORE_PATTERNS = ("mlflow.db", "mlflow.db-*", "optuna.db", "optuna.db-*", "*.db-
 
 def _store_paths(root: Path) -> list[str]:
     """The configured stores' own files inside ``root`` (any name a user gave them)."""
-    import os
+    from tracking import env
 
     out = []
-    for var in ("MLFLOW_TRACKING_URI", "LABRUN_OPTUNA_STORAGE", "MLFLOW_ARTIFACT_ROOT"):
-        uri = os.environ.get(var, "")
+    for var in (env.MLFLOW_TRACKING_URI, env.LABRUN_OPTUNA_STORAGE, env.MLFLOW_ARTIFACT_ROOT):
+        uri = var.get() or ""
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else \
             uri[len("file://"):] if uri.startswith("file://") else ""
         if not path:

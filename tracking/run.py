@@ -87,6 +87,9 @@ class Run:
         self._artifacts: Any = None
         self._t0 = time.time()
         self._stop_beat = threading.Event()
+        self._ckpt_writer: Any = None   # built by the first save_checkpoint
+        self._ckpt_pool: Any = None
+        self._sysmetrics: Any = None    # started in _begin
         self.metrics = MetricLogger(client, run_id, fast_uri=store.tracking_uri())
         self.observers: list[_observers.RunObserver] = []
 
@@ -122,11 +125,15 @@ class Run:
             except ValueError as exc:
                 result = ComponentResult.failed(exc)
         self.components[name] = result
-        self.set_tag(T.component(name), result.status)
-        level = logging.WARNING if result.status == "failed" else logging.INFO
-        self.log.log(level, "component %s: %s%s", name, result.status,
-                     f" ({result.reason})" if result.reason else "")
+        self._note_status("component", name, T.component(name), result)
         return result
+
+    def _note_status(self, what: str, name: str, tag: str, result: ComponentResult) -> None:
+        """The tag and the log line every component or model status gets."""
+        self.set_tag(tag, result.status)
+        level = logging.WARNING if result.status == "failed" else logging.INFO
+        self.log.log(level, "%s %s: %s%s", what, name, result.status,
+                     f" ({result.reason})" if result.reason else "")
 
     def report_components(self, components: Components, ctx: Any) -> None:
         """Every provider of a task's :class:`Components`, in order, gates first."""
@@ -197,18 +204,16 @@ class Run:
                 why = "--log-model off" if mode == "off" else \
                     f"the run took {elapsed:.0f} s < {AUTO_AFTER_S:.0f} s (--log-model auto)"
                 return ComponentResult.disabled(why, "--log-model on")
-            if single_input_reason(model):
-                return ComponentResult.disabled(single_input_reason(model),
-                                                "wrap it in a module whose forward takes one tensor")
+            several = single_input_reason(model)
+            if several:
+                return ComponentResult.disabled(several, "wrap it in a module whose forward takes one tensor")
             info = log_torch_model(model, input_example, name=name, registered_model_name=register)
             return ComponentResult.success({
                 "model_uri": info.model_uri, "model_id": getattr(info, "model_id", None),
                 "registered_as": register, "load_with": f"mlflow.pytorch.load_model({info.model_uri!r})"})
         result = evaluate(provide)
         self.models[name] = result
-        self.set_tag(T.MODEL if name == "model" else f"{T.MODEL}.{name}", result.status)
-        level = logging.WARNING if result.status == "failed" else logging.INFO
-        self.log.log(level, "model %s: %s%s", name, result.status, f" ({result.reason})" if result.reason else "")
+        self._note_status("model", name, T.MODEL if name == "model" else f"{T.MODEL}.{name}", result)
         return result
 
     # ------------------------------------------------------------------ checkpoints
@@ -270,7 +275,7 @@ class Run:
         return path
 
     def _checkpoint_writer(self) -> Any:
-        if getattr(self, "_ckpt_writer", None) is None:
+        if self._ckpt_writer is None:
             from tracking.writer import CheckpointWriter
 
             self._ckpt_writer = CheckpointWriter(f"labrun-checkpoint-{self.run_id[:8]}")
@@ -423,18 +428,19 @@ class Run:
         """Everything that must happen however the run ended; each step guarded on its own."""
         self._stop_beat.set()
         guarded = _guard(self.run_id)
-        if getattr(self, "_sysmetrics", None) is not None:
+        if self._sysmetrics is not None:
             guarded("stop the system metrics", self._sysmetrics.stop)
         self._complete_checkpoint(end)
         guarded("flush metrics", self.metrics.close)
-        self._record_outcome(end, guarded)
+        _record_outcome(self.client, self.run_id, end, guarded, self.tags)
         from tracking.report import report_html, report_markdown, summary_json
 
         text = summary_json(self._summary(end))
         guarded("write summary.json", self.log_text, text, "summary.json")
-        guarded("write REPORT.md", lambda: self.log_text(report_markdown(json.loads(text)), "REPORT.md"))
-        guarded("write REPORT.html", lambda: self.log_text(
-            report_html(report_markdown(json.loads(text)), self.local_dir), "REPORT.html"))
+        md = guarded("render REPORT.md", report_markdown, json.loads(text))
+        if md is not None:  # rendered once, written as Markdown and as HTML with the figures
+            guarded("write REPORT.md", self.log_text, md, "REPORT.md")
+            guarded("write REPORT.html", lambda: self.log_text(report_html(md, self.local_dir), "REPORT.html"))
         self._logging.flush()
         guarded("upload logs/train.log", self._upload_log)
         self._logging.close()
@@ -446,7 +452,7 @@ class Run:
     def _complete_checkpoint(self, end: "_Outcome") -> None:
         """Before the run ends: the in-flight checkpoint completes (a second Ctrl-C
         discards it instead). A save that failed fails a run that would have finished."""
-        writer = getattr(self, "_ckpt_writer", None)
+        writer = self._ckpt_writer
         if writer is None:
             return
         try:
@@ -457,20 +463,6 @@ class Run:
             if end.status == "FINISHED" and end.exc is None:
                 end.status, end.failure, end.exit_code, end.exc = "FAILED", f"{type(err).__name__}: {err}", \
                     EXIT_FAILED, err
-
-    def _record_outcome(self, end: "_Outcome", guarded: Callable) -> None:
-        if end.failure:
-            self.tags[T.FAILURE] = end.failure
-            guarded("tag the failure", self.client.set_tag, self.run_id, T.FAILURE, end.failure[:5000])
-            log.error("run %s %s: %s", self.run_id, end.status, end.failure)
-        if end.status == "FAILED":
-            self.tags[T.STATUS] = "failed"
-            guarded("set the research status", self.client.set_tag, self.run_id, T.STATUS, "failed")
-            if end.exc is not None:
-                guarded("upload the traceback", self.log_text, _traceback(end.exc), "traceback.txt")
-        if end.pruned:
-            self.tags[T.PRUNED] = "true"
-            guarded("tag the pruning", self.client.set_tag, self.run_id, T.PRUNED, "true")
 
     def _summary(self, end: "_Outcome") -> dict[str, Any]:
         opts = self.cfg.launch
@@ -545,11 +537,12 @@ def _create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tu
     name = experiment or opts.experiment or env.MLFLOW_EXPERIMENT_NAME.get()
     if env.MLFLOW_EXPERIMENT_ID.is_set() and not name:
         exp_id = env.MLFLOW_EXPERIMENT_ID.get()
+        store.mark_experiment(exp_id, c=client)
     elif parent and not name:
         exp_id = client.get_run(parent).info.experiment_id
+        store.mark_experiment(exp_id, c=client)
     else:
-        exp_id = store.experiment_id(name or cfg.task)
-    store.mark_experiment(exp_id, c=client)
+        exp_id = store.experiment_id(name or cfg.task)  # marks it (kind, description) itself
     tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(sys.argv[:1]) or "python",
             "mlflow.user": getpass.getuser()}
     if parent:
@@ -594,12 +587,14 @@ class _Outcome:
             raise SystemExit(self.exit_code)
 
 
-def _guard(run_id: str) -> Callable[..., None]:
-    def guarded(what: str, fn: Callable, *args: Any) -> None:
+def _guard(run_id: str) -> Callable[..., Any]:
+    def guarded(what: str, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``, or None (with one line on stderr) when it raises."""
         try:
-            fn(*args)
+            return fn(*args)
         except Exception as err:  # one broken step must not cost the rest (or the status)
             print(f"labrun: could not {what} for run {run_id}: {err}", file=sys.stderr)
+            return None
     return guarded
 
 
@@ -617,16 +612,31 @@ def _end_mlflow_run(client: Any, run_id: str, status: str, guarded: Callable) ->
         guarded("end the run", client.set_terminated, run_id, status)
 
 
+def _record_outcome(client: Any, run_id: str, end: _Outcome, guarded: Callable,
+                    tags: dict[str, str]) -> None:
+    """Failure reason, research status, traceback and pruning into the store (and ``tags``,
+    the run's own copy that the summary reports)."""
+    if end.failure:
+        tags[T.FAILURE] = end.failure
+        guarded("tag the failure", client.set_tag, run_id, T.FAILURE, end.failure[:5000])
+        log.error("run %s %s: %s", run_id, end.status, end.failure)
+    if end.status == "FAILED":
+        tags[T.STATUS] = "failed"
+        guarded("set the research status", client.set_tag, run_id, T.STATUS, "failed")
+        if end.exc is not None:
+            guarded("upload the traceback", client.log_text, run_id, _traceback(end.exc), "traceback.txt")
+    if end.pruned:
+        tags[T.PRUNED] = "true"
+        guarded("tag the pruning", client.set_tag, run_id, T.PRUNED, "true")
+
+
 def _fail_unbuilt(client: Any, run_id: str, end: _Outcome) -> None:
     """The run exists but its handle could not be built (no temp dir, broken logging...):
     end it with the reason instead of leaving it RUNNING forever."""
     guarded = _guard(run_id)
     if end.status == "FINISHED":  # only an exception can get here
         end = _Outcome("FAILED", "RuntimeError: the run could not start", EXIT_FAILED)
-    if end.failure:
-        guarded("tag the failure", client.set_tag, run_id, T.FAILURE, end.failure[:5000])
-    if end.status == "FAILED":
-        guarded("set the research status", client.set_tag, run_id, T.STATUS, "failed")
+    _record_outcome(client, run_id, end, guarded, {})
     _end_mlflow_run(client, run_id, end.status, guarded)
 
 

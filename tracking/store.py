@@ -114,7 +114,7 @@ def ui_base() -> str:
     """The MLflow UI: the tracking server itself, else ``labrun ui``'s address
     (``LABRUN_UI_URL`` when the UI is served elsewhere)."""
     uri = tracking_uri()
-    base = os.environ.get("LABRUN_UI_URL") or (uri if uri.startswith(("http://", "https://"))
+    base = env.LABRUN_UI_URL.get() or (uri if uri.startswith(("http://", "https://"))
                                                else "http://127.0.0.1:5000")
     return base.rstrip("/")
 
