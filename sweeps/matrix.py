@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from tracking import tags as T
-from tracking.config import (ConfigError, TaskConfig, find_config, fingerprint, group_key, read_yaml,
+from tracking.config import (ConfigError, digest, TaskConfig, find_config, fingerprint, group_key, read_yaml,
                              resolve_config)
 
 
@@ -124,11 +124,6 @@ def expand(spec: Any, schema: type[TaskConfig]) -> list[Cell]:
 
 # ---------------------------------------------------------------------------- foreign projects
 
-# Tags on the runs of a foreign project's cells (the project itself writes none of labrun's).
-PROJECT_TAG = T.PROJECT
-FOREIGN_TAG = T.FOREIGN
-
-
 @dataclass
 class ForeignCell(Cell):
     """A cell of an MLflow project labrun did not write: ``-P`` parameters, no task schema."""
@@ -144,12 +139,6 @@ class ForeignCell(Cell):
     @property
     def condition(self) -> str:
         return str(self.values.get("condition", "default"))
-
-
-def _digest(doc: Mapping[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def expand_foreign(spec: Any, ep: Any) -> list[Cell]:
@@ -181,13 +170,13 @@ def expand_foreign(spec: Any, ep: Any) -> list[Cell]:
                  **({spec.seed_param: seed} if seed is not None else {})}
         where = f" in cell {{{', '.join(f'{k}: {v}' for k, v in values.items())}}}" if values else ""
         params = ep.check(asked, where)
-        fp = _digest({**identity, "params": params})
+        fp = digest({**identity, "params": params})
         if fp in seen:
             continue
         seen.add(fp)
-        group = _digest({**identity, "params": {k: v for k, v in params.items() if k != spec.seed_param}})
+        group = digest({**identity, "params": {k: v for k, v in params.items() if k != spec.seed_param}})
         tags = {T.TASK: foreign_task(ep), T.FINGERPRINT: fp, T.GROUP: group,
-                PROJECT_TAG: ep.uri, FOREIGN_TAG: "true"}
+                T.PROJECT: ep.uri, T.FOREIGN: "true"}
         if seed is not None:
             tags[T.SEED] = str(seed)
         cells.append(ForeignCell(len(cells), values, [f"{k}={params[k]}" for k in sorted(asked)],

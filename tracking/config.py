@@ -519,7 +519,8 @@ def _fail_adopted_run(message: str) -> None:
 
 # --------------------------------------------------------------------------- identity
 
-def _digest(payload: Mapping[str, Any]) -> str:
+def digest(payload: Mapping[str, Any]) -> str:
+    """The 16-hex identity of a JSON-able mapping (fingerprints, groups, foreign cells)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -538,11 +539,11 @@ def experiment_fields(cfg: BaseModel) -> dict[str, Any]:
 
 def fingerprint(cfg: TaskConfig) -> str:
     """Identical work: task + the experiment's fields including the seed."""
-    return _digest({"task": cfg.task, "config": experiment_fields(cfg)})
+    return digest({"task": cfg.task, "config": experiment_fields(cfg)})
 
 
 def group_key(cfg: TaskConfig) -> str:
     """The seeds of one cell share this: the fingerprint without the seed."""
     tree = experiment_fields(cfg)
     tree.pop("seed", None)
-    return _digest({"task": cfg.task, "config": tree})
+    return digest({"task": cfg.task, "config": tree})
