@@ -352,3 +352,24 @@ def test_postgresql_fast_paths_match_the_public_api(tmp_path, monkeypatch):
     finally:
         conn.cursor().execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         conn.close()
+
+
+def test_project_entry_points_are_the_same_both_ways(monkeypatch):
+    from tests.helpers import REPO
+
+    folder = str(REPO / "examples" / "elasticnet")
+    fast = backends.read_project(folder)
+    monkeypatch.setenv("LABRUN_PUBLIC_API_ONLY", "1")
+    public = backends.read_project(folder)
+    assert public == fast and "main" in fast[2] and fast[2]["main"]
+    with pytest.raises(ValueError, match="no MLproject"):
+        backends.read_project(str(REPO / "examples"))
+
+
+def test_generated_run_names_both_ways(monkeypatch):
+    from tracking.naming import is_generated
+
+    assert is_generated("classy-wolf-669") and not is_generated("toy-adam-3")
+    monkeypatch.setenv("LABRUN_PUBLIC_API_ONLY", "1")
+    assert is_generated("classy-wolf-669")        # the shape alone still recognises it
+    assert not is_generated("toy-adam-s3") and not is_generated("ired-none-s0")

@@ -29,6 +29,10 @@ latest         a run's latest metrics with their steps           ``get_metric_hi
                (``RunData._metric_objs``, private)
 delete         prune a checkpoint file from the artifact store   keep the file (logged at debug)
                (``get_artifact_repository``, internal module)
+project        an MLflow project's entry points and typed         a local folder's MLproject read as
+               parameters, git URIs fetched (``_project_spec``)  YAML (no git URIs)
+run_names      is "classy-wolf-669" one of MLflow's made-up      the adjective-noun-NNN shape alone
+               run names (its private word lists)
 trial_id       Optuna's storage id of a trial (``_trial_id``)     ``RDBStorage.get_study_id_from_name``
                                                                  + ``get_trial_id_from_study_id_trial_number``
 =============  ================================================  =====================================
@@ -98,6 +102,12 @@ FAST_PATHS: dict[str, FastPath] = {p.name: p for p in (
     FastPath("delete", "mlflow", (), False,
              "checkpoint pruning through mlflow.store.artifact.artifact_repository_registry",
              "keeping the pruned checkpoints in the artifact store"),
+    FastPath("project", "mlflow", (), False,
+             "MLflow's private project loader (mlflow.projects._project_spec, utils._fetch_project)",
+             "reading a local folder's MLproject as YAML"),
+    FastPath("run_names", "mlflow", (), False,
+             "MLflow's private run-name word lists (mlflow.utils.name_utils._GENERATOR_*)",
+             "the adjective-noun-NNN shape alone"),
     FastPath("trial_id", "optuna", (), False, "Optuna's private Trial._trial_id",
              "RDBStorage.get_study_id_from_name + get_trial_id_from_study_id_trial_number"),
 )}
@@ -522,3 +532,61 @@ def delete_artifact(artifact_uri: str, path: str, _repos: dict[str, Any] = {}) -
     except Exception as exc:  # a store that cannot delete (e.g. some object stores)
         log.debug("could not delete artifact %s under %s: %s", path, artifact_uri, exc)
         return False
+
+
+# ----------------------------------------------------------------------------- MLflow projects
+
+def read_project(uri: str, version: str | None = None) -> tuple[str, str, dict[str, dict[str, tuple[str, Any]]]]:
+    """``(work_dir, name, {entry: {parameter: (type, default)}})`` of an MLflow project.
+
+    MLflow's own loader also fetches a git URI the way ``mlflow run`` does; without it only a
+    local folder can be read (its MLproject, MLflow's documented YAML). Raises ValueError
+    with a one-line reason.
+    """
+    from pathlib import Path
+
+    if fast_path_available("project"):
+        try:
+            from mlflow.projects import _project_spec
+            from mlflow.projects.utils import _fetch_project
+        except ImportError as exc:
+            announce_fallback("project", describe_error(exc))
+        else:
+            work_dir = _fetch_project(uri=uri, version=version)
+            project = _project_spec.load_project(work_dir)
+            entries = {name: {k: (p.type, p.default) for k, p in ep.parameters.items()}
+                       for name, ep in (project._entry_points or {}).items()}
+            return work_dir, project.name or Path(work_dir).name, entries
+    return _read_project_yaml(Path(uri))
+
+
+def _read_project_yaml(folder: Any) -> tuple[str, str, dict[str, dict[str, tuple[str, Any]]]]:
+    import yaml
+
+    path = folder / "MLproject"
+    if not path.is_file():
+        raise ValueError(f"no MLproject file in {str(folder)!r} (a git URI needs MLflow's project loader)")
+    doc = yaml.safe_load(path.read_text()) or {}
+    entries = {}
+    for name, spec in (doc.get("entry_points") or {}).items():
+        params = {}
+        for key, p in ((spec or {}).get("parameters") or {}).items():
+            params[key] = (p.get("type", "string"), p.get("default")) if isinstance(p, dict) else (str(p), None)
+        entries[name] = params
+    return str(folder.resolve()), doc.get("name") or folder.name, entries
+
+
+def is_mlflow_word_pair(first: str, second: str) -> bool:
+    """Whether ``first-second`` come from the word lists MLflow draws run names from; where
+    those lists are not to be had, every ``word-word`` pair counts (the shape was checked)."""
+    if fast_path_available("run_names"):
+        try:
+            from mlflow.utils import name_utils as nu
+
+            preds = {w.lower() for w in nu._GENERATOR_PREDICATES}
+            nouns = {w.lower() for w in nu._GENERATOR_NOUNS}
+        except (ImportError, AttributeError) as exc:
+            announce_fallback("run_names", describe_error(exc))
+        else:
+            return first in preds and second in nouns
+    return first.isalpha() and second.isalpha()

@@ -45,10 +45,6 @@ def is_generated(name: str | None) -> bool:
     parts = name.split("-")
     if len(parts) != 3 or not parts[2].isdigit():
         return False
-    try:
-        from mlflow.utils import name_utils as nu
-    except ImportError:  # pragma: no cover
-        return False
-    preds = {w.lower() for w in nu._GENERATOR_PREDICATES}
-    nouns = {w.lower() for w in nu._GENERATOR_NOUNS}
-    return parts[0] in preds and parts[1] in nouns
+    from tracking import backends
+
+    return backends.is_mlflow_word_pair(parts[0], parts[1])

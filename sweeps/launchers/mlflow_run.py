@@ -227,24 +227,19 @@ def _parses(kind: type, text: str) -> bool:
 def project_entry(uri: str, entry: str, version: str | None = None) -> ProjectEntry:
     """Read ``uri``'s MLproject with MLflow's own loader (a git URI is fetched as ``mlflow run``
     fetches it); a missing project or entry point is one line, exit 2."""
-    from mlflow.projects import _project_spec
-    from mlflow.projects.utils import _fetch_project
-
+    from tracking import backends
     from tracking.config import ConfigError
 
     local = Path(uri).expanduser()
     target = str(local.resolve()) if local.exists() else uri
     try:
-        work_dir = _fetch_project(uri=target, version=version)
-        project = _project_spec.load_project(work_dir)
+        work_dir, name, entries = backends.read_project(target, version)
     except Exception as exc:
         raise ConfigError(f"project {uri!r} cannot be read as an MLflow project: "
                           f"{str(exc).splitlines()[0]}") from None
-    names = list(project._entry_points or {})
-    if entry not in names:
+    if entry not in entries:
         raise ConfigError(f"project {uri!r} has no entry point {entry!r}; entry points: "
-                          f"{', '.join(names) or 'none'}")
-    ep = project._entry_points[entry]
-    params = {k: (p.type, p.default) for k, p in ep.parameters.items()}
+                          f"{', '.join(entries) or 'none'}")
+    params = entries[entry]
     return ProjectEntry(uri=target, entry=entry, version=version, work_dir=work_dir,
-                        name=project.name or Path(work_dir).name, parameters=params)
+                        name=name, parameters=params)
