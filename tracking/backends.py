@@ -33,6 +33,8 @@ project        an MLflow project's entry points and typed         a local folder
                parameters, git URIs fetched (``_project_spec``)  YAML (no git URIs)
 run_names      is "classy-wolf-669" one of MLflow's made-up      the adjective-noun-NNN shape alone
                run names (its private word lists)
+dataset_entity a dataset as a run input for a run that is not       ``mlflow.log_input`` (active run)
+               the active one (``Dataset._to_mlflow_entity``)
 trial_id       Optuna's storage id of a trial (``_trial_id``)     ``RDBStorage.get_study_id_from_name``
                                                                  + ``get_trial_id_from_study_id_trial_number``
 =============  ================================================  =====================================
@@ -108,6 +110,9 @@ FAST_PATHS: dict[str, FastPath] = {p.name: p for p in (
     FastPath("run_names", "mlflow", (), False,
              "MLflow's private run-name word lists (mlflow.utils.name_utils._GENERATOR_*)",
              "the adjective-noun-NNN shape alone"),
+    FastPath("dataset_entity", "mlflow", (), False,
+             "MLflow's private Dataset._to_mlflow_entity (inputs of a run that is not the active one)",
+             "mlflow.log_input on the active run only"),
     FastPath("trial_id", "optuna", (), False, "Optuna's private Trial._trial_id",
              "RDBStorage.get_study_id_from_name + get_trial_id_from_study_id_trial_number"),
 )}
@@ -590,3 +595,12 @@ def is_mlflow_word_pair(first: str, second: str) -> bool:
         else:
             return first in preds and second in nouns
     return first.isalpha() and second.isalpha()
+
+
+def dataset_entity(dataset: Any) -> Any:
+    """The ``mlflow.entities.Dataset`` of an ``mlflow.data`` dataset, for ``log_inputs`` on a
+    run other than the active one; ValueError where MLflow's private conversion is off."""
+    if fast_path_available("dataset_entity") and hasattr(dataset, "_to_mlflow_entity"):
+        return dataset._to_mlflow_entity()
+    raise ValueError("logging a dataset to a run that is not the active MLflow run needs "
+                     "MLflow 3.17's Dataset._to_mlflow_entity; start the run with mlflow.start_run")

@@ -48,8 +48,16 @@ def make_dataset(features: Any, *, name: str, targets: Any = None, source: str |
 
 def log_dataset(client: Any, run_id: str, dataset: Any, split: str) -> str:
     """Attach ``dataset`` to the run as an input with its split; returns its digest."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:  # the usual case: the public call
+        mlflow.log_input(dataset, context=split)
+        return dataset.digest
     from mlflow.entities import DatasetInput, InputTag
 
-    entity = dataset._to_mlflow_entity()
+    from tracking import backends
+
+    entity = backends.dataset_entity(dataset)  # a run that is not the active one: the client's path
     client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, split)])])
     return dataset.digest
