@@ -144,6 +144,14 @@ def _select(frame: "pd.DataFrame", value_col: str, metric: str, exps: str) -> tu
     excluded: dict[str, int] = {}
     if frame.empty:
         raise ConfigError(f"experiment {exps} has no task runs (runs with a {T.TASK} tag) to analyse")
+    withdrawn = _tagged(frame, T.WITHDRAWN)
+    if withdrawn.any():  # a sweep worker's claim that lost to another's: never a result
+        excluded["withdrawn duplicate claims"] = int(withdrawn.sum())
+        frame = frame[~withdrawn]
+    diverged = diverged_mask(frame)
+    if diverged.any():
+        excluded["diverged runs (non-finite training loss; per group in the warnings)"] = int(diverged.sum())
+        frame = frame[~diverged]
     for status, count in frame.loc[frame["status"] != "FINISHED", "status"].value_counts().items():
         excluded[f"{str(status).lower()} run{'s' if count != 1 else ''}"] = int(count)
     done = frame[frame["status"] == "FINISHED"]
@@ -172,6 +180,36 @@ def _select(frame: "pd.DataFrame", value_col: str, metric: str, exps: str) -> tu
             excluded[f"older repeats of identical runs (same {T.FINGERPRINT})"] = int(dup.sum())
             done = done[~dup]
     return done.reset_index(drop=True), excluded
+
+
+def _tagged(frame: "pd.DataFrame", tag: str) -> "pd.Series":
+    import pandas as pd
+
+    if tag not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame[tag].notna() & (frame[tag].astype(str) != "")
+
+
+def diverged_mask(frame: "pd.DataFrame") -> "pd.Series":
+    """Runs whose watched training loss became non-finite: FAILED with ``NonFinite: ...``
+    (``divergence.on_nonfinite=fail``) or FINISHED with ``labrun.diverged`` (``record``)."""
+    mask = _tagged(frame, T.DIVERGED)
+    if T.FAILURE in frame.columns:
+        mask = mask | frame[T.FAILURE].astype(str).str.startswith("NonFinite:")
+    return mask
+
+
+def _diverged_by_group(a: "_Analysis") -> None:
+    """Divergence is a result too: say how often each group diverged, beside its statistics."""
+    frame = a.frame[~_tagged(a.frame, T.WITHDRAWN)]
+    gone = frame[diverged_mask(frame)]
+    if gone.empty or any(k not in gone.columns for k in a.keys):
+        return
+    counts = _labels(gone, a.keys, a.default_group).value_counts()
+    total = _labels(frame, a.keys, a.default_group).value_counts()
+    parts = [f"{g}: {n} of {int(total.get(g, n))}" for g, n in counts.items()]
+    a.warnings.append("diverged runs, left out of the statistics (group: diverged of all its runs): "
+                      + "; ".join(parts))
 
 
 def _labels(frame: "pd.DataFrame", keys: list[str], default: bool) -> "pd.Series":
@@ -219,6 +257,7 @@ def analyze(opts: AnalyzeOptions) -> AnalysisResult:
     a = _load(opts, _direction(opts))
     _seed_column(a)
     _group(a)
+    _diverged_by_group(a)
     _describe(a)
     _rank(a)
     _sort_summary(a)

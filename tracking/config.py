@@ -20,7 +20,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, Literal, Mapping, Optional, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -68,6 +68,18 @@ class CheckpointConfig(Section):
     """Store optimizer moments in 8 bits: ~3x smaller, but resume is no longer bit-identical."""
 
 
+class DivergenceConfig(Section):
+    """What a non-finite value of a watched metric means: an execution setting, because the
+    training up to that step is the same either way; only how the run is recorded differs."""
+
+    on_nonfinite: Literal["fail", "record"] = "fail"
+    """fail: the run ends FAILED at that step (``labrun.failure: NonFinite: ...``), its last
+    good checkpoint kept; record: tag ``labrun.diverged=<step>``, stop training and finish
+    (for studies where divergence is the result)."""
+    metrics: Optional[list[str]] = None
+    """Metric names to watch (None: the task's ``nonfinite_metrics``, ``loss.total``)."""
+
+
 class TaskConfig(Section):
     """Base of every task's config schema.
 
@@ -79,6 +91,8 @@ class TaskConfig(Section):
     method_key: ClassVar[str | None] = None
     packages: ClassVar[tuple[str, ...]] = ()
     """The task's own libraries, whose versions go into environment.json."""
+    nonfinite_metrics: ClassVar[tuple[str, ...]] = ("loss.total",)
+    """The training losses whose non-finite value is divergence (``divergence.metrics``)."""
 
     seed: int = 0
     condition: str = "default"
@@ -86,6 +100,8 @@ class TaskConfig(Section):
     deterministic: bool = True
     checkpoint: CheckpointConfig = execution(CheckpointConfig())
     """How often to save and how many files to keep: an execution setting."""
+    divergence: DivergenceConfig = execution(DivergenceConfig())
+    """A NaN/inf training loss: fail the run (default) or record it and finish."""
 
     _launch: "LaunchOptions" = PrivateAttr(default=None)
 

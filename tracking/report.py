@@ -63,6 +63,14 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
     if s.get("failure"):
         lines += ["## Failure", "", f"`{s['failure']}`", "",
                   "The traceback is in `traceback.txt`, the log in `logs/train.log`.", ""]
+        if str(s["failure"]).startswith("NonFinite:"):
+            lines += ["Training diverged: the run ends at that step, and the newest checkpoint is the "
+                      "last good one (before the non-finite value).", ""]
+    if s["tags"].get("labrun.diverged"):
+        lines += ["## Diverged", "", f"A watched training metric became non-finite at step "
+                  f"{s['tags']['labrun.diverged']}; training stopped there and the run was recorded as "
+                  f"finished (`divergence.on_nonfinite=record`). `labrun analyze` counts such runs "
+                  f"apart from the statistics.", ""]
 
     lines += ["## Training", ""]
     training = s.get("training") or {}

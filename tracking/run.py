@@ -12,6 +12,7 @@ import datetime as _dt
 import getpass
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -48,6 +49,12 @@ log = logging.getLogger("labrun")
 
 HEARTBEAT_S = 30.0
 _PARAM_MAX = 6000  # MLflow's limit on a param value
+
+
+class NonFinite(RuntimeError):
+    """A watched training metric became NaN or infinite: the run ends FAILED at that step
+    (``divergence.on_nonfinite=fail``) with its last good checkpoint, not FINISHED with a
+    ``nan`` that analysis would read as a result."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -90,16 +97,40 @@ class Run:
         self._ckpt_writer: Any = None   # built by the first save_checkpoint
         self._ckpt_pool: Any = None
         self._sysmetrics: Any = None    # started in _begin
+        self._loop: Steps | None = None  # the task's run.steps(...), stopped on divergence
+        self._watched = tuple(cfg.divergence.metrics if cfg.divergence.metrics is not None
+                              else type(cfg).nonfinite_metrics)
         self.metrics = MetricLogger(client, run_id, fast_uri=store.tracking_uri())
         self.observers: list[_observers.RunObserver] = []
 
     # ------------------------------------------------------------------ metrics
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Hierarchical names (``loss.kl.z``) with an explicit step; batched, never lost."""
+        """Hierarchical names (``loss.kl.z``) with an explicit step; batched, never lost.
+
+        A watched metric (``divergence.metrics``) that is not finite ends the run here, after
+        it is logged and before the step's checkpoint (see :meth:`_diverged`)."""
         self.metrics.log(metrics, step)
+        for name in self._watched:
+            value = metrics.get(name)
+            if value is not None and not math.isfinite(value):
+                self._diverged(name, value, step)
+                return
 
     def log_metric(self, name: str, value: float, step: int) -> None:
-        self.metrics.log({name: value}, step)
+        self.log_metrics({name: value}, step)
+
+    def _diverged(self, name: str, value: float, step: int) -> None:
+        what = f"{name} is {value} at step {step}"
+        if self.cfg.divergence.on_nonfinite == "fail":
+            raise NonFinite(f"{what}; the last good checkpoint is kept (to record divergence as a "
+                            f"result instead: --set divergence.on_nonfinite=record)")
+        if T.DIVERGED in self.tags:
+            return
+        self.set_tag(T.DIVERGED, step)
+        self.log.warning("diverged: %s; training stops here and the run finishes (divergence.on_nonfinite"
+                         "=record)", what)
+        if self._loop is not None:
+            self._loop.stop(f"diverged: {what}")
 
     def set_direction(self, name: str, direction: str) -> None:
         """Which way is better for ``best`` in the summary (default: by name)."""
@@ -239,7 +270,8 @@ class Run:
 
     def steps(self, total: int, *, desc: str = "", unit: str = "step") -> Steps:
         """The training loop: ``start..total`` after a resume, checkpointing after logging."""
-        return Steps(self, total, desc=desc, unit=unit)
+        self._loop = Steps(self, total, desc=desc, unit=unit)
+        return self._loop
 
     def should_checkpoint(self, global_step: int) -> bool:
         every = self.cfg.checkpoint.every
@@ -578,6 +610,9 @@ class _Outcome:
 
     def settle(self, run_id: str) -> None:
         """After the run is closed: re-raise the task's exception, or exit as a killed run does."""
+        if isinstance(self.exc, NonFinite):  # an outcome, not a bug: one line, no traceback
+            print(f"labrun: run {run_id} FAILED ({self.failure})", file=sys.stderr)
+            raise SystemExit(self.exit_code)
         if self.exc is not None:
             raise self.exc
         if self.status == "KILLED":
@@ -700,4 +735,4 @@ def set_research_status(run_id: str, status: str) -> None:
     c.set_tag(run_id, T.STATUS, status)
 
 
-__all__ = ["Run", "RunInterrupted", "start_run", "set_research_status"]
+__all__ = ["NonFinite", "Run", "RunInterrupted", "start_run", "set_research_status"]

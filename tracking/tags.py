@@ -33,6 +33,9 @@ FAILURE = "labrun.failure"               # "Type: message"
 PRUNED = "labrun.pruned"                 # "true": an observer stopped it on purpose
 RESUMED_FROM = "labrun.resumed_from"
 RESUMED_STEP = "labrun.resumed_step"
+DIVERGED = "labrun.diverged"             # the step at which a watched metric became non-finite
+WITHDRAWN = "labrun.withdrawn"           # a claim that lost to an earlier one (the winner's run id)
+CLAIM = "labrun.claim"                   # the sweep worker that claimed the cell (host:pid)
 
 # --- sweeps and studies ---------------------------------------------------------------------
 KIND = "labrun.kind"                     # sweep | study | analysis (parent runs)
