@@ -68,7 +68,7 @@ class CellState:
 
 
 # The only tags the decision reads (and all the SQL fast path fetches).
-LEDGER_TAGS = (T.TASK, T.FINGERPRINT, T.HOST, T.PID, T.HEARTBEAT, T.PRUNED, T.RESUMED_FROM)
+LEDGER_TAGS = (T.TASK, T.FINGERPRINT, T.HOST, T.PID, T.HEARTBEAT, T.PRUNED, T.RESUMED_FROM, T.WITHDRAWN)
 
 
 def _sql_rows(client: Any, experiment_id: str) -> list[tuple[str, str, int, dict[str, str]]] | None:
@@ -113,6 +113,8 @@ class Ledger:
         for run_id, status, start_time, tags in rows:
             fp = tags.get(T.FINGERPRINT)
             if tags.get(T.TASK) != self.task or not fp or (wanted is not None and fp not in wanted):
+                continue
+            if tags.get(T.WITHDRAWN):  # a claim that lost (sweeps/claims.py): never an attempt
                 continue
             attempt = Attempt(run_id, status, start_time or 0, tags)
             attempt.stale = is_stale(status, tags, start_time)

@@ -32,12 +32,7 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
             client.set_tag(adopted, k, v)
         return adopted, True
     if reuse:
-        from mlflow.entities import ViewType
-
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{T.KIND}` = '{kind}' and tags.`{T.SWEEP}` = '{name}'",
-            run_view_type=ViewType.ACTIVE_ONLY, max_results=1, order_by=["attributes.start_time DESC"])
+        found = _parents(client, experiment_id, kind, name, newest_first=True)
         if found:
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
@@ -49,7 +44,26 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
     base = {M.MLFLOW_SOURCE_TYPE: "LOCAL", M.MLFLOW_SOURCE_NAME: " ".join(sys.argv[:1]) or "labrun",
             M.MLFLOW_USER: getpass.getuser()}
     run = client.create_run(experiment_id, tags={**base, **tags}, run_name=f"{kind}:{name}")
+    if not reuse:
+        return run.info.run_id, False
+    # Workers that start the same sweep at the same moment each made a parent: like a cell's
+    # claim (sweeps/claims.py), the earliest one is the sweep's and the others go.
+    time.sleep(max(0.0, env.LABRUN_CLAIM_SETTLE_S.get() or 0.0))
+    first = _parents(client, experiment_id, kind, name, newest_first=False)[0].info.run_id
+    if first != run.info.run_id:
+        client.set_terminated(run.info.run_id, "KILLED")
+        client.delete_run(run.info.run_id)
+        return first, True
     return run.info.run_id, False
+
+
+def _parents(client: Any, experiment_id: str, kind: str, name: str, *, newest_first: bool) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{T.KIND}` = '{kind}' and tags.`{T.SWEEP}` = '{name}'",
+        run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+    return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id), reverse=newest_first)
 
 
 def close_parent(client: Any, run_id: str, status: str, metrics: dict[str, float]) -> None:

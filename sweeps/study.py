@@ -209,6 +209,7 @@ class Objective:
         self.fixed = [override_text(k, v) for k, v in spec.overrides.items()]
         self.metric_error: str | None = None
         self.kept_logs = False
+        self.stopped = False  # set by the callbacks: no further trial could work
 
     def _surplus(self, trial: Any) -> bool:
         from optuna.trial import TrialState
@@ -220,9 +221,8 @@ class Objective:
         return len(ahead) >= self.spec.n_trials
 
     def __call__(self, trial: Any) -> Any:
-        if self._surplus(trial):
+        if self._surplus(trial):  # lost a race for the last slot of the budget (see _optimize)
             trial.set_user_attr(T.SURPLUS, True)
-            trial.study.stop()
             raise Surplus(f"n_trials={self.spec.n_trials} already taken by other workers")
         values = suggest(trial, self.spec)
         overrides = self.fixed + [override_text(k, v) for k, v in values.items()]
@@ -279,7 +279,12 @@ class Objective:
                        tags={T.OPTUNA_STUDY: self.spec.name or "", T.OPTUNA_TRIAL: str(trial.number),
                              T.OPTUNA_SEED_INDEX: str(seed_index), **self._note(trial)})
         job.run_name = f"trial{trial.number}-s{cell.seed}"
+        won, _ = self.claims.claim([job])
+        if not won:  # another worker runs this very cell (a retried trial's seed): use its run
+            return self._await_elsewhere(trial, cell, run_ids)
         code = self.launcher.wait_one(job)
+        self.claims.release(job.run_id, "KILLED" if outcome_of(code) == "killed" else "FAILED",
+                            f"CellProcess: the cell's process exited {code} before ending its run")
         run = find_run(self.client, self.exp_id, job)
         kind = outcome_of(code)
         if run is not None:
@@ -297,7 +302,35 @@ class Objective:
                              f"log {job.log_path}\n{job.tail()}")
         return run
 
+    @property
+    def claims(self) -> Any:
+        """Seeds' cells are claimed like a sweep's (sweeps/claims.py), so none runs twice."""
+        if getattr(self, "_claims", None) is None:
+            from sweeps.claims import Claims
+            from sweeps.ledger import Ledger
+
+            self._claims = Claims(self.client, Ledger(self.client, self.exp_id, self.task.name),
+                                  self.task.name, self.launcher)
+        return self._claims
+
+    def _await_elsewhere(self, trial: Any, cell: Cell, run_ids: list[str]) -> Any:
+        ledger = self.claims.ledger
+        while True:
+            ledger.load([cell.fingerprint], mark_stale=True)
+            state = ledger.state(cell.fingerprint)
+            if state.finished:
+                run_ids.append(state.finished.run_id)
+                trial.set_user_attr("mlflow_run_ids", run_ids)
+                return self.client.get_run(state.finished.run_id)
+            if not state.live:
+                raise CellFailed(f"trial {trial.number} seed {cell.seed}: another worker's run of this "
+                                 f"cell ended without finishing")
+            time.sleep(2.0)
+
     def _read(self, run: Any, objective: Any) -> float:
+        if run.data.tags.get(T.DIVERGED):  # divergence is a result, but never a value
+            raise CellFailed(f"run {run.info.run_id} diverged at step {run.data.tags[T.DIVERGED]} "
+                             f"({T.DIVERGED}): the trial has no value")
         metrics = run.data.metrics
         if objective.metric not in metrics:
             logged = ", ".join(sorted(k for k in metrics if not k.startswith("diag."))) or "none"
@@ -395,19 +428,78 @@ def open_study(spec: StudySpec) -> Any:
 
 
 def _optimize(study: Any, objective: Objective) -> bool:
-    """Run trials until the study holds ``n_trials``; True when interrupted (Ctrl-C, SIGTERM)."""
-    from optuna.study import MaxTrialsCallback
+    """Run trials until the study holds ``n_trials``; True when interrupted (Ctrl-C, SIGTERM).
 
+    One trial at a time, asking for one only while the budget is not taken: a worker that
+    finds the rest of the budget held by other workers' RUNNING trials waits for them, and
+    when one's heartbeat goes stale (its worker was killed) fails it so that Optuna's retry
+    callback queues it again, for this worker or another; its MLflow runs end KILLED. No
+    trial is recorded for a budget a worker did not use.
+    """
     spec = objective.spec
+    callbacks = [_reporter(objective), _fail_guard(spec, objective)]
+    said = ""
     try:
-        study.optimize(objective, n_trials=None, catch=(CellFailed, Surplus),
-                       callbacks=[MaxTrialsCallback(spec.n_trials, states=_counted()), _reporter(objective),
-                                  _fail_guard(spec)], gc_after_trial=False)
+        while not objective.stopped:
+            counted, running = _budget(study)
+            if counted >= spec.n_trials:
+                return False
+            if counted + len(running) >= spec.n_trials:
+                line = (f"waiting for {len(running)} trial(s) of other workers (RUNNING: "
+                        f"{', '.join(str(t.number) for t in running)}); a killed worker's trial is retried "
+                        f"after {2 * spec.heartbeat_s} s without a heartbeat")
+                if line != said:
+                    print(line, flush=True)
+                    said = line
+                _reap_stale(study, objective, running)
+                time.sleep(min(5.0, spec.heartbeat_s / 2))
+                continue
+            said = ""
+            study.optimize(objective, n_trials=1, catch=(CellFailed, Surplus), callbacks=callbacks,
+                           gc_after_trial=False)
     except KeyboardInterrupt:
         objective.launcher.stop()  # the running cell ends KILLED, its checkpoints kept
         objective.launcher.poll()
         return True
     return False
+
+
+def _budget(study: Any) -> tuple[int, list[Any]]:
+    """Trials that count (COMPLETE, PRUNED) and the RUNNING ones (other workers' here)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                      TrialState.RUNNING))
+    counted = sum(t.state != TrialState.RUNNING for t in trials)
+    return counted, [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def _reap_stale(study: Any, objective: Objective, running: list[Any]) -> None:
+    """Fail the trials whose worker stopped beating (Optuna queues their retry) and end their
+    MLflow runs KILLED, unless a run's own process is still alive."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)
+    now = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for trial in running:
+        if trial.number not in now:
+            _end_stale_runs(objective, trial.number)
+
+
+def _end_stale_runs(objective: Objective, number: int) -> None:
+    from sweeps.ledger import STALE_REASON
+    from tracking.store import is_stale
+
+    client, spec = objective.client, objective.spec
+    found = client.search_runs([objective.exp_id], filter_string=(
+        f"tags.`{T.OPTUNA_STUDY}` = '{spec.name or ''}' and tags.`{T.OPTUNA_TRIAL}` = '{number}' "
+        f"and attributes.status = 'RUNNING'"))
+    for run in found:
+        if is_stale(run.info.status, run.data.tags, run.info.start_time, grace_s=2 * spec.heartbeat_s):
+            client.set_tag(run.info.run_id, T.FAILURE, STALE_REASON)
+            client.set_terminated(run.info.run_id, "KILLED")
+            print(f"trial {number}: its worker is gone; run {run.info.run_id} ended KILLED", flush=True)
 
 
 def _reporter(objective: Objective) -> Any:
@@ -426,11 +518,11 @@ def _reporter(objective: Objective) -> Any:
             line += f"\n  {objective.metric_error}"
         print(line, flush=True)
         if objective.metric_error:
-            study.stop()
+            objective.stopped = True
     return report
 
 
-def _fail_guard(spec: StudySpec) -> Any:
+def _fail_guard(spec: StudySpec, objective: Objective) -> Any:
     """Stop a worker whose trials keep failing instead of burning the budget forever."""
     from optuna.trial import TrialState
 
@@ -440,7 +532,7 @@ def _fail_guard(spec: StudySpec) -> Any:
         if len(failed) >= max(3, spec.n_trials):
             print(f"stopping: {len(failed)} trials failed (see their runs' labrun.failure tags)",
                   file=sys.stderr, flush=True)
-            study.stop()
+            objective.stopped = True
     return guard
 
 

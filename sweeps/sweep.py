@@ -3,7 +3,10 @@
 A sweep can be stopped at any moment (Ctrl-C, SIGTERM, SIGKILL, a crashed node) and the
 same command finishes the rest: finished cells are skipped by fingerprint, killed cells
 resume from their newest checkpoint, failed ones are retried up to ``retries``, and a cell
-some other launcher is running right now is waited for, never duplicated.
+some other worker is running right now is waited for, never duplicated: any number of
+``labrun sweep`` processes on one spec and store share the cells, each claimed before it is
+launched (:mod:`sweeps.claims`). :class:`Sweep` holds the steps: plan, open, then claim and
+launch / poll / watch until nothing is left, and finish.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,7 +27,7 @@ from sweeps.progress import SweepProgress, summarize, table
 from sweeps.spec import SweepSpec, dump
 from tracking import env
 from tracking import tags as T
-from tracking.exits import EXIT_CELLS_FAILED, EXIT_FINISHED, EXIT_SIGINT
+from tracking.exits import EXIT_CELLS_FAILED, EXIT_FINISHED, EXIT_SIGINT, EXIT_SIGTERM
 
 ELSEWHERE_POLL_S = 3.0
 
@@ -97,10 +102,6 @@ def find_run(client: Any, experiment_id: str, job: Job) -> Any | None:
     return found[0] if found else None
 
 
-class _Term(Exception):
-    pass
-
-
 def _describe(decision: str, state: Any, retries: int) -> str:
     if decision == "done":
         return f"skip (FINISHED {state.finished.run_id[:12]})"
@@ -115,146 +116,255 @@ def _describe(decision: str, state: Any, retries: int) -> str:
     return "run"
 
 
-def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
-              out: TextIO | None = None) -> int:
-    """Plan, then launch; returns EXIT_FINISHED (all cells finished), EXIT_CELLS_FAILED (some did
-    not) or EXIT_SIGINT (interrupted: the same command again finishes the rest)."""
-    from tracking import store
+@dataclass
+class _Pending:
+    """A cell waiting for a slot: a first launch (attempt from the ledger) or a retry."""
 
-    out = out or sys.stdout
-    task_name, module, cells, launcher_name = _plan(spec)
-    if not dry_run and module:
-        launcher_class(launcher_name).prewarm(module)
+    cell: Cell
+    attempt: int | None = None
+    resume: str | None = None
 
-    env.quiet()
-    client = store.client()
-    adopted = env.MLFLOW_RUN_ID.get() if not dry_run else None
-    if adopted:
-        exp_id = client.get_run(adopted).info.experiment_id
-        exp_name = client.get_experiment(exp_id).name
-    else:
-        exp_name = spec.experiment or spec.entry
-        exp_id = store.experiment_id(exp_name, create=not dry_run, description=spec.description or None)
-    ledger = Ledger(client, exp_id, task_name).load([c.fingerprint for c in cells],
-                                                    mark_stale=not dry_run)
-    plan = {c.fingerprint: ledger.state(c.fingerprint).decision(spec.retries) for c in cells}
-    n = {k: sum(v == k for v in plan.values()) for k in ("done", "todo", "elsewhere", "exhausted")}
-    head = (f"sweep {spec.name!r}: {len(cells)} cells of {spec.entry!r} in experiment {exp_name!r} "
-            f"({summarize((k, n[k]) for k in n)}); launcher {launcher_name}, parallel {spec.parallel}")
-    if dry_run:
-        rows = [(c.index, c.label, c.fingerprint, _describe(plan[c.fingerprint], ledger.state(c.fingerprint),
-                                                            spec.retries)) for c in cells]
-        print(head, file=out)
-        print(table(rows, ["#", "cell", "fingerprint", "plan"]), file=out)
-        print("(dry run: nothing launched)", file=out)
+
+class Sweep:
+    """One ``labrun sweep``: plan, then claim, launch and poll cells until none is left, then
+    finish. The steps read in order in :meth:`run`; state lives on the object, not in closures.
+
+    Several workers may run the same sweep on one store: each cell is claimed before it is
+    launched (:mod:`sweeps.claims`), so it runs once, and a cell another worker holds is
+    watched until it finishes there (or is retried here when that worker's attempt ends).
+    """
+
+    def __init__(self, spec: SweepSpec, raw: dict[str, Any], out: TextIO | None = None) -> None:
+        self.spec, self.raw = spec, raw
+        self.out = out or sys.stdout
+        self.results: dict[str, tuple[str, str | None]] = {}
+        self.queue: deque[_Pending] = deque()
+        self.elsewhere: set[str] = set()
+        self.failures: dict[str, int] = {}
+        self.interrupted: int | None = None  # the signal that stopped the sweep
+        self.launcher: Any = None
+
+    # ------------------------------------------------------------------ the steps, in order
+    def run(self, *, dry_run: bool = False) -> int:
+        """EXIT_FINISHED (every cell finished), EXIT_CELLS_FAILED (some did not), or
+        EXIT_SIGINT / EXIT_SIGTERM (interrupted: the same command again finishes the rest)."""
+        self.plan(dry_run)
+        if dry_run:
+            return self.show_plan()
+        self.open()
+        old = signal.signal(signal.SIGTERM, _raise_interrupt)
+        old_int = signal.getsignal(signal.SIGINT)
+        try:
+            while self.busy():
+                self.launch()
+                self.poll()
+                self.watch()
+                self.progress.set_running(self.launcher.running())
+                time.sleep(0.2)
+        except KeyboardInterrupt as exc:
+            self.interrupt(exc)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int)
+            self.launcher.close()
+            self.progress.close()
+        return self.finish()
+
+    def plan(self, dry_run: bool) -> None:
+        """The cells, and what the store already holds for each (one query)."""
+        from tracking import store
+
+        spec = self.spec
+        self.task, self.module, self.cells, self.launcher_name = _plan(spec)
+        if not dry_run and self.module:
+            launcher_class(self.launcher_name).prewarm(self.module)
+        env.quiet()
+        self.client = client = store.client()
+        adopted = env.MLFLOW_RUN_ID.get() if not dry_run else None
+        if adopted:
+            self.exp_id = client.get_run(adopted).info.experiment_id
+            self.exp_name = client.get_experiment(self.exp_id).name
+        else:
+            self.exp_name = spec.experiment or spec.entry
+            self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
+                                              description=spec.description or None)
+        fps = [c.fingerprint for c in self.cells]
+        self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=not dry_run)
+        self.decisions = {c.fingerprint: self.ledger.state(c.fingerprint).decision(spec.retries)
+                          for c in self.cells}
+        self.n = {k: sum(v == k for v in self.decisions.values())
+                  for k in ("done", "todo", "elsewhere", "exhausted")}
+
+    def _head(self) -> str:
+        spec = self.spec
+        return (f"sweep {spec.name!r}: {len(self.cells)} cells of {spec.entry!r} in experiment "
+                f"{self.exp_name!r} ({summarize((k, self.n[k]) for k in self.n)}); "
+                f"launcher {self.launcher_name}, parallel {spec.parallel}")
+
+    def show_plan(self) -> int:
+        rows = [(c.index, c.label, c.fingerprint,
+                 _describe(self.decisions[c.fingerprint], self.ledger.state(c.fingerprint), self.spec.retries))
+                for c in self.cells]
+        print(self._head(), file=self.out)
+        print(table(rows, ["#", "cell", "fingerprint", "plan"]), file=self.out)
+        print("(dry run: nothing launched)", file=self.out)
         return EXIT_FINISHED
 
-    from sweeps.parent import open_parent
+    def open(self) -> None:
+        """The sweep's parent run (shared by every worker), the launcher, the queue."""
+        from sweeps.claims import Claims
+        from sweeps.parent import open_parent
+        from tracking import store
 
-    note = {"mlflow.note.content": spec.description} if spec.description else {}
-    parent_id, reopened = open_parent(client, exp_id, kind="sweep", name=spec.name,
-                                      extra_tags={T.SWEEP_ENTRY: spec.entry, **note})
-    client.log_text(parent_id, dump(raw), "sweep.yaml")
-    if not reopened:
-        try:
-            client.log_batch(parent_id, params=_params(spec, len(cells)))
-        except Exception:
-            pass
-    print(head + f"\nparent run {parent_id}" + (" (continued)" if reopened else "")
-          + f"; in the MLflow UI: {store.experiment_url(exp_id)}", file=out, flush=True)
-    logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
-    by_fp = {c.fingerprint: c for c in cells}
-    failures = {c.fingerprint: ledger.state(c.fingerprint).failures for c in cells}
-    results: dict[str, tuple[str, str | None]] = {}
-    elsewhere = {fp for fp, d in plan.items() if d == "elsewhere"}
-    todo = [c for c in cells if plan[c.fingerprint] == "todo"]
-    progress = SweepProgress(len(todo) + len(elsewhere), n["done"], f"sweep {spec.name}")
-    launcher = make_launcher(launcher_name, spec.parallel, module=module,
-                             options=spec.launcher_options() if launcher_name == spec.launcher else None)
+        spec, client = self.spec, self.client
+        note = {"mlflow.note.content": spec.description} if spec.description else {}
+        self.parent_id, reopened = open_parent(client, self.exp_id, kind="sweep", name=spec.name,
+                                               extra_tags={T.SWEEP_ENTRY: spec.entry, **note})
+        client.log_text(self.parent_id, dump(self.raw), "sweep.yaml")
+        if not reopened:
+            try:
+                client.log_batch(self.parent_id, params=_params(spec, len(self.cells)))
+            except Exception:
+                pass
+        print(self._head() + f"\nparent run {self.parent_id}" + (" (continued)" if reopened else "")
+              + f"; in the MLflow UI: {store.experiment_url(self.exp_id)}", file=self.out, flush=True)
+        self.logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
+        self.by_fp = {c.fingerprint: c for c in self.cells}
+        self.failures = {c.fingerprint: self.ledger.state(c.fingerprint).failures for c in self.cells}
+        self.elsewhere = {fp for fp, d in self.decisions.items() if d == "elsewhere"}
+        self.queue = deque(_Pending(c) for c in self.cells if self.decisions[c.fingerprint] == "todo")
+        self.progress = SweepProgress(len(self.queue) + len(self.elsewhere), self.n["done"], f"sweep {spec.name}")
+        options = spec.launcher_options() if self.launcher_name == spec.launcher else None
+        self.launcher = make_launcher(self.launcher_name, spec.parallel, module=self.module, options=options)
+        self.claims = Claims(client, self.ledger, self.task, self.launcher)
+        self.last_watch = time.time()
 
-    def job_for(cell: Cell, attempt: int, resume: str | None) -> Job:
-        return cell_job(cell, entry=spec.entry, module=module, config=spec.config,
-                        experiment=exp_name, experiment_id=exp_id, parent_run_id=parent_id,
-                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=logs,
+    def busy(self) -> bool:
+        return bool(self.queue or self.elsewhere or self.launcher.running() or self.launcher.pending())
+
+    def launch(self) -> None:
+        """Claim as many queued cells as there are free slots; launch the claims that won."""
+        free = self.spec.parallel - self.launcher.running() - self.launcher.pending()
+        if free <= 0 or not self.queue:
+            return
+        batch = [self.queue.popleft() for _ in range(min(free, len(self.queue)))]
+        self.ledger.load([p.cell.fingerprint for p in batch], mark_stale=True)  # another worker's news
+        jobs = [job for job in map(self._job_if_needed, batch) if job is not None]
+        won, lost = self.claims.claim(jobs)
+        for job in won:
+            self.launcher.submit(job)
+        for job in lost:
+            self.elsewhere.add(job.cell.fingerprint)
+
+    def _job_if_needed(self, pending: _Pending) -> Job | None:
+        """The job for a queued cell, unless the store says it is done or held elsewhere."""
+        cell, fp = pending.cell, pending.cell.fingerprint
+        state = self.ledger.state(fp)
+        if state.finished:
+            self._done_elsewhere(fp, state.finished.run_id)
+            return None
+        if state.live:
+            self.elsewhere.add(fp)
+            return None
+        attempt = pending.attempt or len(state.attempts) + 1
+        resume = pending.resume
+        if pending.attempt is None and state.resume_candidates():
+            resume = self.ledger.resume_source(fp)
+        return self._job(cell, attempt, resume)
+
+    def _job(self, cell: Cell, attempt: int, resume: str | None) -> Job:
+        spec = self.spec
+        return cell_job(cell, entry=spec.entry, module=self.module, config=spec.config,
+                        experiment=self.exp_name, experiment_id=self.exp_id, parent_run_id=self.parent_id,
+                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=self.logs,
                         tags=_cell_note(spec, cell))
 
-    def on_end(job: Job, code: int) -> None:
-        cell = job.cell
-        fp = cell.fingerprint
-        kind = outcome_of(code)
-        run = find_run(client, exp_id, job)
+    def poll(self) -> None:
+        """Cells whose process ended: record them, or queue their retry."""
+        for job, code in self.launcher.poll():
+            self._ended(job, code)
+
+    def _ended(self, job: Job, code: int) -> None:
+        cell, fp, kind = job.cell, job.cell.fingerprint, outcome_of(code)
+        self.claims.release(job.run_id, "KILLED" if kind == "killed" else "FAILED",
+                            f"CellProcess: the cell's process exited {code} before ending its run")
+        run = find_run(self.client, self.exp_id, job)
         run_id = run.info.run_id if run else None
         if kind in ("finished", "pruned"):
-            results[fp] = (kind, run_id)
-            progress.event(kind, cell.label, run_id)
+            self.results[fp] = (kind, run_id)
+            self.progress.event(kind, cell.label, run_id)
             return
         if kind != "config":
-            failures[fp] += 1
-        if kind != "config" and failures[fp] <= spec.retries:
-            resume = run_id if run_id and ledger.has_checkpoints(run_id) else ledger.resume_source(fp)
-            progress.event("retried", f"{cell.label} ({kind}, exit {code}); attempt {job.attempt + 1}"
-                           + (f" resumes {resume[:12]}" if resume else ""), run_id, final=False)
-            launcher.submit(job_for(cell, job.attempt + 1, resume))
+            self.failures[fp] += 1
+        if kind != "config" and self.failures[fp] <= self.spec.retries:
+            resume = run_id if run_id and self.ledger.has_checkpoints(run_id) else self.ledger.resume_source(fp)
+            self.progress.event("retried", f"{cell.label} ({kind}, exit {code}); attempt {job.attempt + 1}"
+                                + (f" resumes {resume[:12]}" if resume else ""), run_id, final=False)
+            self.queue.appendleft(_Pending(cell, job.attempt + 1, resume))
             return
-        results[fp] = ("failed", run_id)
-        progress.event("failed", f"{cell.label} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
+        self.results[fp] = ("failed", run_id)
+        self.progress.event("failed", f"{cell.label} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def watch(self) -> None:
+        """Cells another worker holds: done there, still live, or back to us when it stopped."""
+        if not self.elsewhere or time.time() - self.last_watch < ELSEWHERE_POLL_S:
+            return
+        self.last_watch = time.time()
+        self.ledger.load(self.elsewhere, mark_stale=True)
+        for fp in list(self.elsewhere):
+            state = self.ledger.state(fp)
+            if state.finished:
+                self.elsewhere.discard(fp)
+                self._done_elsewhere(fp, state.finished.run_id)
+            elif not state.live:
+                self.elsewhere.discard(fp)
+                if state.failures > self.spec.retries:
+                    self.results[fp] = ("failed", None)
+                    self.progress.event("failed", self.by_fp[fp].label)
+                else:  # that worker stopped or crashed: whoever claims first goes on
+                    self.queue.append(_Pending(self.by_fp[fp]))
 
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    old_int = signal.getsignal(signal.SIGINT)
-    interrupted = False
-    try:
-        for cell in todo:
-            prior = ledger.state(cell.fingerprint).resume_candidates()
-            resume = ledger.resume_source(cell.fingerprint) if prior else None
-            launcher.submit(job_for(cell, len(ledger.state(cell.fingerprint).attempts) + 1, resume))
-        last_check = time.time()
-        while launcher.running() or launcher.pending() or elsewhere:
-            for job, code in launcher.poll():
-                on_end(job, code)
-            if elsewhere and time.time() - last_check > ELSEWHERE_POLL_S:
-                last_check = time.time()
-                ledger.load(elsewhere, mark_stale=True)
-                for fp in list(elsewhere):
-                    state = ledger.state(fp)
-                    if state.finished:
-                        results[fp] = ("finished", state.finished.run_id)
-                        progress.event("finished", by_fp[fp].label + " (by another launcher)")
-                        elsewhere.discard(fp)
-                    elif not state.live:
-                        elsewhere.discard(fp)
-                        if state.failures > spec.retries:
-                            results[fp] = ("failed", None)
-                            progress.event("failed", by_fp[fp].label)
-                        else:
-                            launcher.submit(job_for(by_fp[fp], len(state.attempts) + 1,
-                                                    ledger.resume_source(fp)))
-            progress.set_running(launcher.running())
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        interrupted = True
+    def _done_elsewhere(self, fp: str, run_id: str) -> None:
+        if fp not in self.results:
+            self.results[fp] = ("finished", run_id)
+            self.progress.event("finished", self.by_fp[fp].label + " (by another worker)")
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Ctrl-C or SIGTERM: running cells end KILLED (checkpoints kept); nothing new starts."""
+        self.interrupted = signal.SIGTERM if "signal 15" in str(exc) else signal.SIGINT
         print("\ninterrupted: stopping running cells (they end KILLED) ...", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        launcher.stop()
-        for job, code in launcher.poll():
-            run = find_run(client, exp_id, job)
+        for job in self.launcher.stop():  # queued, never started: their claims go
+            self.claims.release(job.run_id, "KILLED", "Interrupted: the sweep stopped before the cell started")
+        for job, code in self.launcher.poll():
+            self.claims.release(job.run_id, "KILLED", "Interrupted: the sweep stopped")
+            run = find_run(self.client, self.exp_id, job)
             kind = outcome_of(code) if outcome_of(code) in ("finished", "pruned") else "killed"
-            results[job.cell.fingerprint] = (kind, run.info.run_id if run else None)
-            progress.event(kind, job.cell.label)
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
-        launcher.close()
-        progress.close()
-    if any(kind == "failed" for kind, _ in results.values()):
-        print(f"logs of the cells' processes: {logs}", file=out)
-    else:  # every cell's own log is in its run (logs/train.log); these copies are not needed
-        import shutil
+            self.results[job.cell.fingerprint] = (kind, run.info.run_id if run else None)
+            self.progress.event(kind, job.cell.label)
 
-        shutil.rmtree(logs, ignore_errors=True)
-    return _finish(client, spec, cells, exp_id, parent_id, task_name, n, results, interrupted, out)
+    def finish(self) -> int:
+        if any(kind == "failed" for kind, _ in self.results.values()):
+            print(f"logs of the cells' processes: {self.logs}", file=self.out)
+        else:  # every cell's own log is in its run (logs/train.log); these copies are not needed
+            import shutil
+
+            shutil.rmtree(self.logs, ignore_errors=True)
+        code = _finish(self.client, self.spec, self.cells, self.exp_id, self.parent_id, self.task, self.n,
+                       self.results, self.interrupted is not None, self.out)
+        if self.interrupted == signal.SIGTERM:
+            return EXIT_SIGTERM
+        return code
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
+              out: TextIO | None = None) -> int:
+    """``labrun sweep``: see :class:`Sweep`."""
+    return Sweep(spec, raw, out).run(dry_run=dry_run)
 
 
 def _cell_note(spec: SweepSpec, cell: Cell) -> dict[str, str]:

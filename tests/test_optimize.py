@@ -292,3 +292,59 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(store, tmp_path)
     # the killed worker's run ended KILLED (its cell followed the worker), not RUNNING forever
     (orphan,) = [r for r in all_runs(store) if r.data.tags.get("optuna.trial") == "0"]
     assert orphan.info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_a_survivor_waits_for_a_killed_workers_trial_retries_it_and_records_no_surplus(store, tmp_path):
+    """Two workers, one SIGKILLed (with its cell) mid-trial: the other does not exit with its
+    share done; it waits, fails the stale trial, runs its retry, and leaves no FAIL behind for
+    a budget it did not use."""
+    import signal
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    spec = tmp_path / "survivor.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        entry: toy
+        name: survivor
+        config: quick
+        overrides: {{train.steps: 6, train.eval_every: 2, checkpoint.every: 0, train.sleep_s: 0.4}}
+        space: {{train.lr: {{type: float, low: 0.001, high: 0.3, log: true}}}}
+        objective: {{metric: metric.mse.val}}
+        n_trials: 3
+        pruner: {{type: none}}
+        heartbeat_s: 1
+        storage: {storage}
+    """))
+    cmd = [PYTHON, "-m", "labrun", "optimize", str(spec)]
+    victim = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # the victim is inside its first trial
+        runs = [r for r in all_runs(store) if r.data.tags.get("optuna.trial") == "0"]
+        if runs and store.get_metric_history(runs[0].info.run_id, "loss.total"):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the first worker never started trial 0")
+    survivor = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    os.killpg(victim.pid, signal.SIGKILL)  # the worker and its cell, mid-trial
+    victim.wait(30)
+    out, _ = survivor.communicate(timeout=400)
+    assert survivor.returncode == 0, out
+
+    trials = optuna.load_study(study_name="survivor", storage=storage).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert not [t for t in trials if t.user_attrs.get("labrun.surplus")]  # no trial for an unused budget
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [0]
+    assert [t.state for t in trials if t.system_attrs.get("failed_trial") == 0] == [TrialState.COMPLETE]
+    runs = [r for r in all_runs(store) if r.data.tags.get("optuna.study") == "survivor"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (killed,) = [r for r in runs if r.data.tags.get("optuna.trial") == "0"]
+    assert killed.info.status == "KILLED"

@@ -50,10 +50,22 @@ MLFLOW_EXPERIMENT_ID = EnvironmentVariable("MLFLOW_EXPERIMENT_ID", str)
 MLFLOW_EXPERIMENT_NAME = EnvironmentVariable("MLFLOW_EXPERIMENT_NAME", str)
 MLFLOW_ARTIFACT_ROOT = EnvironmentVariable(
     "MLFLOW_ARTIFACT_ROOT", str, doc="An artifact root inside the repository: never counts as a dirty tree.")
+MLFLOW_TRACKING_USERNAME = EnvironmentVariable(
+    "MLFLOW_TRACKING_USERNAME", str, doc="The login on a tracking server with logins (`labrun server`).")
+MLFLOW_TRACKING_PASSWORD = EnvironmentVariable("MLFLOW_TRACKING_PASSWORD", str,
+                                               doc="That login's password.")
 
 # --- labrun's own ---------------------------------------------------------------------------
 LABRUN_PARENT_RUN_ID = EnvironmentVariable("LABRUN_PARENT_RUN_ID", str,
                                            doc="Nest the task's run under this one (sweep cells).")
+LABRUN_ADMIN_PASSWORD = EnvironmentVariable(
+    "LABRUN_ADMIN_PASSWORD", str,
+    doc="The admin password `labrun server` creates the admin user with (or --admin-password-file); "
+        "no default: the server refuses to start without one.")
+LABRUN_CLAIM_SETTLE_S = EnvironmentVariable(
+    "LABRUN_CLAIM_SETTLE_S", float, 0.5,
+    doc="Seconds a sweep worker waits between creating its claim on a cell and reading the "
+        "others' (sweeps/claims.py); must exceed the clock skew between the workers' machines.")
 LABRUN_OBSERVERS = EnvironmentVariable("LABRUN_OBSERVERS", str, "",
                                        doc="Comma-separated module:attribute run-observer factories.")
 LABRUN_PROGRESS = EnvironmentVariable("LABRUN_PROGRESS", bool, True,

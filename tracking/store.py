@@ -5,6 +5,7 @@ MLflow 3's own default (``sqlite:///mlflow.db`` in the working directory, artifa
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -38,7 +39,26 @@ def client():
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     # Building the client creates MLflow's tables in a fresh store; see _racing_first_use.
-    return _racing_first_use(lambda: MlflowClient(tracking_uri=uri))
+    with _first_use_lock(uri):
+        return _racing_first_use(lambda: MlflowClient(tracking_uri=uri))
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str):
+    """One process at a time builds a client on a local SQLite file: two that create its
+    tables together can leave a half-done migration (``_alembic_tmp_*``) no retry repairs."""
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if not path or path == ":memory:" or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        yield
+        return
+    import fcntl
+
+    with open(os.path.abspath(path) + ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _racing_first_use(fn):

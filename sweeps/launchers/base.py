@@ -173,6 +173,11 @@ class Launcher(ABC):
 
             raise ConfigError(_options_error(cls, exc)) from None
 
+    def claim_tags(self, job: Job) -> dict[str, str]:
+        """Tags of the run a sweep creates for ``job`` before launching it (sweeps/claims.py)
+        that only this launcher knows, e.g. ``mlflow.source.type``; the task adopts that run."""
+        return {}
+
     @classmethod
     def prewarm(cls, module: str) -> None:
         """Called before a sweep plans, so slow start-up (a fork server) overlaps planning."""

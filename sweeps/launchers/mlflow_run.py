@@ -65,15 +65,20 @@ class MlflowRunLauncher(Launcher):
 
         self.root = str(project_root(root))
 
+    def claim_tags(self, job: Job) -> dict[str, str]:
+        from mlflow.utils import mlflow_tags as M
+
+        return {M.MLFLOW_SOURCE_TYPE: "PROJECT", M.MLFLOW_SOURCE_NAME: _project_of(job) or self.root,
+                M.MLFLOW_PROJECT_ENTRY_POINT: job.entry}
+
     def _create_run(self, job: Job) -> str:
         from mlflow.utils import mlflow_tags as M
 
         from tracking import store
 
         client = store.client()
-        tags = {**job.all_tags(), M.MLFLOW_PARENT_RUN_ID: job.parent_run_id,
-                M.MLFLOW_USER: getpass.getuser(), M.MLFLOW_SOURCE_TYPE: "PROJECT",
-                M.MLFLOW_SOURCE_NAME: _project_of(job) or self.root, M.MLFLOW_PROJECT_ENTRY_POINT: job.entry,
+        tags = {**job.all_tags(), **self.claim_tags(job), M.MLFLOW_PARENT_RUN_ID: job.parent_run_id,
+                M.MLFLOW_USER: getpass.getuser(),
                 # Until the task starts, the launcher answers for the run: if it dies first,
                 # the run is judged stale by this pid instead of lingering for minutes.
                 T.HOST: socket.gethostname(), T.PID: str(os.getpid()),
@@ -84,7 +89,8 @@ class MlflowRunLauncher(Launcher):
         return run.info.run_id
 
     def _start(self, job: Job) -> subprocess.Popen:
-        job.run_id = self._create_run(job)
+        if job.run_id is None:  # a sweep's claim already made it (sweeps/claims.py)
+            job.run_id = self._create_run(job)
         root = _project_of(job) or self.root
         cmd = [sys.executable, "-m", "mlflow", "run", root, "-e", job.entry,
                "--env-manager", "local", "--run-id", job.run_id, *mlflow_params(job)]
