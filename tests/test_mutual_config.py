@@ -60,7 +60,7 @@ def test_condition_file_combines_with_set():
     (["condition=weak_peer", "model_b.name=resnet18", "model_b.width=null", "model_b.depth=null",
       "train.weak_peer_width_factor=0.5"],
      ["weak_peer_width_factor", "resnet18"]),
-    (["problem=segmentation"], ["unknown problem", "classification"]),
+    (["problem=detection"], ["unknown problem", "classification"]),
     (["data.dataset=svhn"], ["data.dataset", "digits", "mnist5k"]),
     (["method.lam=-1"], ["method.lam", "greater than or equal to 0"]),
 ])

@@ -16,7 +16,7 @@ def test_environment_files_agree():
     conda = yaml.safe_load((REPO / "conda.yaml").read_text())["dependencies"]
     pip = set(next(d["pip"] for d in conda if isinstance(d, dict)))
     assert deps == venv == pip
-    assert {"mlflow==3.17.2", "torch==2.14.1", "torchvision==0.29.1"} <= deps
+    assert {"mlflow[auth]==3.17.2", "torch==2.14.1", "torchvision==0.29.1"} <= deps  # [auth]: `labrun server`
 
 
 def test_every_task_entry_point_loads_and_takes_config():

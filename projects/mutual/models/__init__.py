@@ -28,6 +28,31 @@ deeponet    unstacked DeepONet with a bias: branch MLP on the    width (128), de
             trunk MLP on the query coordinates                    (training grid)
 ==========  ===================================================  ======================
 
+Time series (``problem=timeseries``; :mod:`projects.mutual.models.series`,
+``build_forecaster(name, lookback, horizon, channels, outputs, **sizes)``):
+
+==========  ===================================================  ======================
+dlinear     DLinear: moving-average trend (25 steps) + seasonal  none (two L x H
+            remainder, one linear map over time each, shared by  linear layers)
+            the channels
+lstm        LSTM over the window, linear head: last hidden state  width (64), depth (1),
+            -> the whole horizon                                  dropout (0)
+patchtst    channel-independent Transformer encoder on patches   width (32), depth (2),
+            (16 / stride 8) of the window, flatten head          dropout (0)
+==========  ===================================================  ======================
+
+Segmentation (``problem=segmentation``; :mod:`projects.mutual.models.segmentation`,
+``build_segmenter(name, in_channels, num_classes, **sizes)``; (N, C, H, W) -> logits (N, K, H, W)):
+
+==========  ===================================================  ======================
+unet        U-Net: depth max-pool levels (channels width x 2^l),  width (16), depth (3),
+            bilinear up, skip concat, double 3x3 convs, BN        dropout (0)
+fcn         FCN-16s-style: depth stride-2 stages, dilated        width (16), depth (3),
+            context conv, scores of the last two fused, bilinear  dropout (0)
+lraspp      torchvision LR-ASPP MobileNetV3-Large, weights=None,  none (3.2 M params;
+            weights_backbone=None                                 ~3x a unet step on CPU)
+==========  ===================================================  ======================
+
 The table below (:data:`MODELS`) is torch-free: the config schema checks model names and
 which size keys a model takes before any run exists; torch loads in :func:`build_model`.
 """
@@ -62,6 +87,16 @@ MODELS: dict[str, ModelSpec] = {
                       "operator"),
     "deeponet": ModelSpec("projects.mutual.models.operator.deeponet:DeepONet",
                           {"width": 128, "depth": 3, "basis": 128, "sensors": None}, "operator"),
+    "dlinear": ModelSpec("projects.mutual.models.series.dlinear:DLinear", {}, "timeseries"),
+    "lstm": ModelSpec("projects.mutual.models.series.lstm:LSTMForecaster",
+                      {"width": 64, "depth": 1, "dropout": 0.0}, "timeseries"),
+    "patchtst": ModelSpec("projects.mutual.models.series.patchtst:PatchTST",
+                          {"width": 32, "depth": 2, "dropout": 0.0}, "timeseries"),
+    "unet": ModelSpec("projects.mutual.models.segmentation.unet:UNet",
+                      {"width": 16, "depth": 3, "dropout": 0.0}, "segmentation"),
+    "fcn": ModelSpec("projects.mutual.models.segmentation.fcn:FCN",
+                     {"width": 16, "depth": 3, "dropout": 0.0}, "segmentation"),
+    "lraspp": ModelSpec("projects.mutual.models.segmentation.fcn:LRASPP", {}, "segmentation"),
 }
 SIZE_KEYS = ("width", "depth", "dropout", "modes", "basis", "sensors")
 _REGISTRY = LazyRegistry("model", {name: spec.target for name, spec in MODELS.items()})
@@ -108,6 +143,23 @@ def build_operator(name: str, dim: int, resolution: int, **sizes: Any) -> "nn.Mo
     _takes(name, "operator")
     factory = _REGISTRY.get(check_model(name, sizes))
     return factory(int(dim), int(resolution), **model_sizes(name, sizes))
+
+
+def build_forecaster(name: str, lookback: int, horizon: int, channels: int, outputs: Sequence[int],
+                     **sizes: Any) -> "nn.Module":
+    """A fresh forecaster ``(N, lookback, channels) -> (N, horizon, len(outputs))``; ``outputs``
+    index the forecast channels among the inputs."""
+    _takes(name, "timeseries")
+    factory = _REGISTRY.get(check_model(name, sizes))
+    return factory(int(lookback), int(horizon), int(channels), [int(i) for i in outputs],
+                   **model_sizes(name, sizes))
+
+
+def build_segmenter(name: str, in_channels: int, num_classes: int, **sizes: Any) -> "nn.Module":
+    """A fresh segmenter: images (N, in_channels, H, W) -> class logits (N, num_classes, H, W), any H, W."""
+    _takes(name, "segmentation")
+    factory = _REGISTRY.get(check_model(name, sizes))
+    return factory(int(in_channels), int(num_classes), **model_sizes(name, sizes))
 
 
 def check_fits(name: str, problem: str, key: str = "model") -> None:

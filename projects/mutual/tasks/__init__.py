@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
 TASKS = LazyRegistry("problem", {
     "classification": "projects.mutual.tasks.classification:ClassificationTask",
     "operator": "projects.mutual.tasks.operator:OperatorTask",
+    "timeseries": "projects.mutual.tasks.timeseries:TimeSeriesTask",
+    "segmentation": "projects.mutual.tasks.segmentation:SegmentationTask",
 })
 
 
