@@ -3,7 +3,7 @@
 Sections: ``data`` (corpus and tokens), ``model`` (the GPT), ``train`` (optimiser, schedule,
 the stabiliser under test), ``instability`` (spikes and noise injected on purpose),
 ``monitor`` (the uncertainty index and its trigger), ``events`` (the instability rule the
-study counts). Every key is documented where it is declared; ``--help`` lists them all.
+study counts), ``branch`` (branch simulation: rewind, proxy search, verification). Every key is documented where it is declared; ``--help`` lists them all.
 """
 from __future__ import annotations
 
@@ -159,6 +159,90 @@ class EventsConfig(Section):
     """A trigger anticipates an event if it fires at most this many steps before it (or at it)."""
 
 
+class ActionConfig(Section):
+    """One corrective action (the rule of ablation A); the proxy searches the same space."""
+
+    lr: Literal[-0.2, -0.1, 0.0, 0.1] = -0.2
+    """Relative change of the learning rate while the action holds."""
+    wd: Literal[0.5, 1.0, 2.0] = 1.0
+    """Factor on the weight decay while the action holds (a no-op where it is 0)."""
+    clip: Literal["keep", "off", "zclip", "fixed", "spam"] = "fixed"
+    """Gradient clipping while the action holds: keep (the run's own), off, ZClip, fixed-norm
+    (train.clip_norm), SPAM-style."""
+    momentum_reset: bool = True
+    """Zero the optimiser's first moments at the branch point."""
+    reorder: Literal["none", "shuffle_block"] = "none"
+    """'shuffle_block': redraw the data stream from the branch point (seeded by the manifest)."""
+    skip: bool = False
+    """Skip updates on batches whose loss leaves the event band while the action holds."""
+
+
+class BranchConfig(Section):
+    enabled: bool = False
+    """Branch simulation: when the trigger fires, rewind k steps, search actions, apply one."""
+    mode: Literal["rules", "proxy", "proxy_verify"] = "proxy_verify"
+    """'rules': apply branch.rule (ablation A); 'proxy': the proxy's best action unverified (B);
+    'proxy_verify': the top_k verified by real rollouts (C, the full method)."""
+    signal: Literal["index", "loss"] = "index"
+    """What fires a branch: the uncertainty index trigger, or the loss-only trigger (ablation D)."""
+    k: int = 4
+    """Steps back from the trigger to the branch point cp_{t-k}."""
+    horizon: int = 16
+    """N: steps ahead the proxy forecasts and each verification rollout runs (> k)."""
+    hold: int = 16
+    """Steps an action stays in force from the branch point (then the run's own settings return)."""
+    window: int = 10
+    """W: steps over which the state features' EMA and deltas are taken."""
+    proposals: int = 64
+    """Actions the Optuna study proposes per episode (ask/tell, in memory)."""
+    top_k: int = 3
+    """Candidates verified for real (proxy_verify)."""
+    alpha: float = 1.0
+    """score = alpha * -E[loss@N] + beta * -risk + gamma * -recovery."""
+    beta: float = 1.0
+    gamma: float = 0.02
+    confidence: float = 0.9
+    """Nominal coverage of the proxy's split-conformal loss interval."""
+    risk_level: float = 0.9
+    """Level of the calibrated upper quantile of loss@N (the risk quantile)."""
+    allow_skip: bool = False
+    """Let the search propose skip-batch actions (off: skipping biases the data)."""
+    cooldown: int = 16
+    """Steps after an episode during which the trigger does not branch again."""
+    max_episodes: int = 0
+    """Stop branching after this many episodes (0: no limit)."""
+    from_files: bool = False
+    """Branch from the run's checkpoint files instead of the in-memory snapshots of the last k steps."""
+    pretrain: str = "auto"
+    """Proxy pre-training data: 'auto' (collected once from a baseline run of this config with
+    pretrain_seed, cached), 'none', or a log_db.parquet path."""
+    pretrain_seed: int = 1000
+    """Seed of the baseline run the warm-up collection branches from (not an evaluated seed)."""
+    cache_dir: str | None = execution(None)
+    """Where 'auto' pre-training logs are cached ($LABRUN_BRANCH_CACHE, else ~/.cache/labrun/branch)."""
+    pretrain_points: int = 6
+    """Branch points of the warm-up collection (trigger steps of the baseline run, then spread)."""
+    pretrain_actions: int = 6
+    """Random actions rolled out per warm-up branch point (plus no change)."""
+    hidden: int = 64
+    """Width of the proxy MLP."""
+    epochs: int = 150
+    """Full-batch Adam steps per proxy fit."""
+    refit: bool = True
+    """Refit the proxy after every verified episode on the log including the new rows."""
+    rule: ActionConfig = ActionConfig()
+
+    @model_validator(mode="after")
+    def _horizon(self) -> "BranchConfig":
+        if self.k < 1 or self.horizon <= self.k:
+            raise ValueError(f"branch.horizon ({self.horizon}) must exceed branch.k ({self.k}) >= 1")
+        if self.proposals < 1 or self.top_k < 1:
+            raise ValueError("branch.proposals and branch.top_k must be >= 1")
+        if not 0 < self.confidence < 1 or not 0 < self.risk_level < 1:
+            raise ValueError("branch.confidence and branch.risk_level must be in (0, 1)")
+        return self
+
+
 class Config(TaskConfig):
     task: ClassVar[str] = "dynamics"
     method_key: ClassVar[str] = "train.stabiliser"
@@ -169,7 +253,16 @@ class Config(TaskConfig):
     instability: InstabilityConfig = InstabilityConfig()
     monitor: MonitorConfig = MonitorConfig()
     events: EventsConfig = EventsConfig()
+    branch: BranchConfig = BranchConfig()
+
+    @property
+    def method_tag(self) -> str:
+        """The stabiliser, or the branching ablation (branch_rules, branch_proxy,
+        branch_proxy_verify; ``_loss`` with the single-signal trigger) when branching is on."""
+        if not self.branch.enabled:
+            return self.train.stabiliser
+        return f"branch_{self.branch.mode}" + ("_loss" if self.branch.signal == "loss" else "")
 
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "InstabilityConfig", "MonitorConfig",
-           "EventsConfig", "STABILISERS"]
+           "EventsConfig", "BranchConfig", "ActionConfig", "STABILISERS"]

@@ -64,6 +64,9 @@ class Trainer:
         self.flops_per_step = flops_per_token(self.model.n_params(), m.layers, d.context, m.d_model) \
             * t.batch_size * d.context
         self.monitor_s = 0.0
+        from projects.dynamics.branch.actions import Knobs
+
+        self.knobs = Knobs(t, self.optimizer)  # the branch action in force (neutral unless a branch set one)
         self._val = self.corpus.val_batches(t.batch_size, t.eval_batches)
 
     # ------------------------------------------------------------------ state
@@ -74,6 +77,8 @@ class Trainer:
                 "trainer": self.state}
         if self.monitor is not None:
             objs["monitor"] = self.monitor
+        if self.cfg.branch.enabled:
+            objs["knobs"] = self.knobs
         return objs
 
     def snapshot(self) -> dict:
@@ -86,9 +91,16 @@ class Trainer:
         return copy.deepcopy(checkpoint.collect(self.objects(), global_step=self.state.step))
 
     def restore(self, state: dict) -> None:
+        """Load ``state`` (a snapshot or a loaded checkpoint); the state itself is not consumed.
+
+        A copy is applied: ``optimizer.load_state_dict`` keeps the given moment tensors as
+        its own, so the next steps would otherwise update the snapshot in place and a second
+        restore from it (the next branch from the same point) would start elsewhere."""
+        import copy
+
         from tracking import checkpoint
 
-        checkpoint.apply(state, self.objects())
+        checkpoint.apply(copy.deepcopy(state), self.objects())
 
     @classmethod
     def from_checkpoint(cls, cfg: Config, path: str, device: str = "cpu") -> "Trainer":
@@ -122,13 +134,18 @@ class Trainer:
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = self.clipper(self.model)
+        held = self.knobs.active(step)
+        grad_norm = (self.knobs.clipper if held and self.knobs.clipper is not None else self.clipper)(self.model)
         value = float(loss.detach())
-        lr = self.optimizer.param_groups[0]["lr"]
-        if math.isfinite(value) and math.isfinite(grad_norm):
+        lr = self.optimizer.param_groups[0]["lr"] * ((1.0 + self.knobs.action.lr) if held else 1.0)
+        if not (math.isfinite(value) and math.isfinite(grad_norm)):
+            st.skipped += 1  # a non-finite step would poison the weights for good: skip it, count it
+        elif held and self.knobs.action.skip and self._off_band(value):
+            self.knobs.skipped += 1
+        elif held:
+            self._held_step()
+        else:
             self.optimizer.step()
-        else:  # a non-finite step would poison the weights for good: skip it, count it
-            st.skipped += 1
         self.scheduler.step()
         st.step, st.tokens = step, st.tokens + x.numel()
         st.losses.append(value)
@@ -138,11 +155,32 @@ class Trainer:
                    "dynamics.activation_entropy": self.model.activation_entropy()}
         if keep:
             metrics.update(self.model.layer_summaries())
+        if self.cfg.branch.enabled:  # batch statistics for the branch proxy's state features
+            metrics["diag.batch.unique"] = float(torch.unique(x).numel()) / self.corpus.vocab.size
         started, recovered = self.events(step, value)
         metrics["dynamics.event"], metrics["dynamics.recovered"] = float(started), float(recovered)
         metrics["perf.step_ms"] = (time.perf_counter() - t0) * 1e3
         metrics.update(self._observe(step, metrics))
         return metrics
+
+    def _held_step(self) -> None:
+        """An optimiser step under the branch action's learning rate and weight decay."""
+        a, groups = self.knobs.action, self.optimizer.param_groups
+        saved = [(g["lr"], g.get("weight_decay", 0.0)) for g in groups]
+        for g in groups:
+            g["lr"] *= 1.0 + a.lr
+            if "weight_decay" in g:
+                g["weight_decay"] *= a.wd
+        self.optimizer.step()
+        for g, (lr, wd) in zip(groups, saved):
+            g["lr"] = lr
+            if "weight_decay" in g:
+                g["weight_decay"] = wd
+
+    def _off_band(self, loss: float) -> bool:
+        """The loss leaves the event rule's band (a skip-batch action skips that update)."""
+        e = self.events
+        return e.ema is not None and len(e.resid) >= 2 and loss > e.ema + e.k * e._std()
 
     def _observe(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         if self.monitor is None:
