@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-store-uri", default=None, help="default: the labrun tracking store")
     p.set_defaults(func=_ui)
 
+    from tracking import server  # light: argparse only
+
+    p = sub.add_parser("server", help="start the group's MLflow tracking server with logins "
+                                      "(PostgreSQL, served artifacts, basic-auth; 127.0.0.1)")
+    server.add_arguments(p)
+    p.set_defaults(func=server.main)
+
     for name in PLUGINS:
         try:
             module = importlib.import_module(name)

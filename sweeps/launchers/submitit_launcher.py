@@ -32,6 +32,32 @@ class SubmititOptions(LauncherOptions):
     mem_gb: float | None = None
 
 
+# Job states (Slurm's, and the local executor's INTERRUPTED for a process killed by a signal)
+# in which the cell was taken away rather than failing by itself: reported killed, so the sweep
+# resumes it from its checkpoint (and closes its run KILLED, not FAILED).
+TAKEN_AWAY = ("INTERRUPTED", "CANCELLED", "PREEMPTED", "NODE_FAIL", "TIMEOUT", "BOOT_FAIL", "DEADLINE")
+
+
+def _taken_away(fut: Any, exc: Exception) -> bool:
+    """Whether the job's process was killed rather than the task failing.
+
+    A task that raises leaves a result (submitit re-raises it as FailedJobError); a process
+    killed by a signal leaves none (UncompletedJobError). The local executor reports the state
+    of its controller process, which exits normally when its job process is SIGKILLed, so the
+    missing result is the only sign there.
+    """
+    text = str(exc)
+    if type(exc).__name__ == "UncompletedJobError":
+        return True
+    if "SIGINT" in text or "SIGTERM" in text or "cancel" in text.lower():
+        return True
+    try:
+        state = str(fut.state).upper()
+    except Exception:
+        return False
+    return any(state.startswith(s) for s in TAKEN_AWAY)
+
+
 def job_body(module: str, argv: list[str], cell_env: dict[str, str]) -> int:
     """Runs on the cluster node: the task's ``main(argv)``; returns its exit code."""
     from tracking.tasks import run_entry_point
@@ -93,10 +119,8 @@ class SubmititLauncher(Launcher):
             return None
         try:
             return int(fut.result())
-        except Exception as exc:  # the job process died or was cancelled
-            text = str(exc)
-            killed = "SIGINT" in text or "SIGTERM" in text or "cancel" in text.lower()
-            return EXIT_SIGTERM if killed else EXIT_FAILED
+        except Exception as exc:  # the job's process died, or the scheduler took it away
+            return EXIT_SIGTERM if _taken_away(fut, exc) else EXIT_FAILED
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:
         dropped = self._drop_queue()
