@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from tracking.config import ConfigError, flatten, resolve_config
+from tracking.config import ConfigError, exists, flatten, resolve_config
 
 LIST_KEY = "experiment_conditions"
 CONDITION_KEYS = ("name", "description", "config")
@@ -36,7 +36,7 @@ def is_conditions_file(path: str | Path) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.exists():
+    if not exists(path):
         raise ConfigError(f"conditions file {str(path)!r} not found; pass an existing .json file "
                           f"(e.g. projects/anomaly/conditions/base.json)")
     try:

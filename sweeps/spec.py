@@ -18,7 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_mode
 
 from sweeps import conditions
 from sweeps.launchers.base import LauncherOptions, registered, unknown_launcher
-from tracking.config import ConfigError, read_yaml, set_dotted
+from tracking.config import ConfigError, exists, read_yaml, set_dotted
 
 
 class _Strict(BaseModel):
@@ -284,10 +284,10 @@ def _read(path: str | Path) -> dict[str, Any]:
     if conditions.is_conditions_file(path):  # an experiment-conditions .json: one cell per condition
         return conditions.spec_data(path)
     p = Path(path)
-    if not p.exists():
+    if not exists(p):
         specs = Path(__file__).resolve().parent / "specs"
         for candidate in (specs / str(path), specs / f"{path}.yaml"):
-            if candidate.exists():
+            if exists(candidate):
                 p = candidate
                 break
         else:
@@ -304,18 +304,29 @@ def _apply_sets(data: dict[str, Any], sets: Sequence[str]) -> None:
         if "=" not in item:
             raise ConfigError(f"malformed --set {item!r}: expected key=value (e.g. --set parallel=2)")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"malformed --set {item!r}: the value is not YAML ({problem})") from None
         head, _, rest = key.partition(".")
         if head in ("overrides", "matrix") and rest:
-            data.setdefault(head, {})
-            if data[head] is None:
-                data[head] = {}
-            data[head][rest] = value  # dotted config keys stay one key
+            _mapping_at(data, head, item)[rest] = value  # dotted config keys stay one key
         elif head == "space" and rest and "." in rest:
             dotted, _, attr = rest.rpartition(".")
-            data.setdefault("space", {}).setdefault(dotted, {})[attr] = value
+            _mapping_at(_mapping_at(data, "space", item), dotted, item)[attr] = value
         else:
             set_dotted(data, key, value)
+
+
+def _mapping_at(data: dict[str, Any], key: str, item: str) -> dict[str, Any]:
+    """``data[key]`` as a mapping a ``--set`` can write into (created when absent or null)."""
+    if data.get(key) is None:
+        data[key] = {}
+    if not isinstance(data[key], dict):
+        raise ConfigError(f"cannot apply --set {item!r}: {key!r} in the spec is a "
+                          f"{type(data[key]).__name__}, not a mapping")
+    return data[key]
 
 
 S = typing.TypeVar("S", SweepSpec, StudySpec)

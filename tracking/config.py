@@ -294,10 +294,18 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
     return key, value
 
 
+def exists(path: Path) -> bool:
+    """``path.exists()``, but False for a name the OS refuses (too long) instead of an OSError."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def read_yaml(path: Path, what: str = "config",
               hint: str = "pass an existing YAML file with --config") -> dict[str, Any]:
     """A YAML mapping, or a one-line ConfigError naming the file, the line and the problem."""
-    if not path.exists():
+    if not exists(path):
         raise ConfigError(f"{what} file {str(path)!r} not found; {hint}")
     try:
         data = yaml.safe_load(path.read_text())
@@ -323,10 +331,10 @@ def find_config(schema: type[TaskConfig], name: str | None) -> Path | None:
         default = schema.config_dir() / "default.yaml"
         return default if default.exists() else None
     path = Path(name)
-    if path.exists():
+    if exists(path):
         return path
     for candidate in (schema.config_dir() / name, schema.config_dir() / f"{name}.yaml"):
-        if candidate.exists():
+        if exists(candidate):
             return candidate
     return path  # read_yaml reports it as missing
 
