@@ -128,6 +128,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"labrun {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except Exception as exc:
+        refused = _refused_by_server(exc)
+        if refused is None:
+            raise
+        print(f"labrun {args.command}: error: {refused}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+
+
+def _refused_by_server(exc: BaseException) -> str | None:
+    """A tracking server's 401/403 as one line (a login problem, not a bug); else None."""
+    text = str(exc)
+    if type(exc).__name__ != "MlflowException" and "RestException" not in type(exc).__name__:
+        return None
+    for code, what in (("401", "the tracking server refused the login: set MLFLOW_TRACKING_USERNAME "
+                                "and MLFLOW_TRACKING_PASSWORD to a user it knows"),
+                       ("403", "the tracking server says this user may not do that: ask its admin for "
+                               "EDIT (or MANAGE) permission on the experiment")):
+        if code in text.split("\n", 1)[0] or f"status code {code}" in text or f"HTTP {code}" in text:
+            return what
+    return None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from tracking import tags as T
 
-STALE_REASON = "stale: its process is gone (crashed launcher or SIGKILL); marked KILLED by a sweep"
+from tracking.store import STALE_REASON  # re-exported: sweeps.study reads it here
 
 
 @dataclass

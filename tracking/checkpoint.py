@@ -211,30 +211,47 @@ class SnapshotPool:
                 stack.extend(item)
 
 
-def snapshot(state: Any, pool: SnapshotPool | None = None) -> Any:
+def snapshot(state: Any, pool: SnapshotPool | None = None, *, defer: Mapping[str, Any] | None = None,
+             defer_min_bytes: int | None = None) -> Any:
     """A copy of ``state`` that later training cannot change: every tensor copied into new
     CPU memory (or memory from ``pool``), containers rebuilt, other objects deep-copied.
 
     ``state_dict()`` hands out the live parameter and moment tensors; a background writer
     compressing those would save whatever the next optimizer step wrote into them. The copy
     is a plain memcpy on one thread: torch's own parallel ``copy_`` was 5x slower on the
-    loaded 2-core machine (two threads fighting over one core), and memory bandwidth, not
-    the thread count, bounds it anyway.
+    loaded 2-core machine (two threads fighting over one core), and two numpy threads gave
+    nothing either (bench/checkpoint.py: memory bandwidth, not the thread count, bounds it).
+
+    ``defer`` (the tracked objects, ``checkpoint.snapshot=deferred``): big CPU tensors are
+    not copied here but by the writer thread, and the training thread is held at the first
+    point that may change them; the result is a :class:`DeferredState` (see :class:`Deferred`
+    for the contract and what it cannot see).
     """
+    pending: list | None = [] if defer is not None else None
+    limit = DEFER_MIN_BYTES if defer_min_bytes is None else defer_min_bytes
+    out = _snap(state, pool, pending, limit, "")
+    if defer is None or not pending:
+        return out
+    deferred = Deferred(pending)
+    deferred.guard(defer)
+    return DeferredState(out, deferred)
+
+
+def _snap(state: Any, pool: SnapshotPool | None, pending: list | None, limit: int, where: str) -> Any:
     import numpy as np
     import torch
 
     if isinstance(state, torch.Tensor):
-        return _copy_tensor(state, pool)
+        return _copy_tensor(state, pool, pending, limit, where)
     if isinstance(state, dict):
         out = copy.copy(state)  # keeps the type and attributes (state_dict's _metadata)
         for key, value in state.items():
-            out[key] = snapshot(value, pool)
+            out[key] = _snap(value, pool, pending, limit, f"{where}.{key}" if where else str(key))
         return out
-    if isinstance(state, list):
-        return [snapshot(v, pool) for v in state]
-    if isinstance(state, tuple):
-        items = [snapshot(v, pool) for v in state]
+    if isinstance(state, (list, tuple)):
+        items = [_snap(v, pool, pending, limit, f"{where}[{i}]") for i, v in enumerate(state)]
+        if isinstance(state, list):
+            return items
         return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
     if isinstance(state, np.ndarray):
         return state.copy()
@@ -243,7 +260,7 @@ def snapshot(state: Any, pool: SnapshotPool | None = None) -> Any:
     return copy.deepcopy(state)
 
 
-def _copy_tensor(t, pool: SnapshotPool | None):
+def _copy_tensor(t, pool: SnapshotPool | None, pending: list | None = None, limit: int = 0, where: str = ""):
     import numpy as np
     import torch
 
@@ -255,9 +272,136 @@ def _copy_tensor(t, pool: SnapshotPool | None):
     out = pool.take(t.shape, t.dtype) if pool is not None else None
     if out is None:
         out = torch.empty(t.shape, dtype=t.dtype)
-    if t.numel():
+    if not t.numel():
+        return out
+    if pending is not None and t.numel() * t.element_size() >= limit:
+        pending.append((where, t, out, t._version))   # copied by Deferred.copy
+    else:
         np.copyto(_byte_view(out), _byte_view(t))
     return out
+
+
+DEFER_MIN_BYTES = 256 << 10
+"""Tensors smaller than this are copied at once even in deferred mode: they are a negligible
+part of the copy, and they include what changes outside ``optimizer.step`` (Adam's ``step``
+counters, a tensor learning rate a scheduler fills, BatchNorm's running statistics)."""
+
+_ACTIVE: list["Deferred"] = []          # deferred snapshots the training thread has not settled
+_ACTIVE_LOCK = threading.Lock()
+_STEP_HOOK: list = []                   # the process-wide optimizer step pre-hook, once
+
+
+class SnapshotTorn(CheckpointError):
+    """A tensor of a deferred snapshot changed in place before the snapshot was settled."""
+
+
+class DeferredState(dict):
+    """A snapshot whose big tensors :attr:`deferred` still has to copy (it does so before
+    anything reads them: :func:`write_stream`, :func:`quantize_state`)."""
+
+    def __init__(self, state: Mapping[str, Any], deferred: "Deferred") -> None:
+        super().__init__(state)
+        self.deferred = deferred
+
+
+class Deferred:
+    """The copy half of a deferred snapshot, and the guard that keeps it consistent.
+
+    ``save_checkpoint`` captured RNGs, samplers, step, small tensors and every non-tensor
+    value at the call; the big tensors (parameters, moments, big buffers) are copied on the
+    writer thread while training goes on. The training thread *settles* the snapshot (waits
+    for the copy, then compares every pending tensor's version counter with the one at the
+    save) at the first point that may change those tensors:
+
+    - any ``optimizer.step()`` (a global step pre-hook, registered once per process);
+    - the forward of a tracked module that owns one of the deferred buffers (a running
+      statistic updated in place by the forward, e.g. a wide BatchNorm);
+    - the next save, and the run's end (:meth:`tracking.writer.CheckpointWriter.wait`).
+
+    The file becomes visible (renamed, uploaded) only after the verdict. Any in-place change
+    torch counts (``p.add_``, ``p.copy_``, ``torch.no_grad()`` edits, ``load_state_dict``,
+    an EMA updated before the next step) between the save and the settling point fails the
+    save with :class:`SnapshotTorn` and leaves no file, whether or not the copy had already
+    passed that tensor, so the outcome does not depend on timing. What the version counter
+    does not see is not detected: writes through ``p.data`` or through a NumPy view of a
+    tensor, and buffers of modules that are not among the tracked objects. A loop that
+    does those before its next ``optimizer.step()`` must use the default full copy.
+    """
+
+    def __init__(self, pending: list) -> None:
+        self.pending = pending           # (name, live tensor, destination, version at the save)
+        self._copy_lock = threading.Lock()
+        self._copied = False
+        self._settled = threading.Event()
+        self._torn: list[str] = []
+        self._hooks: list = []
+
+    def guard(self, objects: Mapping[str, Any]) -> None:
+        """Install the settling points for this snapshot (on the training thread)."""
+        import torch
+
+        if not _STEP_HOOK:
+            from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+            _STEP_HOOK.append(register_optimizer_step_pre_hook(_settle_hook))
+        storages = {src.untyped_storage().data_ptr() for _, src, _, _ in self.pending}
+        for obj in objects.values():
+            if not isinstance(obj, torch.nn.Module):
+                continue
+            for module in obj.modules():
+                if any(b is not None and b.device.type == "cpu" and b.untyped_storage().data_ptr() in storages
+                       for b in module._buffers.values()):
+                    self._hooks.append(module.register_forward_pre_hook(_settle_hook))
+        with _ACTIVE_LOCK:
+            _ACTIVE.append(self)
+
+    def copy(self) -> None:
+        """Copy every pending tensor; whichever thread asks first does it, once."""
+        import numpy as np
+
+        with self._copy_lock:
+            if not self._copied:
+                for _, src, dst, _ in self.pending:
+                    np.copyto(_byte_view(dst), _byte_view(src))   # releases the GIL
+                self._copied = True
+
+    def settle(self) -> None:
+        """On the training thread: finish the copy, then judge it (see the class)."""
+        if self._settled.is_set():
+            return
+        self.copy()
+        self._torn = [name for name, src, _, version in self.pending if src._version != version]
+        for handle in self._hooks:   # module pre-hooks are read from a copy: safe inside one
+            handle.remove()
+        self._hooks = []
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+        self._settled.set()
+
+    def confirm(self, cancel: threading.Event | None = None) -> None:
+        """On the writer thread, before the file may become visible: wait for the verdict."""
+        while not self._settled.wait(0.05):
+            if cancel is not None and cancel.is_set():
+                raise SaveCancelled("checkpoint save cancelled")
+        if self._torn:
+            shown = ", ".join(self._torn[:3]) + (f" and {len(self._torn) - 3} more" if len(self._torn) > 3 else "")
+            raise SnapshotTorn(
+                f"{shown} changed in place after save_checkpoint and before the next optimizer step; "
+                f"a deferred snapshot cannot hold that state (use checkpoint.snapshot=copy)")
+
+
+def settle_pending() -> None:
+    """Settle every deferred snapshot of this process (the training side calls this)."""
+    with _ACTIVE_LOCK:
+        active = list(_ACTIVE)
+    for deferred in active:
+        deferred.settle()
+
+
+def _settle_hook(*_: Any) -> None:
+    if _ACTIVE:
+        settle_pending()
 
 
 def _byte_view(t):
@@ -269,9 +413,13 @@ def _byte_view(t):
 
 def quantize_state(state: Mapping[str, Any]) -> dict:
     """``state`` with every optimizer's moments in 8 bits (see quantize_optimizer_state)."""
+    deferred = getattr(state, "deferred", None)
+    if deferred is not None:
+        deferred.copy()
     objects = {k: quantize_optimizer_state(v) if _is_optimizer_state(v) and not v.get("__quantized__") else v
                for k, v in state["objects"].items()}
-    return {**state, "objects": objects}
+    out = {**state, "objects": objects}
+    return DeferredState(out, deferred) if deferred is not None else out
 
 
 # --------------------------------------------------------------------------- 8-bit moments
@@ -474,6 +622,8 @@ def write_stream(state: Mapping[str, Any], fh: Any, *, level: int = LEVEL, shuff
     """
     import zstandard
 
+    if getattr(state, "deferred", None) is not None:
+        state.deferred.copy()
     tensors: list = []
     skel = io.BytesIO()
     _Pickler(skel, tensors).dump(dict(state))
@@ -636,7 +786,7 @@ def save(state: Mapping[str, Any], path: str | Path, *, level: int = LEVEL, shuf
     ``fsync`` is off by default: it cost ~90 ms per 120 MB here, and what a resume reads is
     the artifact store's copy, which MLflow does not fsync either; after a power loss a
     torn file fails its checksum and the previous one is used. A cancelled or failed save
-    removes its temporary file.
+    removes its temporary file, and so does a deferred snapshot found torn (:class:`Deferred`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -647,6 +797,8 @@ def save(state: Mapping[str, Any], path: str | Path, *, level: int = LEVEL, shuf
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+        if getattr(state, "deferred", None) is not None:
+            state.deferred.confirm(cancel)   # a torn deferred snapshot never becomes a file
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

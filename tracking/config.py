@@ -66,6 +66,12 @@ class CheckpointConfig(Section):
     """How many periodic checkpoints to keep in the store (the best one is kept apart)."""
     quantize_moments: bool = False
     """Store optimizer moments in 8 bits: ~3x smaller, but resume is no longer bit-identical."""
+    snapshot: Literal["copy", "deferred"] = "copy"
+    """copy: every tensor is copied before ``save_checkpoint`` returns (safe for any loop);
+    deferred: big tensors are copied on the writer thread and the loop waits only at its next
+    ``optimizer.step()``, for loops that change parameters and optimizer state only through
+    ``optimizer.step()`` (an in-place change torch counts fails that save loudly; see
+    :class:`tracking.checkpoint.Deferred`)."""
 
 
 class DivergenceConfig(Section):

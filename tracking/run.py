@@ -48,6 +48,7 @@ from tracking.seeding import resolve_device, seed_everything
 log = logging.getLogger("labrun")
 
 HEARTBEAT_S = 30.0
+SAVED_AT_KEY = "saved_at_ms"  # in a checkpoint's ``extra``: the wall-clock ms of the save
 _PARAM_MAX = 6000  # MLflow's limit on a param value
 
 
@@ -297,10 +298,14 @@ class Run:
         """
         if not self._tracked:
             raise RuntimeError("call run.track_state(model=..., optimizer=...) before save_checkpoint")
+        # When the state was taken: a resume copies only the history logged before it (what a
+        # task logs after its loop, e.g. final diagnostics at step 0, is logged again anyway).
+        extra = {**(extra or {}), SAVED_AT_KEY: int(time.time() * 1000)}
         writer = self._checkpoint_writer()
         writer.wait()  # one snapshot in memory at a time; its buffers are reused
+        deferred = self.cfg.checkpoint.snapshot == "deferred"  # ckpt.Deferred
         state = ckpt.snapshot(ckpt.collect(self._tracked, global_step=global_step, epoch=epoch, extra=extra),
-                              self._ckpt_pool)
+                              self._ckpt_pool, defer=self._tracked if deferred else None)
         folder = self.local_dir / "checkpoints"
         path = folder / "best" / "best.ptz" if best else folder / ckpt.checkpoint_name(global_step)
         writer.submit(lambda cancel: self._write_checkpoint(state, path, best, cancel))
@@ -361,6 +366,7 @@ class Run:
         self._sysmetrics = SystemMetrics(self.run_id, self.cfg.launch.system_metrics)
         self._sysmetrics.start()
         self._record_start(adopted)
+        self._close_stale_twins()
         if self.cfg.launch.resume:
             self._load_resume(self.cfg.launch.resume)
             self.set_tag(T.RESUMED_STEP, self.resume.global_step)
@@ -404,6 +410,19 @@ class Run:
             self.log_text(self.git.diff_text(), "git.diff")
         self.log_dict(environment(str(self.device), type(cfg).packages), "environment.json")
 
+    def _close_stale_twins(self) -> None:
+        """Earlier runs of this very config left RUNNING by a SIGKILL end KILLED now, so no
+        run reads as running forever (a sweep's ledger does the same for its cells)."""
+        fp = self.tags.get(T.FINGERPRINT)
+        try:
+            found = self.client.search_runs([self.experiment_id], filter_string=(
+                f"tags.`{T.FINGERPRINT}` = '{fp}' and attributes.status = 'RUNNING'"), max_results=100)
+        except Exception:
+            return
+        for other in found:
+            if other.info.run_id != self.run_id:
+                store.close_if_stale(self.client, other.info.run_id)
+
     def _header(self) -> dict:
         opts = self.cfg.launch
         return {
@@ -432,6 +451,7 @@ class Run:
         if found is None:
             raise ckpt.CheckpointError(f"run {source_run} has no valid checkpoint to resume from")
         path, state = found
+        store.close_if_stale(self.client, source_run)  # a SIGKILLed source must not stay RUNNING
         self.resume = ckpt.ResumeInfo(run_id=source_run, path=path.name, global_step=state["global_step"],
                                       epoch=state["epoch"], extra=state["extra"])
         self._resume_state = state
@@ -444,8 +464,10 @@ class Run:
     def _copy_history(self, source_run: str, until_step: int) -> None:
         """The continued run carries the whole series, so it reads like an uninterrupted one."""
         source = self.client.get_run(source_run)
+        saved_at = (self.resume.extra or {}).get(SAVED_AT_KEY) if self.resume else None
         for key in source.data.metrics:
-            history = [m for m in self.client.get_metric_history(source_run, key) if m.step <= until_step]
+            history = [m for m in self.client.get_metric_history(source_run, key)
+                       if m.step <= until_step and (saved_at is None or m.timestamp <= saved_at)]
             for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
                 self.metrics.log({key: m.value}, m.step, timestamp_ms=m.timestamp)
 

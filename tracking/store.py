@@ -194,6 +194,22 @@ def process_alive(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) is all we know
 
 
+STALE_REASON = "stale: its process is gone (crashed launcher or SIGKILL); marked KILLED by a sweep"
+
+
+def close_if_stale(client: Any, run_id: str) -> bool:
+    """End a RUNNING run nobody runs any more as KILLED (with the reason); True if it was."""
+    try:
+        run = client.get_run(run_id)
+        if not is_stale(run.info.status, run.data.tags, run.info.start_time):
+            return False
+        client.set_tag(run_id, T.FAILURE, STALE_REASON)
+        client.set_terminated(run_id, "KILLED", end_time=int(time.time() * 1000))
+        return True
+    except Exception:
+        return False
+
+
 def is_stale(status: str, tags: dict[str, str], start_time_ms: int | None,
              *, grace_s: float = 300.0) -> bool:
     """A RUNNING run nobody is running any more (crashed launcher, SIGKILL, bad ``mlflow run``).

@@ -12,6 +12,11 @@ pruning order would depend on timing. Waiting keeps every requested file and bou
 to one snapshot; it only costs training time when checkpoints are requested faster than
 they can be written, and then training runs at the writer's pace instead of piling up
 snapshots.
+
+With ``checkpoint.snapshot=deferred`` the tensors themselves are copied here too, and the
+training thread waits for that copy only at its next ``optimizer.step()`` (or the forward
+of a module whose buffers are in the snapshot); :class:`tracking.checkpoint.Deferred`
+says when that is safe.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import threading
 import time
 from typing import Callable
 
-from tracking.checkpoint import SaveCancelled
+from tracking.checkpoint import SaveCancelled, settle_pending
 
 log = logging.getLogger("labrun")
 
@@ -52,14 +57,21 @@ class CheckpointWriter:
     def wait(self, *, cancel_on_interrupt: bool = False) -> float:
         """Block until no save is in flight; returns the seconds waited.
 
+        Called by the training side only: it first settles a deferred snapshot
+        (:func:`tracking.checkpoint.settle_pending`), whose file waits for that verdict.
         A Ctrl-C while waiting propagates, unless ``cancel_on_interrupt``: then it asks
         the in-flight job to stop and goes on waiting (a job stops within one chunk, or
         finishes its upload), so the caller still returns with the file complete or absent.
         """
         t0 = time.perf_counter()
-        while not self._idle.is_set():
+        settled = False
+        while not (settled and self._idle.is_set()):
             try:
-                self._idle.wait(0.05)
+                if not settled:
+                    settle_pending()
+                    settled = True
+                else:
+                    self._idle.wait(0.05)
             except KeyboardInterrupt:
                 if not cancel_on_interrupt:
                     raise  # the run ends KILLED; its close() still waits for this save
@@ -67,8 +79,12 @@ class CheckpointWriter:
         return time.perf_counter() - t0
 
     def submit(self, job: Job) -> None:
-        """Start ``job`` in the background; the caller must have waited (:meth:`wait`)."""
-        self.wait()
+        """Start ``job`` in the background; the caller must have waited (:meth:`wait`).
+
+        It does not settle: the snapshot ``job`` writes may be a deferred one taken just now.
+        """
+        while not self._idle.is_set():
+            self._idle.wait(0.05)
         self.raise_error()
         self._cancel.clear()
         self._idle.clear()
