@@ -52,12 +52,27 @@ def log_dataset(client: Any, run_id: str, dataset: Any, split: str) -> str:
 
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:  # the usual case: the public call
-        mlflow.log_input(dataset, context=split)
+        _racing(lambda: mlflow.log_input(dataset, context=split))
         return dataset.digest
     from mlflow.entities import DatasetInput, InputTag
 
     from tracking import backends
 
     entity = backends.dataset_entity(dataset)  # a run that is not the active one: the client's path
-    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, split)])])
+    _racing(lambda: client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, split)])]))
     return dataset.digest
+
+
+def _racing(log: Any) -> None:
+    """Two runs that log the same dataset at the same moment both insert it; the store's
+    unique key (experiment, name, digest) refuses the second, which then finds it there."""
+    for attempt in range(3):
+        try:
+            log()
+            return
+        except Exception as exc:
+            if "UNIQUE constraint" not in str(exc) and "duplicate key" not in str(exc) or attempt == 2:
+                raise
+            import time
+
+            time.sleep(0.2 * (attempt + 1))
