@@ -10,6 +10,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("LABRUN_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("LABRUN_CLAIM_SETTLE_S", "0.05")  # one machine, one clock: no skew to wait out
 
 
 @pytest.fixture(scope="session")

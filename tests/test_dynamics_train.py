@@ -63,7 +63,7 @@ def test_resume_of_a_spiky_run_after_sigkill_reproduces_the_same_future(store):
     victim_id, reference_id = sigkill_after_checkpoint(
         store, "projects.dynamics.train", [*TINY, "--set", "train.sleep_s=0.15"], "cp_20.ptz",
         reference=lambda: main(TINY))
-    assert store.get_run(victim_id).info.status == "RUNNING"
+    assert store.get_run(victim_id).info.status == "KILLED"  # the resume closed the SIGKILLed source
     main(["--resume", victim_id, "--set", "train.sleep_s=0"])
     (resumed,) = [r for r in all_runs(store) if r.data.tags.get("labrun.resumed_from") == victim_id]
     assert int(resumed.data.tags["labrun.resumed_step"]) in (20, 40)

@@ -164,7 +164,8 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(store):
     victim_id, reference_id = sigkill_after_checkpoint(
         store, "projects.ired.train", [*args, "--set", "train.sleep_s=0.25"], "cp_10.ptz",
         reference=lambda: main(args))
-    assert store.get_run(victim_id).info.status == "RUNNING"  # killed hard: nothing ran on exit
+    victim = store.get_run(victim_id)  # killed hard: nothing ran on exit, so the resume closed it
+    assert victim.info.status == "KILLED" and victim.data.tags["labrun.failure"].startswith("stale")
     main(["--resume", victim_id, "--set", "train.sleep_s=0"])
     (resumed,) = [r for r in all_runs(store) if r.data.tags.get("labrun.resumed_from") == victim_id]
     assert int(resumed.data.tags["labrun.resumed_step"]) in (10, 20)

@@ -52,8 +52,12 @@ def _first_use_lock(uri: str):
         yield
         return
     import fcntl
+    import hashlib
+    import tempfile
 
-    with open(os.path.abspath(path) + ".lock", "a") as fh:
+    # In the temp dir, not beside the database: a file there would make a repository dirty.
+    key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), f"labrun-store-{key}.lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
