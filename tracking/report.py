@@ -39,6 +39,23 @@ def summary_json(summary: Mapping[str, Any]) -> str:
     return json.dumps(_json_safe(summary), indent=2, sort_keys=False)
 
 
+def _outcome_lines(s: dict) -> list[str]:
+    """How the run ended, when that is more than FINISHED: the failure, or a recorded divergence."""
+    lines: list[str] = []
+    if s.get("failure"):
+        lines += ["## Failure", "", f"`{s['failure']}`", "",
+                  "The traceback is in `traceback.txt`, the log in `logs/train.log`.", ""]
+        if str(s["failure"]).startswith("NonFinite:"):
+            lines += ["Training diverged: the run ends at that step, and the newest checkpoint is the "
+                      "last good one (before the non-finite value).", ""]
+    if s["tags"].get("labrun.diverged"):
+        lines += ["## Diverged", "", f"A watched training metric became non-finite at step "
+                  f"{s['tags']['labrun.diverged']}; training stopped there and the run was recorded as "
+                  f"finished (`divergence.on_nonfinite=record`). `labrun analyze` counts such runs "
+                  f"apart from the statistics.", ""]
+    return lines
+
+
 def report_markdown(summary: Mapping[str, Any]) -> str:
     s = summary
     lines = [f"# {s.get('name') or s['run_id']}", ""]
@@ -60,18 +77,7 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
     if s.get("resumed_from"):
         lines.append(f"| resumed from | `{s['resumed_from']}` at step {s.get('resumed_step')} |")
     lines.append("")
-    if s.get("failure"):
-        lines += ["## Failure", "", f"`{s['failure']}`", "",
-                  "The traceback is in `traceback.txt`, the log in `logs/train.log`.", ""]
-        if str(s["failure"]).startswith("NonFinite:"):
-            lines += ["Training diverged: the run ends at that step, and the newest checkpoint is the "
-                      "last good one (before the non-finite value).", ""]
-    if s["tags"].get("labrun.diverged"):
-        lines += ["## Diverged", "", f"A watched training metric became non-finite at step "
-                  f"{s['tags']['labrun.diverged']}; training stopped there and the run was recorded as "
-                  f"finished (`divergence.on_nonfinite=record`). `labrun analyze` counts such runs "
-                  f"apart from the statistics.", ""]
-
+    lines += _outcome_lines(s)
     lines += ["## Training", ""]
     training = s.get("training") or {}
     if training:
