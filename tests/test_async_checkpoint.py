@@ -277,7 +277,7 @@ def test_sigkill_mid_write_resumes_from_the_previous_valid_checkpoint(store, tmp
         assert _series(store, cont.info.run_id, key) == _series(store, straight, key), key
 
 
-@pytest.mark.parametrize("snapshot", ["copy", "deferred"])
+@pytest.mark.parametrize("snapshot", ["copy", pytest.param("deferred", marks=pytest.mark.slow)])  # 28 s each
 def test_sigterm_mid_write_completes_the_checkpoint_then_ends_killed(store, tmp_path, snapshot):
     proc, tmpdir = _victim(store, tmp_path, "terminated", snapshot)
     _wait_mid_write(proc, tmpdir, 40)

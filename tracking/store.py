@@ -57,7 +57,12 @@ def _first_use_lock(uri: str):
 
     # In the temp dir, not beside the database: a file there would make a repository dirty.
     key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]
-    with open(os.path.join(tempfile.gettempdir(), f"labrun-store-{key}.lock"), "a") as fh:
+    try:
+        fh = open(os.path.join(tempfile.gettempdir(), f"labrun-store-{key}.lock"), "a")
+    except OSError:  # no usable temp dir: the retries in _racing_first_use are all there is
+        yield
+        return
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
