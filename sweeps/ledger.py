@@ -13,13 +13,11 @@ Decisions per fingerprint:
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from tracking import tags as T
 
-from tracking.store import STALE_REASON  # re-exported: sweeps.study reads it here
 
 
 @dataclass
@@ -140,9 +138,10 @@ class Ledger:
 
     def _mark_killed(self, attempt: Attempt) -> None:
         """A dead RUNNING run would read as running forever in the UI and in analysis."""
+        from tracking.store import mark_stale_killed
+
         try:
-            self.client.set_tag(attempt.run_id, T.FAILURE, STALE_REASON)
-            self.client.set_terminated(attempt.run_id, "KILLED", end_time=int(time.time() * 1000))
+            mark_stale_killed(self.client, attempt.run_id)
             attempt.status = "KILLED"
         except Exception:
             pass

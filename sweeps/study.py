@@ -488,17 +488,14 @@ def _reap_stale(study: Any, objective: Objective, running: list[Any]) -> None:
 
 
 def _end_stale_runs(objective: Objective, number: int) -> None:
-    from sweeps.ledger import STALE_REASON
-    from tracking.store import is_stale
+    from tracking.store import close_if_stale
 
     client, spec = objective.client, objective.spec
     found = client.search_runs([objective.exp_id], filter_string=(
         f"tags.`{T.OPTUNA_STUDY}` = '{spec.name or ''}' and tags.`{T.OPTUNA_TRIAL}` = '{number}' "
         f"and attributes.status = 'RUNNING'"))
     for run in found:
-        if is_stale(run.info.status, run.data.tags, run.info.start_time, grace_s=2 * spec.heartbeat_s):
-            client.set_tag(run.info.run_id, T.FAILURE, STALE_REASON)
-            client.set_terminated(run.info.run_id, "KILLED")
+        if close_if_stale(client, run.info.run_id, grace_s=2 * spec.heartbeat_s):
             print(f"trial {number}: its worker is gone; run {run.info.run_id} ended KILLED", flush=True)
 
 

@@ -206,14 +206,19 @@ def process_alive(pid: int) -> bool:
 STALE_REASON = "stale: its process is gone (crashed launcher or SIGKILL); marked KILLED by a sweep"
 
 
-def close_if_stale(client: Any, run_id: str) -> bool:
+def mark_stale_killed(client: Any, run_id: str) -> None:
+    """A dead RUNNING run would read as running forever in the UI and in analysis."""
+    client.set_tag(run_id, T.FAILURE, STALE_REASON)
+    client.set_terminated(run_id, "KILLED", end_time=int(time.time() * 1000))
+
+
+def close_if_stale(client: Any, run_id: str, *, grace_s: float = 300.0) -> bool:
     """End a RUNNING run nobody runs any more as KILLED (with the reason); True if it was."""
     try:
         run = client.get_run(run_id)
-        if not is_stale(run.info.status, run.data.tags, run.info.start_time):
+        if not is_stale(run.info.status, run.data.tags, run.info.start_time, grace_s=grace_s):
             return False
-        client.set_tag(run_id, T.FAILURE, STALE_REASON)
-        client.set_terminated(run_id, "KILLED", end_time=int(time.time() * 1000))
+        mark_stale_killed(client, run_id)
         return True
     except Exception:
         return False
