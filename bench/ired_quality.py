@@ -502,6 +502,10 @@ def main(argv=None) -> int:
             print(f"{name:<12} {c['cpu_s_per_step']:.4f} CPU-s/step ({c['steps']} steps, batch {c['batch']}, n={c['n']})")
         return 0
     if args.equal_steps is not None:
+        if "://" in str(args.store) or str(args.store).startswith("sqlite:"):
+            print(f"ired_quality: --store takes the folder that holds mlflow.db, not a URI ({args.store}); "
+                  "e.g. --store /tmp/ired_equal_steps", file=sys.stderr)
+            return 2
         return equal_steps_main(args)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
