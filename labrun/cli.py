@@ -147,10 +147,10 @@ def _refused_by_server(exc: BaseException) -> str | None:
     text = str(exc)
     if type(exc).__name__ != "MlflowException" and "RestException" not in type(exc).__name__:
         return None
-    for code, what in (("401", "the tracking server refused the login: set MLFLOW_TRACKING_USERNAME "
+    for code, what in (("401", "the tracking server refused the login (HTTP 401): set MLFLOW_TRACKING_USERNAME "
                                 "and MLFLOW_TRACKING_PASSWORD to a user it knows"),
-                       ("403", "the tracking server says this user may not do that: ask its admin for "
-                               "EDIT (or MANAGE) permission on the experiment")):
+                       ("403", "the tracking server says this user may not do that (HTTP 403): ask its admin "
+                               "for EDIT (or MANAGE) permission on the experiment")):
         if code in text.split("\n", 1)[0] or f"status code {code}" in text or f"HTTP {code}" in text:
             return what
     return None

@@ -295,9 +295,9 @@ def test_a_user_runs_a_task_a_sweep_and_an_analysis_through_the_server(server, t
         config: quick
         overrides: {train.steps: 4, train.eval_every: 2, checkpoint.every: 2}
         matrix: {train.optimizer: [adam, sgd]}
-        seeds: [0]
+        seeds: [0, 1]
         parallel: 2
-    """))
+    """))  # two seeds a group: analysis refuses single-run groups
     proc = run_cli([PYTHON, "-m", "labrun", "sweep", str(spec)], env_extra=env, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_cli([PYTHON, "-m", "labrun", "analyze", "--experiment", "alice_sweep", "--metric",
@@ -311,7 +311,7 @@ def test_a_user_runs_a_task_a_sweep_and_an_analysis_through_the_server(server, t
         runs = client.search_runs([sweep_exp.experiment_id], max_results=100)
     assert task_run.info.status == "FINISHED" and task_run.info.artifact_uri.startswith("mlflow-artifacts:")
     cells = [r for r in runs if r.data.tags.get("labrun.task") == "toy"]
-    assert len(cells) == 2 and {r.info.status for r in cells} == {"FINISHED"}
+    assert len(cells) == 4 and {r.info.status for r in cells} == {"FINISHED"}
     assert any(r.data.tags.get("labrun.analysis") for r in runs)
     # served artifacts: the client never wrote a file; the server put them in its destination
     stored = {p.name for p in server.artifacts.rglob("*")}
