@@ -1,6 +1,6 @@
 """Many workers, one sweep: 1, 2 and 3 concurrent ``labrun sweep`` processes on one spec.
 
-    python bench/sweep_workers.py                 # ~6 minutes on 2 cores
+    python bench/sweep_workers.py --steps 40000   # ~16 minutes on 2 cores (compute-bound cells)
     python bench/sweep_workers.py --cells 4 --steps 300 --no-server   # a smoke check
 
 Each worker is a real ``labrun sweep`` process (parallel 1) on the same spec of compute-bound
