@@ -1,6 +1,6 @@
 """Many workers, one sweep: 1, 2 and 3 concurrent ``labrun sweep`` processes on one spec.
 
-    python bench/sweep_workers.py --steps 40000   # ~16 minutes on 2 cores (compute-bound cells)
+    python bench/sweep_workers.py                 # ~16 minutes on 2 cores (compute-bound cells)
     python bench/sweep_workers.py --cells 4 --steps 300 --no-server   # a smoke check
 
 Each worker is a real ``labrun sweep`` process (parallel 1) on the same spec of compute-bound
@@ -121,7 +121,7 @@ def bench(label: str, uri_for, folder: Path, cells: int, steps: int, workers: li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per cell (compute-bound)")
+    parser.add_argument("--steps", type=int, default=40000, help="training steps per cell (default 40000: ~20 s of compute, so start-up does not dominate)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--no-server", action="store_true", help="skip the tracking-server round")
     args = parser.parse_args()
