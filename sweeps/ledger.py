@@ -19,7 +19,6 @@ from typing import Any, Iterable
 from tracking import tags as T
 
 
-
 @dataclass
 class Attempt:
     run_id: str

@@ -488,14 +488,15 @@ def _reap_stale(study: Any, objective: Objective, running: list[Any]) -> None:
 
 
 def _end_stale_runs(objective: Objective, number: int) -> None:
-    from tracking.store import close_if_stale
+    from tracking.store import is_stale, mark_stale_killed
 
     client, spec = objective.client, objective.spec
     found = client.search_runs([objective.exp_id], filter_string=(
         f"tags.`{T.OPTUNA_STUDY}` = '{spec.name or ''}' and tags.`{T.OPTUNA_TRIAL}` = '{number}' "
         f"and attributes.status = 'RUNNING'"))
-    for run in found:
-        if close_if_stale(client, run.info.run_id, grace_s=2 * spec.heartbeat_s):
+    for run in found:  # the search already holds each run: judge it without fetching it again
+        if is_stale(run.info.status, run.data.tags, run.info.start_time, grace_s=2 * spec.heartbeat_s):
+            mark_stale_killed(client, run.info.run_id)
             print(f"trial {number}: its worker is gone; run {run.info.run_id} ended KILLED", flush=True)
 
 
