@@ -310,7 +310,7 @@ def test_a_survivor_waits_for_a_killed_workers_trial_retries_it_and_records_no_s
         entry: toy
         name: survivor
         config: quick
-        overrides: {{train.steps: 6, train.eval_every: 2, checkpoint.every: 0, train.sleep_s: 0.4}}
+        overrides: {{train.steps: 20, train.eval_every: 2, checkpoint.every: 0, train.sleep_s: 0.4}}
         space: {{train.lr: {{type: float, low: 0.001, high: 0.3, log: true}}}}
         objective: {{metric: metric.mse.val}}
         n_trials: 3
@@ -321,6 +321,8 @@ def test_a_survivor_waits_for_a_killed_workers_trial_retries_it_and_records_no_s
     cmd = [PYTHON, "-m", "labrun", "optimize", str(spec)]
     victim = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
+    # 20 steps of 0.4 s: trial 0 outlasts the wait for its first stored metric (flushed every
+    # 2 s) plus the second before the kill, so the kill lands inside it on a quiet machine too
     deadline = time.time() + 180
     while time.time() < deadline:  # the victim is inside its first trial
         runs = [r for r in all_runs(store) if r.data.tags.get("optuna.trial") == "0"]
