@@ -273,3 +273,41 @@ def test_cell_running_elsewhere_is_waited_for_not_duplicated(store, tmp_path):
     assert mine.info.status == "FINISHED"
     # it started only once the other process had gone (the sweep alone starts in ~15 s)
     assert mine.info.start_time / 1000 >= t_other + 44
+
+
+def test_in_process_sweeps_on_two_stores_send_each_cell_to_its_own(store, tmp_path, monkeypatch, _template_db):
+    """The local launcher forks cells from a fork server that keeps the environment it started
+    with; a cell must get the launcher's current one (here: a second sweep in the same Python
+    process on another store, as a notebook or the chaos suite's in-process rerun does)."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from labrun.cli import main
+
+    spec = _write(tmp_path, """
+        entry: toy
+        name: two-stores
+        config: quick
+        overrides: {train.steps: 3, train.eval_every: 3, checkpoint.every: 0}
+        seeds: [0]
+    """)
+
+    def sweep() -> int:
+        try:
+            return int(main(["sweep", str(spec)]) or 0)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+
+    assert sweep() == 0
+    (first,) = _children(store)
+    assert first.info.status == "FINISHED"
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(_template_db, other / "mlflow.db")
+    uri = f"sqlite:///{other}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert sweep() == 0
+    (second,) = _children(MlflowClient(tracking_uri=uri))
+    assert second.info.status == "FINISHED"
+    assert [r.info.run_id for r in _children(store)] == [first.info.run_id]   # nothing landed in the first

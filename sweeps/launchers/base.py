@@ -105,13 +105,17 @@ class Job:
         return "\n".join("      " + line for line in lines)
 
 
-def apply_env(cell_env: Mapping[str, str]) -> None:
+def apply_env(cell_env: Mapping[str, str], *, complete: bool = False) -> None:
     """In a cell's own process (forked, or a cluster job): the environment a fresh child gets.
 
     The launcher's own run (``mlflow run -e sweep`` sets ``MLFLOW_RUN_ID``) must never be
     adopted by a cell, so this drops it rather than only adding the cell's variables.
+    ``complete``: ``cell_env`` is the whole environment (the launcher's, as
+    :func:`tracking.env.child_environment` made it) and replaces this process's; a cell forked
+    from the local fork server needs that, because the server's environment is the one it was
+    started with, maybe a sweep ago (another ``MLFLOW_TRACKING_URI`` in the same Python process).
     """
-    fresh = env.child_environment(cell_env)
+    fresh = dict(cell_env) if complete else env.child_environment(cell_env)
     for key in set(os.environ) - set(fresh):
         del os.environ[key]
     os.environ.update(fresh)

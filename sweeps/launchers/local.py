@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from sweeps.launchers.base import Job, Launcher, apply_env
+from tracking.env import child_environment
 from tracking.exits import EXIT_SIGTERM
 
 # Imported once in the fork server; missing ones are skipped (multiprocessing ignores
@@ -81,7 +82,9 @@ def _follow_launcher(pid: int, every_s: float = 1.0) -> None:
 
 def run_cell(module: str, argv: list[str], cell_env: dict[str, str], log_path: str | None,
              launcher_pid: int | None = None) -> None:
-    """Body of a cell's process: the task's ``main(argv)``; exits with the task's code."""
+    """Body of a cell's process: the task's ``main(argv)``; exits with the task's code.
+
+    ``cell_env`` is the launcher's whole environment at submission, not the fork server's."""
     die_with_parent()
     if os.getppid() == 1:  # the fork server died before we could ask to follow it
         os._exit(EXIT_SIGTERM)
@@ -89,7 +92,7 @@ def run_cell(module: str, argv: list[str], cell_env: dict[str, str], log_path: s
         _follow_launcher(launcher_pid)
     if log_path:
         _redirect_output(log_path)
-    apply_env(cell_env)
+    apply_env(cell_env, complete=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from tracking.tasks import run_entry_point
 
@@ -133,7 +136,7 @@ class LocalLauncher(Launcher):
     def _start(self, job: Job) -> Any:
         proc = _context(self.module).Process(
             target=run_cell, name=f"cell-{job.key[:8]}",
-            args=(job.module, job.task_argv(), job.child_env(),
+            args=(job.module, job.task_argv(), child_environment(job.child_env()),
                   str(job.log_path) if job.log_path else None, os.getpid()))
         proc.start()
         return proc
