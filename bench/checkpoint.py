@@ -3,9 +3,9 @@
 Prints, each beside its limit on this machine:
 
 - the training thread's stall per checkpoint inside a training loop, with the default
-  snapshot (a full copy before ``save_checkpoint`` returns) and with
   ``checkpoint.snapshot=deferred`` (the copy runs on the writer thread; the loop waits for
-  it at its next ``optimizer.step()``), each against ``torch.save``'s whole time measured
+  it at its next ``optimizer.step()``) and with ``copy`` (a full copy before
+  ``save_checkpoint`` returns), each against ``torch.save``'s whole time measured
   right after it, and the copy's floor: a bare memcpy of the state, on one and two threads;
 - end-to-end save (file fsynced) and load throughput of labrun's files, with 1 and 2 codec
   threads, against ``torch.save``/``torch.load`` and zstd alone at the chosen level;
@@ -111,7 +111,7 @@ def _stall(objects, raw_state, tmp: Path, raw_mb: float, repeats: int) -> None:
     model, opt = objects["model"], objects["optimizer"]
     x = torch.randn(16, model[0].in_features)
     print("training-thread stall per checkpoint, in a training loop (save, forward, backward, step)")
-    for mode in ("copy", "deferred"):
+    for mode in ("deferred", "copy"):
         writer, pool = CheckpointWriter("bench"), ckpt.SnapshotPool()
         saves, waits, ratios, t_torch, loads = [], [], [], [], []
         for r in range(repeats + 1):
@@ -142,7 +142,7 @@ def _stall(objects, raw_state, tmp: Path, raw_mb: float, repeats: int) -> None:
         writer.close()
         med = statistics.median
         stall = [a + b for a, b in zip(saves, waits)]
-        print(f"  {mode:<9} stall median {med(stall) * 1e3:6.1f} ms (best {min(stall) * 1e3:.1f}): "
+        print(f"  {mode + (' (default)' if mode == 'deferred' else ''):<19} stall median {med(stall) * 1e3:6.1f} ms (best {min(stall) * 1e3:.1f}): "
               f"save_checkpoint {med(saves) * 1e3:.1f} ms + wait at the next step {med(waits) * 1e3:.1f} ms; "
               f"torch.save median {med(t_torch) * 1e3:.0f} ms; stall / torch.save pair by pair: median "
               f"{med(ratios) * 100:.1f}%, range {min(ratios) * 100:.1f}-{max(ratios) * 100:.1f}% "

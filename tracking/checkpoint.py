@@ -160,6 +160,7 @@ def collect(objects: Mapping[str, Any], *, global_step: int, epoch: int = 0,
 
 def apply(state: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
     """Load a collected state into live objects and restore the RNGs last."""
+    settle_pending()  # a deferred snapshot still reading these tensors finishes first
     saved = state["objects"]
     missing = sorted(set(objects) - set(saved))
     if missing:
@@ -289,6 +290,10 @@ counters, a tensor learning rate a scheduler fills, BatchNorm's running statisti
 _ACTIVE: list["Deferred"] = []          # deferred snapshots the training thread has not settled
 _ACTIVE_LOCK = threading.Lock()
 _STEP_HOOK: list = []                   # the process-wide optimizer step pre-hook, once
+_LOAD_HOOKS: list = []
+"""load_state_dict pre-hooks of the last guard. They are removed at the next guard, not at
+settling: torch iterates a module's load pre-hooks without a copy, so a hook that removed
+itself would break the very ``load_state_dict`` that settled it; once settled they do nothing."""
 
 
 class SnapshotTorn(CheckpointError):
@@ -316,16 +321,20 @@ class Deferred:
     - any ``optimizer.step()`` (a global step pre-hook, registered once per process);
     - the forward of a tracked module that owns one of the deferred buffers (a running
       statistic updated in place by the forward, e.g. a wide BatchNorm);
+    - ``load_state_dict`` of a tracked module that owns a deferred tensor, and
+      :func:`apply` (a restore to an earlier point, e.g. the dynamics task's branch
+      rollouts, copies into the live parameters in place);
     - the next save, and the run's end (:meth:`tracking.writer.CheckpointWriter.wait`).
 
-    The file becomes visible (renamed, uploaded) only after the verdict. Any in-place change
-    torch counts (``p.add_``, ``p.copy_``, ``torch.no_grad()`` edits, ``load_state_dict``,
-    an EMA updated before the next step) between the save and the settling point fails the
-    save with :class:`SnapshotTorn` and leaves no file, whether or not the copy had already
-    passed that tensor, so the outcome does not depend on timing. What the version counter
+    The file becomes visible (renamed, uploaded) only after the verdict. Any other in-place
+    change torch counts (``p.add_``, ``p.copy_``, ``torch.no_grad()`` edits, an EMA updated
+    before the next step) between the save and the settling point fails the save with
+    :class:`SnapshotTorn` and leaves no file, whether or not the copy had already passed that
+    tensor, so the outcome does not depend on timing (a run then skips that file and goes on
+    with full copies: :meth:`tracking.run.Run.save_checkpoint`). What the version counter
     does not see is not detected: writes through ``p.data`` or through a NumPy view of a
-    tensor, and buffers of modules that are not among the tracked objects. A loop that
-    does those before its next ``optimizer.step()`` must use the default full copy.
+    tensor, and buffers of modules that are not among the tracked objects. A loop that does
+    those before its next ``optimizer.step()`` must set ``checkpoint.snapshot=copy``.
     """
 
     def __init__(self, pending: list) -> None:
@@ -340,18 +349,27 @@ class Deferred:
         """Install the settling points for this snapshot (on the training thread)."""
         import torch
 
+        while _LOAD_HOOKS:  # the previous snapshot's, inert since it settled
+            _LOAD_HOOKS.pop().remove()
         if not _STEP_HOOK:
             from torch.optim.optimizer import register_optimizer_step_pre_hook
 
             _STEP_HOOK.append(register_optimizer_step_pre_hook(_settle_hook))
         storages = {src.untyped_storage().data_ptr() for _, src, _, _ in self.pending}
+
+        def owns(tensors) -> bool:
+            return any(t is not None and t.device.type == "cpu" and t.untyped_storage().data_ptr() in storages
+                       for t in tensors)
+
         for obj in objects.values():
             if not isinstance(obj, torch.nn.Module):
                 continue
             for module in obj.modules():
-                if any(b is not None and b.device.type == "cpu" and b.untyped_storage().data_ptr() in storages
-                       for b in module._buffers.values()):
+                buffers = owns(module._buffers.values())
+                if buffers:
                     self._hooks.append(module.register_forward_pre_hook(_settle_hook))
+                if buffers or owns(module._parameters.values()):
+                    _LOAD_HOOKS.append(module.register_load_state_dict_pre_hook(_settle_hook))
         with _ACTIVE_LOCK:
             _ACTIVE.append(self)
 

@@ -97,6 +97,7 @@ class Run:
         self._stop_beat = threading.Event()
         self._ckpt_writer: Any = None   # built by the first save_checkpoint
         self._ckpt_pool: Any = None
+        self._snapshot = cfg.checkpoint.snapshot  # "copy" after a torn deferred snapshot
         self._sysmetrics: Any = None    # started in _begin
         self._loop: Steps | None = None  # the task's run.steps(...), stopped on divergence
         self._watched = tuple(cfg.divergence.metrics if cfg.divergence.metrics is not None
@@ -303,13 +304,22 @@ class Run:
         extra = {**(extra or {}), SAVED_AT_KEY: int(time.time() * 1000)}
         writer = self._checkpoint_writer()
         writer.wait()  # one snapshot in memory at a time; its buffers are reused
-        deferred = self.cfg.checkpoint.snapshot == "deferred"  # ckpt.Deferred
+        deferred = self._snapshot == "deferred"  # ckpt.Deferred
         state = ckpt.snapshot(ckpt.collect(self._tracked, global_step=global_step, epoch=epoch, extra=extra),
                               self._ckpt_pool, defer=self._tracked if deferred else None)
         folder = self.local_dir / "checkpoints"
         path = folder / "best" / "best.ptz" if best else folder / ckpt.checkpoint_name(global_step)
         writer.submit(lambda cancel: self._write_checkpoint(state, path, best, cancel))
         return path
+
+    def _snapshot_torn(self, path: Path, exc: Exception) -> None:
+        """The loop changed a deferred tensor before its next step: that file cannot be
+        written, but failing a long run for it would throw away the training itself. The run
+        goes on with full copies, and says so in the log and a tag."""
+        self._snapshot = "copy"
+        log.warning("labrun: checkpoint %s skipped: %s; this run's later saves use "
+                    "checkpoint.snapshot=copy (set it in the config to avoid the miss)", path.name, exc)
+        self.set_tag(T.CHECKPOINT_TORN, f"{path.name}: {exc}"[:5000])
 
     def _checkpoint_writer(self) -> Any:
         if self._ckpt_writer is None:
@@ -324,7 +334,11 @@ class Run:
         snap = state
         if self.cfg.checkpoint.quantize_moments:
             state = ckpt.quantize_state(state)
-        ckpt.save(state, path, cancel=cancel)
+        try:
+            ckpt.save(state, path, cancel=cancel)
+        except ckpt.SnapshotTorn as exc:
+            self._snapshot_torn(path, exc)
+            return
         del state
         self._ckpt_pool.give(snap)  # written: the next snapshot may overwrite these buffers
         # The store must hold every metric up to this step before the file is visible: a

@@ -34,6 +34,7 @@ PRUNED = "labrun.pruned"                 # "true": an observer stopped it on pur
 RESUMED_FROM = "labrun.resumed_from"
 RESUMED_STEP = "labrun.resumed_step"
 DIVERGED = "labrun.diverged"             # the step at which a watched metric became non-finite
+CHECKPOINT_TORN = "labrun.checkpoint.torn"  # a deferred snapshot changed under it: file skipped
 WITHDRAWN = "labrun.withdrawn"           # a claim that lost to an earlier one (the winner's run id)
 CLAIM = "labrun.claim"                   # the sweep worker that claimed the cell (host:pid)
 
