@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import pytest
 
@@ -11,6 +12,16 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("LABRUN_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("LABRUN_CLAIM_SETTLE_S", "0.05")  # one machine, one clock: no skew to wait out
+
+
+def pytest_configure(config):
+    """Tests press Ctrl-C on runs, sweeps and the checkpoint writer. A shell that starts pytest
+    in the background (``make test &``, ``nohup ... &``) leaves SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler, neither here nor in the processes the tests start
+    (an ignored signal survives exec). Put the handler back, so that those tests test labrun
+    and not the shell (one hung for 10 minutes in a CI clone started with ``&``)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
