@@ -283,10 +283,12 @@ class Run:
                         extra: Mapping[str, Any] | None = None, best: bool = False) -> Path:
         """Snapshot the tracked objects and return; a background thread writes and uploads.
 
-        The snapshot (tensors copied to CPU memory, RNGs and samplers captured) is taken
-        before this returns, so the next optimizer step cannot change what is saved; the
-        compression, checksum, atomic write and upload run on :class:`~tracking.writer.
-        CheckpointWriter`'s thread. At most one save is in flight: a new one first waits for
+        RNGs, samplers and small tensors are captured before this returns; the big tensors
+        are copied on :class:`~tracking.writer.CheckpointWriter`'s thread, and the loop waits
+        for that copy only at its next ``optimizer.step()`` (or another settling point of
+        :class:`tracking.checkpoint.Deferred`; ``checkpoint.snapshot=copy`` copies everything
+        here), so nothing after the call changes what is saved. The compression, checksum,
+        atomic write and upload run on the writer's thread too. At most one save is in flight: a new one first waits for
         the previous (why waiting and not coalescing: see :mod:`tracking.writer`). The run
         ends (FINISHED, FAILED or KILLED) only once the in-flight file is complete and
         uploaded, or, after a second Ctrl-C, absent.
