@@ -288,10 +288,10 @@ class Run:
         for that copy only at its next ``optimizer.step()`` (or another settling point of
         :class:`tracking.checkpoint.Deferred`; ``checkpoint.snapshot=copy`` copies everything
         here), so nothing after the call changes what is saved. The compression, checksum,
-        atomic write and upload run on the writer's thread too. At most one save is in flight: a new one first waits for
-        the previous (why waiting and not coalescing: see :mod:`tracking.writer`). The run
-        ends (FINISHED, FAILED or KILLED) only once the in-flight file is complete and
-        uploaded, or, after a second Ctrl-C, absent.
+        atomic write and upload run on the writer's thread too. At most one save is in
+        flight: a new one first waits for the previous (why waiting and not coalescing: see
+        :mod:`tracking.writer`). The run ends (FINISHED, FAILED or KILLED) only once the
+        in-flight file is complete and uploaded, or, after a second Ctrl-C, absent.
 
         Save *after* logging the step's metrics: a resume continues with ``global_step + 1``
         (``run.steps`` does this for you). Periodic files are ``checkpoints/cp_{step}.ptz``
@@ -339,6 +339,7 @@ class Run:
         try:
             ckpt.save(state, path, cancel=cancel)
         except ckpt.SnapshotTorn as exc:
+            self._ckpt_pool.give(snap)  # no file; the next (full) copy reuses these buffers
             self._snapshot_torn(path, exc)
             return
         del state
