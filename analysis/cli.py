@@ -34,6 +34,10 @@ Write the tidy scalar table (one row per task run, or per run of an experiment w
 params.* and final./best./step. per metric; a stable column order) as summary.csv or
 summary.parquet, and with --curves the metric histories as curves.csv (long format:
 run_id, metric, step, value, timestamp) and curves.npz.
+
+In the CSV, a text cell that starts with =, +, -, @, a tab or a carriage return and is not a
+number gets a leading apostrophe ('=HYPERLINK(...)), so a spreadsheet shows it instead of
+evaluating it: descriptions, tags and names are typed by users. Numbers are untouched.
 """
 
 

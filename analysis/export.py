@@ -50,6 +50,37 @@ def apply_schema(frame: "pd.DataFrame", schema: str | Path) -> "pd.DataFrame":
     return pd.DataFrame(out)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _neutralised(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def neutralise_formulas(table: "pd.DataFrame") -> "pd.DataFrame":
+    """Text a spreadsheet would evaluate (``=HYPERLINK(...)``, ``+cmd``, ``@SUM``) gets a
+    leading apostrophe: descriptions, tags and names are typed by users, on a shared server by
+    other users, and opening an export must not run them. Numbers, and text that reads as
+    one (``-0.1``, ``-inf``), are left as they are."""
+    text = [c for c in table.columns if table[c].dtype == object]
+    if not text:
+        return table
+    table = table.copy()
+    for col in text:
+        table[col] = table[col].map(_neutralised)
+    return table
+
+
 def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv", curves: bool = False,
            metrics: Sequence[str] | None = None, filters: Sequence[str] = (),
            tracking_uri: str | None = None, schema: str | Path | None = None) -> list[Path]:
@@ -78,7 +109,7 @@ def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv",
     written: list[Path] = []
     if fmt == "csv":
         path = out / "summary.csv"
-        table.to_csv(path, index=False)
+        neutralise_formulas(table).to_csv(path, index=False)
     else:
         path = out / "summary.parquet"
         table = table.copy()
@@ -90,7 +121,7 @@ def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv",
     if curves:
         hist = query.curves_frame(frame["run_id"], list(metrics or logged), tracking_uri=tracking_uri)
         csv_path = out / "curves.csv"
-        hist.to_csv(csv_path, index=False)
+        neutralise_formulas(hist).to_csv(csv_path, index=False)
         npz_path = out / "curves.npz"
         np.savez_compressed(npz_path, run_id=hist["run_id"].to_numpy(dtype=str),
                             metric=hist["metric"].to_numpy(dtype=str), step=hist["step"].to_numpy(),

@@ -11,7 +11,7 @@ give the same frame (the tests check that).
 Columns of the frame (a stable schema; ``export`` writes it as is):
 
 - ``run_id, experiment_id, experiment, run_name, status, start_time, end_time,
-  duration_s, parent_run_id``
+  duration_s, parent_run_id, description``
 - every ``labrun.*`` and ``optuna.*`` tag under its own key (``labrun.method`` ...),
   ``labrun.seed`` as an integer
 - ``params.<dotted key>``; numeric-looking params become numbers, so the ``1e-3`` that
@@ -40,6 +40,7 @@ TAG_PREFIXES = ("",)               # every tag is a column (a task's own, a user
 EXCLUDED_TAG_PREFIXES = ("mlflow.",)  # ... but MLflow's bookkeeping (source, user, log-model history)
 VOLATILE_TAGS = T.VOLATILE        # they change while a run lives: no column would mean anything
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the run's description (--description, the UI's note)
 PARENT_KINDS = ("sweep", "study")   # values of labrun.kind that sweeps/ gives its parent runs
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
 PAGE_SIZE = 1000
@@ -119,7 +120,7 @@ def _read_sql(uri: str, exp_ids: Sequence[str], metrics: Sequence[str] | None) -
     schema); None when it turns the fast path off (MLflow version or schema differs,
     ``LABRUN_PUBLIC_API_ONLY``): the caller then walks ``search_runs``.
     """
-    tables = backends.read_runs(uri, exp_ids, metrics, tag_prefixes=TAG_PREFIXES, tag_keys=(PARENT_TAG,),
+    tables = backends.read_runs(uri, exp_ids, metrics, tag_prefixes=TAG_PREFIXES, tag_keys=(PARENT_TAG, NOTE_TAG),
                                 exclude_prefixes=EXCLUDED_TAG_PREFIXES,
                                 skip_tags=VOLATILE_TAGS)
     return None if tables is None else RawRuns(**tables)
@@ -140,7 +141,7 @@ def _read_search(client: Any, exp_ids: Sequence[str], metrics: Sequence[str] | N
             raw.runs.append((rid, info.experiment_id, info.run_name, info.status, info.start_time,
                              info.end_time))
             raw.tags.extend((rid, k, v) for k, v in data.tags.items()
-                            if (_tag_column(k) or k == PARENT_TAG) and k not in VOLATILE_TAGS)
+                            if (_tag_column(k) or k in (PARENT_TAG, NOTE_TAG)) and k not in VOLATILE_TAGS)
             raw.params.extend((rid, k, v) for k, v in data.params.items())
             raw.latest.extend((rid, k, v, step, False) for k, v, step in backends.latest_metrics(client, run))
         token = page.token
@@ -236,6 +237,8 @@ def _assemble(raw: RawRuns, exp_names: Mapping[str, str],
     tags = _pivot(raw.tags, index, 1, "object")
     parent = tags.pop(PARENT_TAG, [np.full(len(index), None, dtype=object)])[0]
     columns["parent_run_id"] = pd.Series(parent, dtype=object)
+    note = tags.pop(NOTE_TAG, [np.full(len(index), None, dtype=object)])[0]
+    columns["description"] = pd.Series(note, dtype=object)
     for key in sorted(tags):
         col = pd.Series(tags[key][0], dtype=object)
         columns[key] = _numeric(col) if key == T.SEED else col
@@ -319,7 +322,7 @@ def resolve_column(frame: "pd.DataFrame", key: str, *, what: str = "key") -> str
             return candidate
     import difflib
 
-    options = [c for c in frame.columns if _tag_column(c) and c not in BASE_COLUMNS
+    options = [c for c in frame.columns if _tag_column(c) and c not in (*BASE_COLUMNS, "description")
                and not c.startswith(("final.", "best.", "step."))]
     short = [c[len("params."):] if c.startswith("params.") else c for c in options]
     close = difflib.get_close_matches(key, short, n=3, cutoff=0.5)

@@ -171,16 +171,23 @@ img{{max-width:100%;border:1px solid #d0d7de}}</style></head><body>
 
 def report_html(markdown_text: str, root: Any) -> str:
     """``REPORT.html``: REPORT.md with its figures embedded, so they show in the MLflow
-    artifact viewer (which does not resolve a Markdown file's relative image links)."""
+    artifact viewer (which does not resolve a Markdown file's relative image links).
+
+    Descriptions, tags, names and failure messages in the Markdown come from users (on a
+    shared server, from other users), so raw HTML in it is shown as text, never passed
+    through: MLflow's viewer runs an HTML artifact's scripts, and a report opened from disk
+    runs them unsandboxed. Only PNGs inside the run's own folder are embedded."""
     import base64
     import html
     import re
     from pathlib import Path
 
+    base = Path(root).resolve()
+
     def embed(match: "re.Match[str]") -> str:
         alt, rel = match.group(1), match.group(2)
-        path = Path(root) / rel
-        if not path.is_file():
+        path = (base / rel).resolve()
+        if not path.is_relative_to(base) or not path.is_file():
             return match.group(0)
         data = base64.b64encode(path.read_bytes()).decode()
         return f"![{alt}](data:image/png;base64,{data})"
@@ -189,7 +196,7 @@ def report_html(markdown_text: str, root: Any) -> str:
     try:
         from markdown_it import MarkdownIt
 
-        body = MarkdownIt("commonmark").enable("table").render(text)
+        body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
     except ImportError:  # still readable, figures included
         body = f"<pre>{html.escape(text)}</pre>"
     title = html.escape(markdown_text.splitlines()[0].lstrip("# ") if markdown_text else "report")
