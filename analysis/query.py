@@ -82,6 +82,10 @@ def _client(uri: str | None):
         return client(), uri
     from mlflow.tracking import MlflowClient
 
+    from tracking.store import check_reachable
+
+    check_reachable(uri)
+
     return MlflowClient(tracking_uri=uri), uri
 
 

@@ -76,6 +76,10 @@ LABRUN_UI_URL = EnvironmentVariable(
 LABRUN_JOURNAL_DIR = EnvironmentVariable(
     "LABRUN_JOURNAL_DIR", str,
     doc="Folder of the metric journals that survive a SIGKILL (default <tmp>/labrun-journal).")
+LABRUN_CONNECT_TIMEOUT_S = EnvironmentVariable(
+    "LABRUN_CONNECT_TIMEOUT_S", float, 5.0,
+    doc="Seconds labrun waits for a tracking server or database to answer before it says, in one "
+        "line, that the URI cannot be reached (MLflow itself would retry for many minutes).")
 LABRUN_OPTUNA_STORAGE = EnvironmentVariable("LABRUN_OPTUNA_STORAGE", str)
 LABRUN_OPTUNA_STUDY = EnvironmentVariable("LABRUN_OPTUNA_STUDY", str)
 LABRUN_OPTUNA_TRIAL_ID = EnvironmentVariable("LABRUN_OPTUNA_TRIAL_ID", int)

@@ -37,10 +37,90 @@ def client():
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     # Building the client creates MLflow's tables in a fresh store; see _racing_first_use.
     with _first_use_lock(uri):
         return _racing_first_use(lambda: MlflowClient(tracking_uri=uri))
+
+
+_REACHED: set[str] = set()
+
+
+def check_reachable(uri: str) -> None:
+    """A ConfigError within ``LABRUN_CONNECT_TIMEOUT_S`` when nothing answers at ``uri``.
+
+    MLflow retries an unreachable server or database for many minutes and prints nothing, so
+    a mistyped URI looked like a hang. Checked once per process and URI, before any run
+    exists; a server that goes away later is MLflow's (and the metric journal's) business."""
+    if uri in _REACHED:
+        return
+    reason = _unreachable(uri, env.LABRUN_CONNECT_TIMEOUT_S.get())
+    if reason:
+        from tracking.config import ConfigError
+
+        fix = ("create the folder or fix MLFLOW_TRACKING_URI" if uri.startswith("sqlite:") else
+               "start it (labrun server) or fix MLFLOW_TRACKING_URI")
+        raise ConfigError(f"cannot reach the tracking store {_redacted(uri)}: {reason}; {fix}, or unset "
+                          f"MLFLOW_TRACKING_URI to use ./mlflow.db")
+    _REACHED.add(uri)
+
+
+def _redacted(uri: str) -> str:
+    """The URI without a password (``postgresql://user:secret@host``)."""
+    import re
+
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", uri)
+
+
+def _unreachable(uri: str, timeout: float) -> str | None:
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return _http_unreachable(uri, timeout)
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+        folder = os.path.dirname(os.path.abspath(path)) if path and path != ":memory:" else ""
+        return f"the folder {folder} does not exist" if folder and not os.path.isdir(folder) else None
+    if "://" in uri and scheme != "file":  # postgresql, mysql, mssql: is anything listening?
+        return _tcp_unreachable(uri, timeout)
+    return None
+
+
+def _http_unreachable(uri: str, timeout: float) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):  # a server with logins: reachable, the login is checked later
+            return None
+        return f"it answers HTTP {exc.code} to /health, so it is not an MLflow tracking server (or one behind a broken proxy)"
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", exc)
+        return f"no answer within {timeout:g} s" if isinstance(why, TimeoutError) else str(why)
+    return None
+
+
+def _tcp_unreachable(uri: str, timeout: float) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(uri)
+    except Exception as exc:
+        return f"not a valid database URI ({exc})"
+    if not url.host:  # a local socket: the driver will say
+        return None
+    port = url.port or {"postgresql": 5432, "mysql": 3306, "mssql": 1433}.get(url.get_backend_name())
+    if port is None:
+        return None
+    try:
+        socket.create_connection((url.host, port), timeout=timeout).close()
+    except socket.timeout:
+        return f"{url.host}:{port} did not answer within {timeout:g} s"
+    except OSError as exc:
+        return f"{url.host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 @contextlib.contextmanager
@@ -116,6 +196,7 @@ def _experiment_id(name: str, create: bool, description: str | None) -> str | No
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        warn_foreign_artifacts(exp)
         if create:
             mark_experiment(exp.experiment_id, description, c)
         return exp.experiment_id
@@ -249,3 +330,29 @@ def is_stale(status: str, tags: dict[str, str], start_time_ms: int | None,
     if start_time_ms is None:
         return True
     return (time.time() - start_time_ms / 1000.0) > grace_s
+
+
+_WARNED: set[str] = set()
+
+
+def warn_foreign_artifacts(exp: Any) -> None:
+    """One warning when a local store's experiment keeps its artifacts in another folder's
+    tree: a store copied elsewhere keeps the absolute ``<old>/mlruns/<id>`` locations of its
+    experiments, and new runs would quietly write into the original tree (or fail there)."""
+    uri = tracking_uri()
+    location = str(getattr(exp, "artifact_location", "") or "")
+    if not uri.startswith("sqlite:///") or exp.experiment_id in _WARNED:
+        return
+    path = location[len("file://"):] if location.startswith("file://") else location
+    if "://" in path or not os.path.isabs(path):
+        return
+    home = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0]))
+    if os.path.abspath(path).startswith(home + os.sep) or os.path.exists(path):
+        return
+    _WARNED.add(exp.experiment_id)
+    import logging
+
+    logging.getLogger("labrun").warning(
+        "labrun: experiment %r keeps its artifacts in %s, which does not exist and is outside this "
+        "store's folder %s: was the store copied or moved? New runs would write there. See README, "
+        "'Where runs go', to point the experiment at its new folder", exp.name, path, home)

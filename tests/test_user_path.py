@@ -1,0 +1,68 @@
+"""Off the happy path, in real processes: every fault a user meets ends in one clear line.
+
+Each test here walks one case of the user-path issue as a user would: a real ``labrun`` (or
+``python -m``) process, a real store, and the output a person would read.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+
+import pytest
+
+from tests.helpers import PYTHON, REPO, all_runs, run_cli
+
+LABRUN = [PYTHON, "-m", "labrun"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def _one_line_exit_2(proc, *needles: str) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "toy", "--config", "quick"],
+    ["sweep", "toy_quick", "--dry-run"],
+    ["analyze", "-e", "toy", "-m", "metric.mse.val"],
+], ids=["run", "sweep-dry-run", "analyze"])
+def test_an_unreachable_server_is_one_line_not_a_hang(tmp_path, argv):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    proc = run_cli([*LABRUN, *argv], cwd=tmp_path, timeout=90, env_extra={"MLFLOW_TRACKING_URI": uri})
+    _one_line_exit_2(proc, uri, "cannot reach", "Connection refused")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unreachable_database_and_a_missing_folder(tmp_path):
+    uri = f"postgresql://someone:secret@127.0.0.1:{_closed_port()}/labrun"
+    proc = run_cli([PYTHON, "-m", "projects.toy.train", "--config", "quick"], cwd=tmp_path, timeout=90,
+                   env_extra={"MLFLOW_TRACKING_URI": uri})
+    line = _one_line_exit_2(proc, "cannot reach", "127.0.0.1")
+    assert "secret" not in line  # the password is not printed
+    missing = f"sqlite:///{tmp_path}/no/such/folder/mlflow.db"
+    proc = run_cli([*LABRUN, "run", "toy", "--config", "quick"], cwd=tmp_path, timeout=90,
+                   env_extra={"MLFLOW_TRACKING_URI": missing})
+    _one_line_exit_2(proc, "does not exist")
+
+
+def test_a_moved_store_warns_about_its_old_artifact_folder(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    short = ["run", "toy", "--config", "quick", "--set", "train.steps=2", "--experiment", "moved"]
+    run_cli([*LABRUN, *short], cwd=old, timeout=240, check=True,
+            env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{old}/mlflow.db"})
+    shutil.move(old, new)
+    proc = run_cli([*LABRUN, *short], cwd=new, timeout=240,
+                   env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{new}/mlflow.db"})
+    warned = [ln for ln in proc.stderr.splitlines() if "outside this store's folder" in ln]
+    assert len(warned) == 1 and str(old / "mlruns") in warned[0], proc.stderr[-3000:]
+    assert "Moving or copying a store" in (REPO / "README.md").read_text()
