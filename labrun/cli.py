@@ -52,28 +52,44 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    import subprocess
+    from tracking.ui import main as ui_main
 
-    from tracking.store import quiet_environment, tracking_uri
+    return ui_main(args)
 
-    if args.workers < 1:
-        print(f"labrun ui: --workers must be at least 1 (got {args.workers})", file=sys.stderr)
-        return 2
-    quiet_environment()
-    uri = args.backend_store_uri or tracking_uri()
-    url = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI on {uri}\n  open {url}   (Ctrl-C stops it)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+
+class _Version(argparse.Action):
+    """``--version``, computed only when asked (it reads git)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"labrun {_version()}")
+        parser.exit()
+
+
+def _version() -> str:
+    """The installed distribution's version, and the commit when run from a checkout."""
+    from importlib import metadata
+
     try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+        version = metadata.version("labrun")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    from pathlib import Path
+
+    from tracking.provenance import git_info
+
+    git = git_info(Path(__file__).resolve().parent.parent)
+    if git.commit != "unknown":
+        version += f" (commit {git.commit[:12]}{', dirty' if git.dirty == 'true' else ''})"
+    return version
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labrun", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print labrun's version (and commit) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a task in-process (same as python -m projects.TASK.train)",
@@ -93,13 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the MLproject entry points")
     p.set_defaults(func=_tasks)
 
-    p = sub.add_parser("ui", help="start the MLflow UI on the default store (127.0.0.1)")
+    p = sub.add_parser("ui", help="start the MLflow UI on the default store (127.0.0.1)",
+                       description="Serve the MLflow UI on this machine over the labrun store and print "
+                                   "the address to open. MLflow's own log goes to a file (--verbose shows "
+                                   "it); Ctrl-C or SIGTERM stops the whole server.")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="default 5000; 0 picks a free port and prints it")
     p.add_argument("--backend-store-uri", default=None, help="default: the labrun tracking store")
     p.add_argument("--workers", type=int, default=1,
                    help="server worker processes (default 1, one person's UI: it answers ~40%% sooner than "
                         "with MLflow's default of 4; `labrun server` is the shared, multi-worker one)")
+    p.add_argument("--verbose", action="store_true", help="show MLflow's own start-up and request log")
     p.set_defaults(func=_ui)
 
     from tracking import server  # light: argparse only

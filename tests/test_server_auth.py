@@ -107,7 +107,7 @@ def test_no_admin_password_is_a_one_line_error_and_starts_nothing(monkeypatch, c
     (["--backend-store-uri", "sqlite:///mlflow.db"], "--backend-store-uri must be a PostgreSQL URI"),
     (["--host", "0.0.0.0"], "--host 0.0.0.0 listens on every interface: name the host names"),
     (["--host", "0.0.0.0", "--allowed-hosts", "*"], "--allowed-hosts must name the hosts"),
-    (["--port", "70000"], "--port must be 1-65535"),
+    (["--port", "70000"], "--port must be 0-65535"),
 ])
 def test_unsafe_or_wrong_settings_are_one_line_errors(argv, expected):
     from tracking import server
@@ -372,3 +372,41 @@ def test_a_user_without_permission_cannot_write_to_an_experiment_403(server, tmp
     grant(server.url, exp_id, "erin", "EDIT", admin=server.admin)   # the admin lets erin in
     status, body = _http(server.url, "/api/2.0/mlflow/runs/create", {"experiment_id": exp_id}, auth=bob)
     assert status == 200, body
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = run_cli([PYTHON, "-m", "labrun", "server", "--port", str(port)], cwd=tmp_path, timeout=120,
+                       env_extra={"LABRUN_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"port {port} on 127.0.0.1 is in use by pid {os.getpid()}" in proc.stderr
+
+
+@pytest.mark.postgres
+def test_sigterm_to_labrun_server_stops_its_whole_tree(tmp_path, pg_database):
+    import psutil
+
+    _, uri = pg_database
+    port = _free_port()
+    proc = subprocess.Popen([PYTHON, "-m", "labrun", "server", "--backend-store-uri", uri, "--port", str(port),
+                             "--artifacts-destination", str(tmp_path / "art"), "--workers", "2"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env(LABRUN_ADMIN_PASSWORD=ADMIN_PASSWORD))
+    try:
+        deadline = time.time() + 300
+        while not _up(f"http://127.0.0.1:{port}"):
+            assert proc.poll() is None and time.time() < deadline, "labrun server did not come up"
+            time.sleep(1)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert len(tree) >= 2  # mlflow server and its workers
+        proc.send_signal(signal.SIGTERM)  # to labrun only, not to a group
+        proc.wait(timeout=90)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert alive == [], [p.cmdline() for p in alive]
+        assert not _up(f"http://127.0.0.1:{port}")
+    finally:
+        if proc.poll() is None:
+            _stop_group(proc)

@@ -66,3 +66,60 @@ def test_a_moved_store_warns_about_its_old_artifact_folder(tmp_path):
     warned = [ln for ln in proc.stderr.splitlines() if "outside this store's folder" in ln]
     assert len(warned) == 1 and str(old / "mlruns") in warned[0], proc.stderr[-3000:]
     assert "Moving or copying a store" in (REPO / "README.md").read_text()
+
+
+def _start_ui(tmp_path, *extra: str):
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    proc = subprocess.Popen([*LABRUN, "ui", "--port", "0", *extra], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = []
+    for line in proc.stdout:  # the address is printed once the UI answers
+        lines.append(line)
+        if "open http://" in line:
+            return proc, line.split("open ", 1)[1].split()[0], lines
+    pytest.fail(f"labrun ui printed no address: {lines} {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stopping_labrun_ui_stops_every_process_it_started(tmp_path, sig):
+    import os
+    import signal
+    import urllib.request
+
+    import psutil
+
+    proc, url, lines = _start_ui(tmp_path)
+    try:
+        urllib.request.urlopen(url + "/health", timeout=10).close()
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert tree, "the UI runs in child processes"
+        assert not any("Warning" in ln or "INFO" in ln for ln in lines), lines  # MLflow's noise is in its log
+        os.kill(proc.pid, getattr(signal, sig))
+        proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert alive == [], [p.cmdline() for p in alive]
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url + "/health", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list(tmp_path.glob("labrun-ui-*.log"))
+
+
+def test_a_taken_port_is_refused_naming_its_holder(tmp_path):
+    import os
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = run_cli([*LABRUN, "ui", "--port", str(port)], cwd=tmp_path, timeout=90)
+        _one_line_exit_2(proc, f"port {port}", "in use", f"pid {os.getpid()}", "--port 0")
+
+
+def test_version_names_the_release_and_the_commit():
+    proc = run_cli([*LABRUN, "--version"], timeout=60, check=True)
+    assert proc.stdout.startswith("labrun 0.") and "commit" in proc.stdout

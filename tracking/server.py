@@ -22,7 +22,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -116,8 +115,13 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if not args.backend_store_uri.startswith(("postgresql://", "postgresql+", "postgres://")):
         raise ConfigError(f"--backend-store-uri must be a PostgreSQL URI (postgresql://USER@HOST:PORT/DB) "
                           f"for a group server, got {args.backend_store_uri!r}")
-    if not 0 < args.port < 65536 or args.workers < 1:
-        raise ConfigError(f"--port must be 1-65535 and --workers at least 1 (got {args.port}, {args.workers})")
+    if not 0 <= args.port < 65536 or args.workers < 1:
+        raise ConfigError(f"--port must be 0-65535 (0 picks a free one) and --workers at least 1 "
+                          f"(got {args.port}, {args.workers})")
+    if args.port == 0:
+        from tracking.serving import free_port
+
+        args.port = free_port(args.host)
     if args.allowed_hosts is not None:
         hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
         if not hosts or "*" in hosts:
@@ -258,32 +262,25 @@ def serve(settings: ServerSettings, password: str) -> int:
     """Run the server in the foreground until it exits or this process is interrupted."""
     import signal
 
+    from tracking.serving import Foreground, raise_interrupt
+
     created = ensure_database(settings.backend_store_uri)
     folder = Path(tempfile.mkdtemp(prefix="labrun-server-"))  # 0700
-    proc = None
+    server = None
     old_term = signal.getsignal(signal.SIGTERM)
     try:
         ini = write_private(folder, "basic_auth.ini", auth_ini(settings, password))
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
         print(_banner(settings, created), flush=True)
-        proc = subprocess.Popen(server_command(settings), env=server_environment(ini))
-        return proc.wait()
+        server = Foreground(server_command(settings), env=server_environment(ini)).start()
+        return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if server is not None:
+            server.stop()  # the whole tree: gunicorn/uvicorn workers and job consumers too
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _banner(settings: ServerSettings, created: bool) -> str:
@@ -301,8 +298,11 @@ def _banner(settings: ServerSettings, created: bool) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``labrun server``: check everything first (exit 2 with one line), then serve."""
+    from tracking.serving import check_port
+
     settings = settings_from_args(args)
     password = admin_password(args.admin_password_file)
+    check_port(settings.host, settings.port)
     env.quiet()
     return serve(settings, password)
 
