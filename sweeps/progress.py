@@ -1,7 +1,8 @@
 """What a person watching a sweep sees: a live bar with counts and ETA, and a cell table.
 
-With ``LABRUN_PROGRESS=0`` (batch jobs, tests) the bar is replaced by one plain line per
-cell that ends, so logs stay readable.
+Where stderr is not a terminal (a pipe, a file, CI) or ``LABRUN_PROGRESS=0``, the bar is
+replaced by one plain line per cell that ends and a one-line status every
+:data:`STATUS_EVERY_S` while cells run, so logs stay readable.
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 import time
 from typing import Any, Iterable, Sequence, TextIO
 
-from tracking import env
+from tracking.progress import bars_enabled
+
+STATUS_EVERY_S = 60.0
 
 
 class SweepProgress:
@@ -20,7 +23,8 @@ class SweepProgress:
         self.stream = stream or sys.stderr
         self.t0 = time.time()
         self.bar = None
-        if env.LABRUN_PROGRESS.get() and total:
+        self._said = time.time()
+        if bars_enabled(self.stream) and total:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True,
@@ -37,6 +41,15 @@ class SweepProgress:
         if n != self.running:
             self.running = n
             self._postfix()
+        if self.bar is None and self.total and time.time() - self._said >= STATUS_EVERY_S:
+            self._status()
+
+    def _status(self) -> None:
+        c = self.counts
+        done = sum(v for k, v in c.items() if k != "retried")
+        print(f"[{done}/{self.total}] running {self.running}, finished {c['finished']}, failed {c['failed']}, "
+              f"killed {c['killed']}, {time.time() - self.t0:.0f}s elapsed", file=self.stream, flush=True)
+        self._said = time.time()
 
     def event(self, kind: str, label: str, run_id: str | None = None, *, final: bool = True) -> None:
         """A cell ended (``final``) or is being retried (not final)."""
@@ -55,6 +68,7 @@ class SweepProgress:
             eta = f", ETA {left:.0f}s" if self.total - done else ""
         print(f"[{done}/{self.total}{eta}] {kind}: {label}" + (f" run {run_id}" if run_id else ""),
               file=self.stream, flush=True)
+        self._said = time.time()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -123,3 +123,17 @@ def test_a_taken_port_is_refused_naming_its_holder(tmp_path):
 def test_version_names_the_release_and_the_commit():
     proc = run_cli([*LABRUN, "--version"], timeout=60, check=True)
     assert proc.stdout.startswith("labrun 0.") and "commit" in proc.stdout
+
+
+def test_piped_output_has_no_bar_redraws(tmp_path):
+    """A pipe, a file, a CI log: no carriage returns even with LABRUN_PROGRESS=1, one line per cell."""
+    extra = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "LABRUN_PROGRESS": "1"}
+    run = run_cli([*LABRUN, "run", "toy", "--config", "quick", "--set", "train.steps=20"], cwd=tmp_path,
+                  timeout=300, env_extra=extra, check=True)
+    assert "\r" not in run.stderr + run.stdout and "Epoch" in run.stderr
+    sweep = run_cli([*LABRUN, "sweep", "toy_quick", "--parallel", "1"], cwd=tmp_path, timeout=600,
+                    env_extra=extra, check=True)
+    out = sweep.stdout + sweep.stderr
+    assert "\r" not in out
+    assert max(len(line) for line in out.splitlines()) < 300
+    assert len([ln for ln in out.splitlines() if "] finished: " in ln]) == 4, out[-3000:]

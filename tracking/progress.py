@@ -2,20 +2,32 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Mapping, TypeVar
+from typing import Iterable, Mapping, TextIO, TypeVar
 
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
-             initial: int = 0) -> Iterable[T]:
-    """A tqdm bar on stderr; off when LABRUN_PROGRESS=0 (logs of batch jobs stay clean)."""
-    from tqdm.auto import tqdm
-
+def bars_enabled(stream: TextIO | None = None) -> bool:
+    """Bars only where a person watches a terminal: a bar redraws with carriage returns, which
+    a pipe, a file or a CI log keeps as one endless line glued to the log lines around it.
+    ``LABRUN_PROGRESS=0`` turns them off on a terminal too; ``=1`` cannot turn them on in a pipe."""
     from tracking import env
 
-    disable = not env.LABRUN_PROGRESS.get()
-    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable,
+    stream = stream or sys.stderr
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return bool(env.LABRUN_PROGRESS.get()) and tty
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
+             initial: int = 0) -> Iterable[T]:
+    """A tqdm bar on stderr when it is a terminal (see :func:`bars_enabled`); the epoch lines
+    in the log say how far a run is otherwise."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not bars_enabled(),
                 mininterval=1.0, dynamic_ncols=True, file=sys.stderr, leave=False)
 
 

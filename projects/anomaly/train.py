@@ -56,13 +56,13 @@ def _callbacks(cfg: Config, spec: Any, bridge: Any) -> list[Any]:
 def _engine(run: Any, cfg: Config, spec: Any, bridge: Any) -> Any:
     from anomalib.engine import Engine
 
-    from tracking import env
+    from tracking.progress import bars_enabled
 
     return Engine(accelerator="gpu" if run.device.type == "cuda" else "cpu", devices=1,
                   max_epochs=1 if spec.memory_bank else cfg.train.max_epochs,
                   logger=bridge.logger, callbacks=_callbacks(cfg, spec, bridge),
                   default_root_dir=run.local_dir / "anomalib", log_every_n_steps=1,
-                  enable_progress_bar=bool(env.LABRUN_PROGRESS.get()), enable_model_summary=False)
+                  enable_progress_bar=bars_enabled(), enable_model_summary=False)
 
 
 def _fit_and_test(run: Any, cfg: Config, data: Any) -> SimpleNamespace:
