@@ -137,3 +137,16 @@ def test_piped_output_has_no_bar_redraws(tmp_path):
     assert "\r" not in out
     assert max(len(line) for line in out.splitlines()) < 300
     assert len([ln for ln in out.splitlines() if "] finished: " in ln]) == 4, out[-3000:]
+
+
+@pytest.mark.parametrize("device,needle", [("cuda", "not available here"), ("tpu", "not a torch device"),
+                                           ("cuda:7", "not available here")])
+def test_a_device_this_machine_lacks_is_refused_before_any_run(tmp_path, device, needle):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli([*LABRUN, "run", "toy", "--config", "quick", "--set", f"device={device}"], cwd=tmp_path,
+                   timeout=120, env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    _one_line_exit_2(proc, f"device {device!r}", needle, "this machine has: cpu", "'auto' picks the best")
+    assert not (tmp_path / "mlflow.db").exists()

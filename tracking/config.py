@@ -517,8 +517,10 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
             opts.base_config = str(found) if found else None
         else:
             opts.base_config = f"run:{opts.resume}"
+        from tracking.seeding import check_device
         from tracking.store import check_reachable, tracking_uri
 
+        check_device(cfg.device)
         check_reachable(tracking_uri())  # before any run exists: one line, not a long retry loop
     except ConfigError as exc:
         exit_with_config_error(str(exc), prog)

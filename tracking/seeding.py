@@ -39,6 +39,40 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def check_device(name: str) -> None:
+    """A one-line ConfigError, before any run exists, for a device this machine does not have:
+    torch would fail later with a traceback and leave a FAILED run behind."""
+    if name in ("auto", "cpu"):
+        return
+    import torch
+
+    from tracking.config import ConfigError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {name!r} is not a torch device; this machine has: {', '.join(available_devices())} "
+                          f"('auto' picks the best)") from None
+    backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
+    ok = device.type == "cpu" or (backend is not None and getattr(backend, "is_available", lambda: False)())
+    if ok and device.type == "cuda" and device.index is not None:
+        ok = device.index < torch.cuda.device_count()
+    if not ok:
+        raise ConfigError(f"device {name!r} is not available here; this machine has: "
+                          f"{', '.join(available_devices())} ('auto' picks the best)")
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
 def _deterministic_kernels(torch) -> None:
     """``torch.use_deterministic_algorithms(True)`` without its 2-5 s import of inductor.
 
