@@ -98,6 +98,9 @@ QUIET = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "WANDB_MODE": "disabled",
     "GIT_PYTHON_REFRESH": "quiet",
+    # MLflow's download bars redraw with carriage returns around labrun's own lines
+    # (``--resume``, ``labrun reproduce``/``diff`` read artifacts): the one line after says enough.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

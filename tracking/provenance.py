@@ -28,13 +28,21 @@ class GitInfo:
     root: str = UNKNOWN
     diff: str = ""
     untracked: list[str] = field(default_factory=list)
+    untracked_diff: str = ""
+    """The untracked files as new-file patches (``git apply`` recreates them); files over
+    :data:`UNTRACKED_MAX_BYTES` are only named."""
 
     def diff_text(self) -> str:
-        """The ``git.diff`` artifact: ``git diff HEAD`` plus the untracked files' names."""
+        """The ``git.diff`` artifact: one patch that ``git apply`` replays on the commit
+        (``labrun reproduce`` does), the untracked files included."""
         text = self.diff
-        if self.untracked:
-            text += "\n# untracked files (not in the diff above):\n"
-            text += "".join(f"#   {name}\n" for name in self.untracked)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += self.untracked_diff
+        skipped = [n for n in self.untracked if f" b/{n}\n" not in self.untracked_diff]
+        if skipped:
+            text += "\n# untracked files not in the patch (too large or unreadable):\n"
+            text += "".join(f"#   {name}\n" for name in skipped)
         return text
 
 
@@ -122,8 +130,30 @@ def _read_changes(repo, info: GitInfo) -> None:
     base = ("HEAD",) if info.commit != UNKNOWN else ("--cached",)
     changed = [f for f in repo.git.diff(*base, "--name-only").splitlines()
                if f and not is_store_file(f, patterns)]
-    info.diff = repo.git.diff(*base, "--", *changed) if changed else ""
+    info.diff = repo.git.diff(*base, "--binary", "--", *changed) if changed else ""
+    info.untracked_diff = _untracked_patch(repo, info.untracked)
     info.dirty = "true" if (info.diff or info.untracked) else "false"
+
+
+UNTRACKED_MAX_BYTES = 1 << 20
+
+
+def _untracked_patch(repo, names: list[str]) -> str:
+    """New-file patches of the untracked files a run's code may import (``git diff --no-index``
+    exits 1 when the files differ, which is always here)."""
+    root = Path(repo.working_tree_dir)
+    parts = []
+    for name in names:
+        path = root / name
+        try:
+            if not path.is_file() or path.stat().st_size > UNTRACKED_MAX_BYTES:
+                continue
+        except OSError:
+            continue
+        patch = repo.git.diff("--no-index", "--binary", "--", "/dev/null", name, with_exceptions=False)
+        if patch:
+            parts.append(patch if patch.endswith("\n") else patch + "\n")
+    return "".join(parts)
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
