@@ -121,6 +121,17 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from labrun.check import check, log_check, render
+
+    checks, experiment = check(args.spec, args.against, args.metric, rtol=args.rtol, atol=args.atol,
+                               alpha=args.alpha, sets=args.set or [])
+    text = render(checks, args.metric, experiment)
+    print(text, end="")
+    log_check(experiment, text, checks, args.against, args.metric)
+    return 1 if any(c.regression for c in checks) else 0
+
+
 def _provenance_parsers(sub: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("reproduce", help="run a recorded run again from its commit and diff, and compare",
@@ -142,6 +153,23 @@ def _provenance_parsers(sub: Any) -> None:
     p.add_argument("--format", choices=["text", "md"], default="text")
     p.add_argument("--repo", metavar="PATH", help="the git repository holding both commits (default: here)")
     p.set_defaults(func=_diff)
+
+    p = sub.add_parser("check", help="rerun a spec on today's code and test it against stored baseline runs",
+                       description="Rerun SPEC (a sweep spec) into a fresh experiment and pair every group "
+                                   "(same config) seed by seed with the baseline runs: equal within "
+                                   "--rtol/--atol, or a paired t-test Holm-corrected across groups. Exit 1 on a "
+                                   "regression (a significant change for the worse, or a change too few seeds "
+                                   "cannot judge), so CI can gate on it. The baseline: an experiment name, or "
+                                   "TAG=VALUE on runs of the spec's experiment (e.g. labrun.status=baseline, "
+                                   "set with `labrun status RUN_ID baseline`).", formatter_class=fmt)
+    p.add_argument("spec", help="sweep spec YAML (or a shipped spec name)")
+    p.add_argument("--against", required=True, metavar="EXPERIMENT|TAG=VALUE")
+    p.add_argument("--metric", "-m", required=True, help="the result to compare, e.g. metric.mse.val")
+    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance per pair (default 0: exact)")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per pair (default 0)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec key, as for sweep")
+    p.set_defaults(func=_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

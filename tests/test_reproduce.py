@@ -140,3 +140,39 @@ def test_reproduce_refuses_what_it_cannot_do_in_one_line(store, tmp_path):
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
     outside = _labrun(tmp_path, "reproduce", run_a)
     assert outside.returncode == 2 and "not in a git repository" in outside.stderr
+
+
+SPEC = textwrap.dedent('''
+    entry: mini
+    name: mini_check
+    experiment: mini
+    description: the check's small study
+    matrix: {steps: [3, 4]}
+    seeds: [0, 1, 2]
+    parallel: 2
+    launcher: local
+''')
+
+
+@pytest.mark.slow
+def test_check_passes_unchanged_code_and_flags_an_injected_regression(store, tmp_path):
+    code = _repo(tmp_path)
+    train = code / "minitask" / "train.py"
+    train.write_text(TRAIN.replace("value = (cfg.seed + 1.0) / (s + 1) * (FACTOR if s >= 2 else 1.0)",
+                                   "value = (1.0 / (s + 1) + 0.01 * cfg.seed) * (FACTOR if s >= 2 else 1.0)"))
+    (code / "study.yaml").write_text(SPEC)
+    _git(code, "add", ".")
+    _git(code, "commit", "-qm", "study")
+    base = _labrun(code, "sweep", "study.yaml")
+    assert base.returncode == 0, base.stderr[-3000:]
+    same = _labrun(code, "check", "study.yaml", "--against", "mini", "-m", "loss.total")
+    assert same.returncode == 0, same.stdout + same.stderr[-3000:]
+    assert same.stdout.count(" same") == 2 and "no regression in 2 groups" in same.stdout
+    train.write_text(train.read_text().replace("FACTOR = 1.0", "FACTOR = 3.0"))  # worse from step 2 on
+    worse = _labrun(code, "check", "study.yaml", "--against", "mini", "-m", "loss.total")
+    assert worse.returncode == 1, worse.stdout + worse.stderr[-3000:]
+    assert worse.stdout.count(" worse") == 2 and "REGRESSION in 2 of 2 groups" in worse.stdout
+    checks = [r for r in all_runs(store) if r.data.tags.get("labrun.kind") == "check"]
+    assert len(checks) == 2 and sorted(r.data.metrics["check.regressions"] for r in checks) == [0.0, 2.0]
+    bad = _labrun(code, "check", "study.yaml", "--against", "nothing-here", "-m", "loss.total")
+    assert bad.returncode == 2 and "no FINISHED task runs match --against 'nothing-here'" in bad.stderr
