@@ -10,6 +10,7 @@ seeds cannot judge, is a regression: exit 1, so the command can gate a merge in 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -34,6 +35,10 @@ class GroupCheck:
     def regression(self) -> bool:
         return self.verdict in ("worse", "untested")
 
+    @property
+    def changed(self) -> bool:
+        return self.verdict != "same"
+
 
 def check(spec_path: str, against: str, metric: str, *, rtol: float = 0.0, atol: float = 0.0,
           alpha: float = ALPHA, sets: Sequence[str] = ()) -> tuple[list[GroupCheck], str]:
@@ -45,7 +50,7 @@ def check(spec_path: str, against: str, metric: str, *, rtol: float = 0.0, atol:
     base_runs = _baseline(spec, against)
     experiment = f"{spec.experiment or spec.entry} · check {time.strftime('%Y%m%d-%H%M%S')}"
     spec, raw = load_spec(SweepSpec, spec_path, [*sets, f"experiment={experiment}"])
-    code = run_sweep(spec, raw)
+    code = run_sweep(spec, raw, out=sys.stderr)  # stdout holds the verdict only
     if code not in (0,):
         raise RuntimeError(f"the rerun of {spec_path} ended with exit {code}; see its cells in {experiment!r}")
     new_runs = _runs(experiment)
@@ -146,6 +151,9 @@ def render(checks: list[GroupCheck], metric: str, experiment: str) -> str:
             f"no regression in {len(checks)} groups") + f" on {metric} (rerun in experiment {experiment!r})"
     notes = ("\n'untested': the results changed but fewer than 2 paired seeds cannot say whether the change "
              "is systematic; add seeds to the spec." if any(c.verdict == "untested" for c in checks) else "")
+    if any(c.verdict == "changed" for c in checks):
+        notes += ("\n'changed': the results differ from the baseline, but not significantly for the worse over "
+                  "these seeds; --fail-on change fails on any difference (a refactor that must not move results).")
     return to_text(table) + "\n" + tail + notes + "\n"
 
 

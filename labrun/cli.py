@@ -129,7 +129,8 @@ def _check(args: argparse.Namespace) -> int:
     text = render(checks, args.metric, experiment)
     print(text, end="")
     log_check(experiment, text, checks, args.against, args.metric)
-    return 1 if any(c.regression for c in checks) else 0
+    failed = [c for c in checks if (c.changed if args.fail_on == "change" else c.regression)]
+    return 1 if failed else 0
 
 
 def _provenance_parsers(sub: Any) -> None:
@@ -168,6 +169,8 @@ def _provenance_parsers(sub: Any) -> None:
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance per pair (default 0: exact)")
     p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per pair (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    p.add_argument("--fail-on", choices=["regression", "change"], default="regression",
+                   help="exit 1 on a regression (default) or on any change beyond the tolerance")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec key, as for sweep")
     p.set_defaults(func=_check)
 
