@@ -64,7 +64,8 @@ class RunSide:
 
     @property
     def commit(self) -> str:
-        return self.tags.get(T.GIT_COMMIT, "unknown")
+        """labrun's tag, else MLflow's (a foreign project run by ``mlflow run``)."""
+        return self.tags.get(T.GIT_COMMIT) or self.tags.get("mlflow.source.git.commit") or "unknown"
 
 
 @dataclass

@@ -155,6 +155,7 @@ def _foreign_command(side: RunSide, tree: Path, run_id: str) -> list[str]:
     """A project labrun did not write: ``mlflow run`` of its folder in the worktree, with the
     run's recorded parameters (bit-exactness is not promised: its own code decides)."""
     source = side.tags.get("mlflow.source.name", "")
+    source = source[len("file://"):] if source.startswith("file://") else source
     entry = side.tags.get("mlflow.project.entryPoint", "main")
     root = _repo_root(None)
     try:

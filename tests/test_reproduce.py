@@ -176,3 +176,23 @@ def test_check_passes_unchanged_code_and_flags_an_injected_regression(store, tmp
     assert len(checks) == 2 and sorted(r.data.metrics["check.regressions"] for r in checks) == [0.0, 2.0]
     bad = _labrun(code, "check", "study.yaml", "--against", "nothing-here", "-m", "loss.total")
     assert bad.returncode == 2 and "no FINISHED task runs match --against 'nothing-here'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_foreign_mlflow_project_reproduces_within_tolerance(store, tmp_path):
+    import shutil
+
+    code = tmp_path / "elastic"
+    shutil.copytree(REPO / "examples" / "elasticnet", code)
+    _git(code, "init", "-q")
+    _git(code, "add", ".")
+    _git(code, "commit", "-qm", "elasticnet")
+    first = run_cli([PYTHON, "-m", "mlflow", "run", ".", "-P", "alpha=0.1", "--env-manager", "local",
+                     "--experiment-name", "plain"], cwd=code, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = all_runs(store, ["plain"])
+    proc = _labrun(code, "reproduce", run.info.run_id)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "REPRODUCED" in proc.stdout and "tolerance" in proc.stdout
+    (copy,) = [r for r in all_runs(store, ["plain"]) if r.data.tags.get("labrun.reproduces") == run.info.run_id]
+    assert copy.data.params["alpha"] == "0.1" and copy.info.status == "FINISHED"
