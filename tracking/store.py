@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from tracking import env
 from tracking import tags as T
@@ -249,3 +249,14 @@ def is_stale(status: str, tags: dict[str, str], start_time_ms: int | None,
     if start_time_ms is None:
         return True
     return (time.time() - start_time_ms / 1000.0) > grace_s
+
+
+def elect_earliest(runs: Iterable[tuple[int | None, str]]) -> str | None:
+    """Of runs racing for one piece of work, as ``(start_time_ms, run_id)``: the one that holds it.
+
+    The store has no compare-and-set, so racers each create their run, read all of them back
+    and keep the earliest (ties: the smaller run id). Every racer that reads the same runs
+    elects the same one, and a run created after another racer's read starts later, as long
+    as clocks differ by less than the wait before that read. ``None`` when there is none.
+    """
+    return min(runs, key=lambda r: (r[0] or 0, r[1]), default=(None, None))[1]
