@@ -4,6 +4,7 @@ Modules are named for what they hold: ``spec`` (the YAML schemas), ``matrix`` (c
 their fingerprints), ``ledger`` (what the store already holds for those fingerprints),
 ``launchers/`` (how a cell's process is started), ``sweep`` (the run-matrix driver),
 ``study/`` (Optuna studies: storage, space, trial runner, driver), ``pruning`` (the observer
-that feeds Optuna from inside a run), ``cli``. Nothing here knows any task: tasks are found by MLproject entry point name.
+that feeds Optuna from inside a run), ``cli``. Nothing here knows any task: tasks are found
+by MLproject entry point name.
 Heavy imports (mlflow, optuna) stay inside functions so ``labrun --help`` is instant.
 """
