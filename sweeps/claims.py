@@ -35,6 +35,7 @@ from typing import Any, Iterable
 from sweeps.ledger import Ledger
 from tracking import env
 from tracking import tags as T
+from tracking.store import elect_earliest
 
 
 def worker_id() -> str:
@@ -72,10 +73,8 @@ class Claims:
         state = self.ledger.state(fingerprint)
         if state.finished:
             return state.finished.run_id
-        live = [a for a in state.attempts if a.status == "RUNNING" and not a.stale]
-        if not live:
-            return None
-        return min(live, key=lambda a: (a.start_time, a.run_id)).run_id
+        return elect_earliest((a.start_time, a.run_id) for a in state.attempts
+                              if a.status == "RUNNING" and not a.stale)
 
     def _create(self, job: Any) -> str:
         from mlflow.utils import mlflow_tags as M

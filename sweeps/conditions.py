@@ -57,7 +57,7 @@ def _default_entry(path: Path) -> str | None:
 def _spec_keys() -> list[str]:
     from sweeps.spec import SweepSpec
 
-    return [k for k in SweepSpec.model_fields if k != "conditions"]
+    return [k for k in SweepSpec.with_launchers().model_fields if k != "conditions"]
 
 
 def _condition_overrides(schema: type, cond: Mapping[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,7 @@ class ForeignCell(Cell):
 
 def expand_foreign(spec: Any, ep: Any) -> list[Cell]:
     """``matrix x zip x seeds`` over an entry point's declared parameters (``ep``: a
-    :class:`sweeps.launchers.mlflow_run.ProjectEntry`).
+    :class:`tracking.tasks.ProjectEntry`).
 
     Every cell's parameters are checked against the declared names and types first (a bad
     one: ConfigError, nothing launched). The fingerprint is the project, entry point,

@@ -15,6 +15,7 @@ from typing import Any
 
 from tracking import env
 from tracking import tags as T
+from tracking.store import elect_earliest
 
 
 def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
@@ -32,9 +33,9 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
             client.set_tag(adopted, k, v)
         return adopted, True
     if reuse:
-        found = _parents(client, experiment_id, kind, name, newest_first=True)
+        found = _parents(client, experiment_id, kind, name)
         if found:
-            run_id = found[0].info.run_id
+            run_id = max(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id  # the newest
             client.update_run(run_id, status="RUNNING")
             for k in (T.HOST, T.PID):
                 client.set_tag(run_id, k, tags[k])
@@ -49,7 +50,8 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
     # Workers that start the same sweep at the same moment each made a parent: like a cell's
     # claim (sweeps/claims.py), the earliest one is the sweep's and the others go.
     time.sleep(max(0.0, env.LABRUN_CLAIM_SETTLE_S.get() or 0.0))
-    first = _parents(client, experiment_id, kind, name, newest_first=False)[0].info.run_id
+    first = elect_earliest((r.info.start_time, r.info.run_id)
+                           for r in _parents(client, experiment_id, kind, name)) or run.info.run_id
     if first != run.info.run_id:
         client.set_terminated(run.info.run_id, "KILLED")
         client.delete_run(run.info.run_id)
@@ -57,13 +59,12 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
     return run.info.run_id, False
 
 
-def _parents(client: Any, experiment_id: str, kind: str, name: str, *, newest_first: bool) -> list[Any]:
+def _parents(client: Any, experiment_id: str, kind: str, name: str) -> list[Any]:
     from mlflow.entities import ViewType
 
-    found = client.search_runs(
+    return client.search_runs(
         [experiment_id], filter_string=f"tags.`{T.KIND}` = '{kind}' and tags.`{T.SWEEP}` = '{name}'",
         run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
-    return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id), reverse=newest_first)
 
 
 def close_parent(client: Any, run_id: str, status: str, metrics: dict[str, float]) -> None:

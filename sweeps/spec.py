@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
                       model_validator)
 
 from sweeps import conditions
-from sweeps.launchers.base import LauncherOptions, registered, unknown_launcher
+from sweeps.launchers.base import Launcher, LauncherOptions, registered, unknown_launcher
 from tracking.config import ConfigError, exists, read_yaml, set_dotted
 
 
@@ -25,11 +26,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Launched(_Strict):
-    """A spec that names a launcher (``launcher: submitit``) and may carry launchers' options
-    under their names (``submitit: {cluster: local}``): both read the launcher registry."""
+class BaseSpec(_Strict):
+    """What every spec says: the entry point and its base config, where the runs go, and how
+    they are started. A launcher's options sit under its name (``submitit: {cluster: local}``),
+    typed by that launcher's ``Options``: see :meth:`with_launchers`."""
 
-    @field_validator("launcher", check_fields=False)
+    entry: str
+    """MLproject entry point of the task (e.g. ired, toy), or of a sweep's foreign ``project``."""
+    name: str | None = None
+    """Sweep name (tag ``labrun.sweep``) or study name in the storage; default: the spec file's stem."""
+    description: str = ""
+    """Shown on the parent run and each run (the UI's description)."""
+    config: str | None = None
+    """Base config: a YAML path or a name from the task's configs/ (default: default.yaml)."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Fixed dotted overrides applied to every run."""
+    experiment: str | None = None
+    """MLflow experiment of the parent run and its runs (default: the entry point name)."""
+    launcher: str = "local"
+    """How runs are started: a registered launcher's name (``labrun sweep --help`` lists them);
+    a study's worker runs its trials' runs one at a time."""
+
+    _origin: ClassVar[type[BaseSpec] | None] = None
+    """Set on the models :meth:`with_launchers` builds: the spec they extend."""
+
+    @field_validator("launcher")
     @classmethod
     def _known_launcher(cls, value: str) -> str:
         if value not in registered():
@@ -38,39 +59,45 @@ class _Launched(_Strict):
 
     def launcher_options(self) -> LauncherOptions | None:
         """The chosen launcher's options block, or None if it takes none."""
-        value = getattr(self, self.launcher, None)  # type: ignore[attr-defined]
+        value = getattr(self, self.launcher, None)
         return value if isinstance(value, LauncherOptions) else None
 
+    @classmethod
+    def with_launchers(cls) -> type[BaseSpec]:
+        """This spec plus one optional key per launcher that takes options, typed by its schema.
 
-_M = typing.TypeVar("_M", bound=_Launched)
+        Built from the registry as it is now, not at import, so a launcher registered later
+        (an installed package's, or one defined in code) is accepted; a bad block still gets
+        the spec's one-line error with the key path.
+        """
+        spec = cls._origin or cls
+        return _bound(spec, tuple(c for c in registered().values() if c.Options.names()))
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
+        """Validate with :meth:`with_launchers`: the launchers' blocks are part of the spec."""
+        if cls._origin is not None:
+            return super().model_validate(obj, **kwargs)
+        return cls.with_launchers().model_validate(obj, **kwargs)
 
 
-def _with_launcher_options(spec: type[_M]) -> type[_M]:
-    """``spec`` plus one optional key per launcher that takes options, typed by its schema.
-
-    The keys come from the registry, so a launcher's options are declared once (on the
-    launcher) and a bad one still gets the spec's one-line error with the key path.
-    """
+@functools.cache
+def _bound(spec: type[BaseSpec], launchers: tuple[type[Launcher], ...]) -> type[BaseSpec]:
     fields: dict[str, Any] = {}
-    for name, launcher in registered().items():
-        if not launcher.Options.names():
-            continue
-        if name in spec.model_fields:
-            raise TypeError(f"launcher {name!r} has options but its name is already a spec key")
-        fields[name] = (launcher.Options, Field(default_factory=launcher.Options, description=launcher.help))
-    return create_model(spec.__name__, __base__=spec, __module__=spec.__module__, __doc__=spec.__doc__,
-                        **fields)
+    for launcher in launchers:
+        if launcher.name in spec.model_fields:
+            raise TypeError(f"launcher {launcher.name!r} has options but its name is already a spec key")
+        fields[launcher.name] = (launcher.Options, Field(default_factory=launcher.Options,
+                                                         description=launcher.help))
+    model = create_model(spec.__name__, __base__=spec, __module__=spec.__module__, __doc__=spec.__doc__,
+                         **fields)
+    model._origin = spec
+    return model
 
 
-class SweepSpec(_Launched):
-    """A run matrix: ``conditions x zip x matrix x seeds`` cells of one entry point.
+class SweepSpec(BaseSpec):
+    """A run matrix: ``conditions x zip x matrix x seeds`` cells of one entry point."""
 
-    A launcher's options sit under its name (``submitit: {cluster: local}``), typed by that
-    launcher's ``Options``.
-    """
-
-    entry: str
-    """MLproject entry point of the task (e.g. ired, toy), or of the foreign ``project``."""
     project: str = "."
     """Any MLflow project: a folder holding an MLproject, or a git URI (``mlflow run``'s
     ``URI``). An entry point that is not a labrun task is swept through ``mlflow run``
@@ -80,14 +107,6 @@ class SweepSpec(_Launched):
     """The foreign project's git commit or branch (``mlflow run --version``)."""
     seed_param: str = "seed"
     """Foreign projects: the parameter that ``seeds`` sets."""
-    name: str | None = None
-    """Sweep name (tag ``labrun.sweep``); default: the spec file's stem."""
-    description: str = ""
-    """Shown on the sweep's parent run and each cell (the UI's description)."""
-    config: str | None = None
-    """Base config: a YAML path or a name from the task's configs/ (default: default.yaml)."""
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    """Fixed dotted overrides applied to every cell."""
     matrix: dict[str, list[Any]] | None = None
     """Dotted key -> values; every combination is a cell."""
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
@@ -99,10 +118,6 @@ class SweepSpec(_Launched):
     retries: int = Field(default=1, ge=0)
     """How often a FAILED cell is run again (killed and stale ones are always rerun)."""
     parallel: int = Field(default=1, ge=1)
-    launcher: str = "local"
-    """How cells are started: a registered launcher's name (``labrun sweep --help`` lists them)."""
-    experiment: str | None = None
-    """MLflow experiment of the sweep and its cells (default: the entry point name)."""
 
     @field_validator("matrix")
     @classmethod
@@ -169,7 +184,9 @@ class ParamSpec(_Strict):
         return self
 
 
-class Objective(_Strict):
+class ObjectiveSpec(_Strict):
+    """What a trial's value is: a metric its runs log, reduced per run, then averaged over seeds."""
+
     metric: str
     direction: Literal["minimize", "maximize"] = "minimize"
     reduce: Literal["last", "best"] = "last"
@@ -198,30 +215,22 @@ class PrunerSpec(_Strict):
     reduction_factor: int = 3
 
 
-class StudySpec(_Launched):
+class StudySpec(BaseSpec):
     """An Optuna study over one entry point: each trial is one child run per seed."""
 
-    entry: str
-    name: str | None = None
-    """Study name in the storage (default: the spec file's stem)."""
-    description: str = ""
-    config: str | None = None
-    overrides: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, ParamSpec]
-    objective: Objective | list[Objective]
+    objective: ObjectiveSpec | list[ObjectiveSpec]
     seeds: list[int] = Field(default_factory=lambda: [0])
+    """A trial's value is the mean over these seeds."""
     n_trials: int = Field(default=20, ge=1)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     storage: str = "sqlite:///optuna.db"
     """Optuna storage: an SQLite file by default, any SQLAlchemy URL for several workers."""
-    experiment: str | None = None
     heartbeat_s: int = Field(default=30, ge=1)
     """A worker's trial is judged dead after 2x this without a beat, then retried."""
     max_retry: int = Field(default=2, ge=0)
     """How often a killed worker's trial is retried by another worker."""
-    launcher: str = "local"
-    """How a trial's runs are started (the launchers of sweeps); a worker runs one at a time."""
 
     @field_validator("space")
     @classmethod
@@ -238,12 +247,8 @@ class StudySpec(_Launched):
         return seeds
 
     @property
-    def objectives(self) -> list[Objective]:
+    def objectives(self) -> list[ObjectiveSpec]:
         return self.objective if isinstance(self.objective, list) else [self.objective]
-
-
-SweepSpec = _with_launcher_options(SweepSpec)  # type: ignore[misc]
-StudySpec = _with_launcher_options(StudySpec)  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- loading
@@ -262,7 +267,7 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _explain(model: type[BaseModel], exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
-    # union members appear in the location as type names ('Objective', 'list[Objective]')
+    # union members appear in the location as type names ('ObjectiveSpec', 'list[ObjectiveSpec]')
     loc = [str(p) for p in err["loc"] if not (str(p)[:1].isupper() or "[" in str(p))]
     key = ".".join(loc)
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models, dataclasses
@@ -336,10 +341,11 @@ def load_spec(kind: type[S], path: str | Path, sets: Sequence[str] = ()) -> tupl
     """Spec file (+ ``--set``) -> validated spec and the raw mapping (logged as an artifact)."""
     data = _read(path)
     _apply_sets(data, sets)
+    schema = kind.with_launchers()
     try:
-        spec = kind.model_validate(data)
+        spec = schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(kind, exc, f"spec {Path(str(path)).name}")) from None
+        raise ConfigError(_explain(schema, exc, f"spec {Path(str(path)).name}")) from None
     return spec, data
 
 

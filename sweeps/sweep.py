@@ -65,7 +65,7 @@ def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
     """The task's name, its module, the cells and the launcher: a labrun task of this
     checkout, or any MLflow project's entry point (then launched through ``mlflow run``)."""
     from tracking.config import ConfigError
-    from tracking.tasks import entry_points, load_task, project_root
+    from tracking.tasks import entry_points, load_task, project_entry, project_root
 
     here = spec.project in (".", "")
     if here and spec.entry not in entry_points():
@@ -77,7 +77,6 @@ def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
             task = None  # not a labrun task: swept as a foreign project below
         if task is not None:
             return task.name, task.module, expand(spec, task.schema), spec.launcher
-    from sweeps.launchers.mlflow_run import project_entry
     from sweeps.matrix import expand_foreign, foreign_task
 
     ep = project_entry(str(project_root()) if here else spec.project, spec.entry, spec.version)

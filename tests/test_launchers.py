@@ -132,6 +132,102 @@ def test_a_new_launcher_is_one_subclass(monkeypatch):
         type("Other", (Inline,), {"name": "local"})
 
 
+ECHO_LAUNCHER = """
+from dataclasses import dataclass
+
+from sweeps.launchers.base import Launcher, LauncherOptions
+
+
+@dataclass
+class EchoOptions(LauncherOptions):
+    code: int = 0
+
+
+class EchoLauncher(Launcher):
+    name = "echo_test"
+    help = "ends every job with the exit code its options give"
+    Options = EchoOptions
+
+    def _start(self, job):
+        return self.options.code
+
+    def _exit_code(self, job, handle):
+        return handle
+
+    def stop(self):
+        return self._drop_queue()
+"""
+
+
+def test_an_installed_package_adds_a_launcher_after_import(tmp_path, monkeypatch, request):
+    """Declared in another distribution's metadata (entry-point group labrun.launchers), found
+    after sweeps.spec was imported; its options block is part of both specs."""
+    from sweeps.launchers import base
+    from sweeps.spec import StudySpec, SweepSpec, load_spec
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # forget it after the test
+    (tmp_path / "echo_launcher_pkg.py").write_text(ECHO_LAUNCHER)
+    dist = tmp_path / "labrun_echo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: labrun-echo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[labrun.launchers]\necho_test = echo_launcher_pkg:EchoLauncher\n"
+                                           "broken_test = no_such_module_here:Launcher\n")
+    assert "echo_test" not in base.registered()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    request.addfinalizer(lambda: sys.modules.pop("echo_launcher_pkg", None))
+
+    with pytest.warns(UserWarning, match="launcher 'broken_test'.*cannot be loaded"):
+        launchers = base.registered()
+    assert list(launchers)[:4] == BUILTIN and list(launchers)[4:] == ["echo_test"]
+    spec, _ = load_spec(SweepSpec, _spec(tmp_path, "entry: toy\nlauncher: echo_test\necho_test: {code: 3}\n"))
+    assert spec.launcher_options().code == EXIT_PRUNED
+    launcher = base.make_launcher(spec.launcher, 1, module="m", options=spec.launcher_options())
+    job = base.Job("k", "toy", "m", None, [], "e", "1", "p", "r")
+    assert launcher.wait_one(job, poll_s=0) == EXIT_PRUNED
+    study = StudySpec.model_validate({"entry": "toy", "space": {"train.lr": {"type": "float", "low": 0.1, "high": 1}},
+                                      "objective": {"metric": "metric.mse.val"}, "launcher": "echo_test",
+                                      "echo_test": {"code": 1}})
+    assert study.launcher_options().code == 1
+    with pytest.raises(ConfigError, match="unknown key 'echo_test.cod'; did you mean: echo_test.code"):
+        load_spec(SweepSpec, _spec(tmp_path, "entry: toy\necho_test: {cod: 3}\n", "bad.yaml"))
+
+
+def test_installed_metadata_alone_finds_the_builtin_ones_first(tmp_path, monkeypatch):
+    """Installed from a wheel there is no pyproject.toml: labrun's own metadata lists them
+    (setuptools writes a group's entry points sorted by name)."""
+    from sweeps.launchers import base
+
+    monkeypatch.setattr(base, "_checkout_entry_points", lambda: [])
+    for dist, lines in (("aaa_other-0.1", ["zzz_test = echo_launcher_pkg:EchoLauncher"]),
+                        ("labrun-0.1.0", sorted(f"{n} = {v}" for n, v in _pyproject_launchers().items()))):
+        folder = tmp_path / f"{dist}.dist-info"
+        folder.mkdir()
+        name, version = dist.split("-")
+        (folder / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (folder / "entry_points.txt").write_text("[labrun.launchers]\n" + "\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [n for n, _ in base.declared()] == [*sorted(BUILTIN), "zzz_test"]
+
+
+def _pyproject_launchers() -> dict[str, str]:
+    import tomllib
+
+    from sweeps.launchers import base
+    from tests.helpers import REPO
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][base.GROUP]
+
+
+def test_builtin_launchers_are_declared_as_entry_points():
+    from sweeps.launchers import base
+
+    declared = _pyproject_launchers()
+    assert list(declared) == BUILTIN
+    for name, value in declared.items():
+        module, _, attr = value.partition(":")
+        assert getattr(__import__(module, fromlist=[attr]), attr) is base.registered()[name]
+
+
 # --------------------------------------------------------------------------- specs
 
 def test_submitit_block_keeps_its_yaml_shape_in_sweeps_and_studies(tmp_path):

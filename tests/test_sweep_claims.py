@@ -82,6 +82,14 @@ def exp(store, monkeypatch):
     return exp_id, parent
 
 
+def test_the_rule_one_function_for_claims_and_parents():
+    from tracking.store import elect_earliest
+
+    assert elect_earliest([]) is None
+    assert elect_earliest([(20, "a"), (10, "z"), (10, "b")]) == "b"   # earliest start, then run id
+    assert elect_earliest(iter([(5, "x")])) == "x"
+
+
 def test_the_earliest_live_claim_wins_and_the_later_one_is_withdrawn(store, exp):
     exp_id, parent = exp
     first = _job(exp_id, parent, "fp1")

@@ -628,19 +628,9 @@ def read_project(uri: str, version: str | None = None) -> tuple[str, str, dict[s
 
 
 def _read_project_yaml(folder: Any) -> tuple[str, str, dict[str, dict[str, tuple[str, Any]]]]:
-    import yaml
+    from tracking.tasks import read_mlproject  # the one reader of MLproject files
 
-    path = folder / "MLproject"
-    if not path.is_file():
-        raise ValueError(f"no MLproject file in {str(folder)!r} (a git URI needs MLflow's project loader)")
-    doc = yaml.safe_load(path.read_text()) or {}
-    entries = {}
-    for name, spec in (doc.get("entry_points") or {}).items():
-        params = {}
-        for key, p in ((spec or {}).get("parameters") or {}).items():
-            params[key] = (p.get("type", "string"), p.get("default")) if isinstance(p, dict) else (str(p), None)
-        entries[name] = params
-    return str(folder.resolve()), doc.get("name") or folder.name, entries
+    return read_mlproject(folder).declared()
 
 
 def is_mlflow_word_pair(first: str, second: str) -> bool:

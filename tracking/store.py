@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from tracking import env
 from tracking import tags as T
@@ -356,3 +356,14 @@ def warn_foreign_artifacts(exp: Any) -> None:
         "labrun: experiment %r keeps its artifacts in %s, which does not exist and is outside this "
         "store's folder %s: was the store copied or moved? New runs would write there. See README, "
         "'Where runs go', to point the experiment at its new folder", exp.name, path, home)
+
+
+def elect_earliest(runs: Iterable[tuple[int | None, str]]) -> str | None:
+    """Of runs racing for one piece of work, as ``(start_time_ms, run_id)``: the one that holds it.
+
+    The store has no compare-and-set, so racers each create their run, read all of them back
+    and keep the earliest (ties: the smaller run id). Every racer that reads the same runs
+    elects the same one, and a run created after another racer's read starts later, as long
+    as clocks differ by less than the wait before that read. ``None`` when there is none.
+    """
+    return min(runs, key=lambda r: (r[0] or 0, r[1]), default=(None, None))[1]

@@ -3,10 +3,15 @@
 A task entry point runs ``python -m <module> ...``; the module defines ``Config`` (its
 schema, a :class:`~tracking.config.TaskConfig`) and ``main(argv)``. Sweeps and the CLI find
 tasks here by entry point name, so adding a task means adding an entry point, nothing more.
+Any other MLflow project (a foreign one, swept through ``mlflow run``) is read here too, so
+MLproject is parsed in one place: :func:`read_mlproject`.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
+import json
+import os
 import re
 import shlex
 import sys
@@ -34,6 +39,25 @@ class EntryPoint:
             return words[words.index("-m") + 1]
         return None
 
+    def declared(self) -> dict[str, tuple[str, Any]]:
+        """Parameter -> (MLflow type, default or None when required), as ``mlflow run`` reads them."""
+        return {k: (p.get("type", "string"), p.get("default")) if isinstance(p, dict) else (str(p), None)
+                for k, p in self.parameters.items()}
+
+
+@dataclass
+class Project:
+    """An MLflow project as its MLproject file declares it."""
+
+    work_dir: str
+    name: str
+    entry_points: dict[str, EntryPoint]
+
+    def declared(self) -> tuple[str, str, dict[str, dict[str, tuple[str, Any]]]]:
+        """``(work_dir, name, {entry: declared parameters})``: what MLflow's own loader gives
+        (:func:`tracking.backends.read_project`), so either source reads the same."""
+        return self.work_dir, self.name, {n: ep.declared() for n, ep in self.entry_points.items()}
+
 
 @dataclass
 class Task:
@@ -52,13 +76,21 @@ def project_root(start: str | Path | None = None) -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def entry_points(root: str | Path | None = None) -> dict[str, EntryPoint]:
-    path = project_root(root) / "MLproject"
+def read_mlproject(folder: str | Path) -> Project:
+    """The one reader of an MLproject file; ValueError (one line) when the folder has none."""
+    folder = Path(folder)
+    path = folder / "MLproject"
+    if not path.is_file():
+        raise ValueError(f"no MLproject file in {str(folder)!r} (a git URI needs MLflow's project loader)")
     doc = yaml.safe_load(path.read_text()) or {}
-    out = {}
-    for name, spec in (doc.get("entry_points") or {}).items():
-        out[name] = EntryPoint(name, spec.get("command", ""), spec.get("parameters") or {})
-    return out
+    eps = {name: EntryPoint(name, (spec or {}).get("command", ""), (spec or {}).get("parameters") or {})
+           for name, spec in (doc.get("entry_points") or {}).items()}
+    return Project(str(folder.resolve()), doc.get("name") or folder.name, eps)
+
+
+def entry_points(root: str | Path | None = None) -> dict[str, EntryPoint]:
+    """This checkout's entry points (the MLproject found from ``root`` upward)."""
+    return read_mlproject(project_root(root)).entry_points
 
 
 def load_task(name: str, root: str | Path | None = None) -> Task:
@@ -82,6 +114,87 @@ def _is_task(ep: EntryPoint) -> bool:
 
 def task_names(root: str | Path | None = None) -> list[str]:
     return sorted(n for n, ep in entry_points(root).items() if _is_task(ep))
+
+
+# ---------------------------------------------------------------------------- any MLflow project
+
+@dataclass
+class ProjectEntry:
+    """An MLflow project's entry point as ``mlflow run`` sees it: where, and what it takes."""
+
+    uri: str
+    entry: str
+    version: str | None
+    work_dir: str
+    name: str
+    parameters: dict[str, tuple[str, Any]]
+    """name -> (MLflow type, default or None when required)."""
+
+    def check(self, params: dict[str, Any], where: str = "") -> dict[str, str]:
+        """Every ``-P`` value checked before anything starts, as ``mlflow run`` would check it
+        (later, one cell at a time); returns all parameters as text, defaults filled in."""
+        declared = ", ".join(f"{k} ({t})" for k, (t, _) in self.parameters.items()) or "none"
+        out: dict[str, str] = {}
+        for key, value in params.items():
+            if key not in self.parameters:
+                close = difflib.get_close_matches(key, list(self.parameters), n=2)
+                hint = f"did you mean: {', '.join(close)}? " if close else ""
+                raise ConfigError(f"entry point {self.entry!r} of {self.uri} declares no parameter "
+                                  f"{key!r}{where}; {hint}declared: {declared}")
+            out[key] = _typed(key, value, self.parameters[key][0], self, where)
+        for key, (_, default) in self.parameters.items():
+            if key not in out:
+                if default is None:
+                    raise ConfigError(f"entry point {self.entry!r} of {self.uri} needs parameter "
+                                      f"{key!r}{where} (it has no default); declared: {declared}")
+                out[key] = str(default)
+        return out
+
+
+def _typed(key: str, value: Any, kind: str, ep: ProjectEntry, where: str) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    ok = True
+    if kind == "float":
+        ok = _parses(float, text)
+    elif kind == "int":
+        ok = _parses(int, text)
+    elif kind == "path":
+        ok = "://" in text or os.path.exists(os.path.join(ep.work_dir, text))
+    elif kind == "uri":
+        ok = bool(text)
+    if not ok:
+        raise ConfigError(f"parameter {key!r} of entry point {ep.entry!r}{where} expects {kind}, "
+                          f"got {text!r}")
+    return text
+
+
+def _parses(kind: type, text: str) -> bool:
+    try:
+        kind(text)
+        return True
+    except ValueError:
+        return False
+
+
+def project_entry(uri: str, entry: str, version: str | None = None) -> ProjectEntry:
+    """Read ``uri``'s MLproject with MLflow's own loader (a git URI is fetched as ``mlflow run``
+    fetches it), else with :func:`read_mlproject`; a missing project or entry point is one
+    line, exit 2."""
+    from tracking import backends
+
+    local = Path(uri).expanduser()
+    target = str(local.resolve()) if local.exists() else uri
+    try:
+        work_dir, name, entries = backends.read_project(target, version)
+    except Exception as exc:
+        raise ConfigError(f"project {uri!r} cannot be read as an MLflow project: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if entry not in entries:
+        raise ConfigError(f"project {uri!r} has no entry point {entry!r}; entry points: "
+                          f"{', '.join(entries) or 'none'}")
+    params = entries[entry]
+    return ProjectEntry(uri=target, entry=entry, version=version, work_dir=work_dir,
+                        name=name, parameters=params)
 
 
 def run_entry_point(main: str | Callable[[list[str]], Any], argv: list[str]) -> int:

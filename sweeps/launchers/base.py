@@ -6,16 +6,18 @@ a new launcher (a cluster, a cloud queue) is one class with three methods: start
 read a started job's exit code, stop what runs. The queue and the ``parallel`` bound live
 here, once, so every launcher throttles and counts jobs the same way.
 
-A subclass with a ``name`` registers itself; specs, ``--help`` and :func:`make_launcher`
-all read that registry, so a launcher's name, one-line help and options schema are
-declared once, on the class. Registering never imports what the launcher drives (submitit,
-ray): those are imported when a launcher is built.
+Launchers are declared as entry points (group ``labrun.launchers``: labrun's own in its
+pyproject.toml, another package's in its own) and loaded on first use; a subclass with a
+``name`` also registers itself when defined. Specs, ``--help`` and :func:`make_launcher` all
+read that registry, so a launcher's name, one-line help and options schema are declared
+once, on the class. Registering never imports what the launcher drives (submitit, ray):
+those are imported when a launcher is built.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
@@ -263,13 +265,13 @@ def _options_error(cls: type[Launcher], exc: Exception) -> str:
 
 # --------------------------------------------------------------------------- the registry
 
-# Built-in launchers, in the order they are listed; importing one registers it (and is cheap:
-# each imports what it drives only when built). A launcher defined elsewhere registers when
-# its module is imported.
-BUILTIN = ("sweeps.launchers.local", "sweeps.launchers.mlflow_run",
-           "sweeps.launchers.submitit_launcher", "sweeps.launchers.ray_launcher")
+GROUP = "labrun.launchers"
+"""The entry-point group that declares launchers: labrun's own in its pyproject.toml, any
+other installed package's in its own metadata, so a launcher is added without touching labrun."""
 
 _REGISTRY: dict[str, type[Launcher]] = {}
+_DECLARED: dict[tuple[str, ...], list[tuple[str, str]]] = {}  # by sys.path: a dist put on it is seen
+_UNLOADABLE: set[tuple[str, str]] = set()  # warned about once
 
 
 def _register(cls: type[Launcher]) -> None:
@@ -279,12 +281,67 @@ def _register(cls: type[Launcher]) -> None:
     _REGISTRY[cls.name] = cls
 
 
+def declared() -> list[tuple[str, str]]:
+    """``(name, "module:Class")`` of every launcher entry point, labrun's own first.
+
+    Run from a checkout, the checkout's pyproject.toml is read as well: the installed metadata
+    may be older than the checkout, or missing (``mlflow run`` with a virtualenv runs the
+    checkout uninstalled). The first declaration of a name wins.
+    """
+    key = tuple(sys.path)
+    if key not in _DECLARED:
+        from importlib.metadata import entry_points
+
+        installed = sorted(entry_points(group=GROUP), key=lambda ep: getattr(ep.dist, "name", "") != "labrun")
+        found: dict[str, str] = {}
+        for name, value in _checkout_entry_points() + [(ep.name, ep.value) for ep in installed]:
+            found.setdefault(name, value)
+        _DECLARED.clear()
+        _DECLARED[key] = list(found.items())
+    return _DECLARED[key]
+
+
+def _checkout_entry_points() -> list[tuple[str, str]]:
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the installed metadata alone
+        return []
+    project = tomllib.loads(pyproject.read_text()).get("project", {})
+    if project.get("name") != "labrun":
+        return []
+    return list(project.get("entry-points", {}).get(GROUP, {}).items())
+
+
+def _load(name: str, value: str) -> None:
+    """Import a declared launcher (its class registers itself); a broken one is skipped, once
+    said, so that one bad package does not stop every sweep."""
+    from importlib.metadata import EntryPoint
+
+    try:
+        cls = EntryPoint(name, value, GROUP).load()
+        if not (isinstance(cls, type) and issubclass(cls, Launcher) and cls.name == name):
+            raise TypeError(f"{value} is not a Launcher subclass with name = {name!r}")
+        _register(cls)
+    except Exception as exc:
+        if (name, value) not in _UNLOADABLE:
+            _UNLOADABLE.add((name, value))
+            import warnings
+
+            warnings.warn(f"launcher {name!r} ({value}) cannot be loaded: {exc}", stacklevel=3)
+
+
 def registered() -> dict[str, type[Launcher]]:
-    """Every launcher by name: the built-ins first, in :data:`BUILTIN` order."""
-    for module in BUILTIN:
-        importlib.import_module(module)
-    order = {m: i for i, m in enumerate(BUILTIN)}
-    ranked = sorted(_REGISTRY.values(), key=lambda c: order.get(c.__module__, len(order)))
+    """Every launcher by name: the declared ones in declaration order, then those defined in
+    code without a declaration (a subclass with a ``name`` registers itself when defined)."""
+    entries = declared()
+    for name, value in entries:
+        if name not in _REGISTRY and (name, value) not in _UNLOADABLE:
+            _load(name, value)
+    order = {name: i for i, (name, _) in enumerate(entries)}
+    ranked = sorted(_REGISTRY.values(), key=lambda c: order.get(c.name, len(order)))
     return {c.name: c for c in ranked}
 
 

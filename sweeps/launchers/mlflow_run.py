@@ -7,18 +7,14 @@ run tracking and labrun's agree on one run.
 """
 from __future__ import annotations
 
-import difflib
 import getpass
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sweeps.launchers.base import Job, Launcher, LauncherOptions
 from sweeps.launchers.local import die_with_parent
@@ -164,88 +160,3 @@ class MlflowRunLauncher(Launcher):
         for _, proc in self.active.values():
             if proc.poll() is None:
                 proc.kill()
-
-
-# ---------------------------------------------------------------------------- foreign projects
-
-@dataclass
-class ProjectEntry:
-    """An MLflow project's entry point as ``mlflow run`` sees it: where, and what it takes."""
-
-    uri: str
-    entry: str
-    version: str | None
-    work_dir: str
-    name: str
-    parameters: dict[str, tuple[str, Any]]
-    """name -> (MLflow type, default or None when required)."""
-
-    def check(self, params: dict[str, Any], where: str = "") -> dict[str, str]:
-        """Every ``-P`` value checked before anything starts, as ``mlflow run`` would check it
-        (later, one cell at a time); returns all parameters as text, defaults filled in."""
-        from tracking.config import ConfigError
-
-        declared = ", ".join(f"{k} ({t})" for k, (t, _) in self.parameters.items()) or "none"
-        out: dict[str, str] = {}
-        for key, value in params.items():
-            if key not in self.parameters:
-                close = difflib.get_close_matches(key, list(self.parameters), n=2)
-                hint = f"did you mean: {', '.join(close)}? " if close else ""
-                raise ConfigError(f"entry point {self.entry!r} of {self.uri} declares no parameter "
-                                  f"{key!r}{where}; {hint}declared: {declared}")
-            out[key] = _typed(key, value, self.parameters[key][0], self, where)
-        for key, (_, default) in self.parameters.items():
-            if key not in out:
-                if default is None:
-                    raise ConfigError(f"entry point {self.entry!r} of {self.uri} needs parameter "
-                                      f"{key!r}{where} (it has no default); declared: {declared}")
-                out[key] = str(default)
-        return out
-
-
-def _typed(key: str, value: Any, kind: str, ep: ProjectEntry, where: str) -> str:
-    from tracking.config import ConfigError
-
-    text = value if isinstance(value, str) else json.dumps(value)
-    ok = True
-    if kind == "float":
-        ok = _parses(float, text)
-    elif kind == "int":
-        ok = _parses(int, text)
-    elif kind == "path":
-        ok = "://" in text or os.path.exists(os.path.join(ep.work_dir, text))
-    elif kind == "uri":
-        ok = bool(text)
-    if not ok:
-        raise ConfigError(f"parameter {key!r} of entry point {ep.entry!r}{where} expects {kind}, "
-                          f"got {text!r}")
-    return text
-
-
-def _parses(kind: type, text: str) -> bool:
-    try:
-        kind(text)
-        return True
-    except ValueError:
-        return False
-
-
-def project_entry(uri: str, entry: str, version: str | None = None) -> ProjectEntry:
-    """Read ``uri``'s MLproject with MLflow's own loader (a git URI is fetched as ``mlflow run``
-    fetches it); a missing project or entry point is one line, exit 2."""
-    from tracking import backends
-    from tracking.config import ConfigError
-
-    local = Path(uri).expanduser()
-    target = str(local.resolve()) if local.exists() else uri
-    try:
-        work_dir, name, entries = backends.read_project(target, version)
-    except Exception as exc:
-        raise ConfigError(f"project {uri!r} cannot be read as an MLflow project: "
-                          f"{str(exc).splitlines()[0]}") from None
-    if entry not in entries:
-        raise ConfigError(f"project {uri!r} has no entry point {entry!r}; entry points: "
-                          f"{', '.join(entries) or 'none'}")
-    params = entries[entry]
-    return ProjectEntry(uri=target, entry=entry, version=version, work_dir=work_dir,
-                        name=name, parameters=params)
