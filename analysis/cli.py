@@ -38,6 +38,8 @@ run_id, metric, step, value, timestamp) and curves.npz.
 In the CSV, a text cell that starts with =, +, -, @, a tab or a carriage return and is not a
 number gets a leading apostrophe ('=HYPERLINK(...)), so a spreadsheet shows it instead of
 evaluating it: descriptions, tags and names are typed by users. Numbers are untouched.
+Non-finite metric values are written inf, -inf and nan; a metric a run never logged is an
+empty cell; a column no exported run has a value in is left out (--keep-empty-columns keeps it).
 """
 
 
@@ -68,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
     from analysis.export import export
 
     paths = export(args.experiment, args.out, fmt=args.format, curves=args.curves, metrics=args.metric,
-                   filters=args.filter or [], schema=args.schema)
+                   filters=args.filter or [], schema=args.schema, keep_empty=args.keep_empty_columns)
     for p in paths:
         print(p)
     return 0
@@ -113,4 +115,6 @@ def register(subparsers) -> None:
     p.add_argument("--schema", metavar="YAML",
                    help="a study's own columns: 'columns: {name: source column}' "
                         "(e.g. projects/mutual/export.yaml)")
+    p.add_argument("--keep-empty-columns", action="store_true",
+                   help="keep columns no exported run has a value in (left out by default)")
     p.set_defaults(func=_export)

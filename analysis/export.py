@@ -81,10 +81,48 @@ def neutralise_formulas(table: "pd.DataFrame") -> "pd.DataFrame":
     return table
 
 
+def _without_empty(table: "pd.DataFrame") -> "pd.DataFrame":
+    """The columns some exported run has a value in: a param only excluded runs had, or a tag
+    only the analysis runs carry, would be an empty column in every row."""
+    keep = (table.notna() & table.astype(str).ne("")).any(axis=0)
+    for col in keep.index[~keep]:
+        if col.startswith(("final.", "best.")):  # logged, as NaN: the step says so
+            step = table.get("step." + col.split(".", 1)[1])
+            keep[col] = step is not None and bool(step.notna().any())
+    return table.loc[:, keep]
+
+
+def _logged_nan(table: "pd.DataFrame") -> "pd.DataFrame":
+    """A metric a run logged as NaN reads ``nan``; one it never logged stays empty."""
+    out = table
+    for col in [c for c in table.columns if c.startswith(("final.", "best."))]:
+        step = table.get("step." + col.split(".", 1)[1])
+        if step is None:
+            continue
+        logged_nan = table[col].isna() & step.notna()
+        if logged_nan.any():
+            out = out.copy() if out is table else out
+            out[col] = out[col].astype(object).mask(logged_nan, "nan")
+    return out
+
+
+def _writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".labrun-export-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export to {out}: {exc.strerror or exc}; choose a writable "
+                          f"folder with --out") from None
+
+
 def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv", curves: bool = False,
            metrics: Sequence[str] | None = None, filters: Sequence[str] = (),
-           tracking_uri: str | None = None, schema: str | Path | None = None) -> list[Path]:
-    """Write the files; returns their paths. Raises ConfigError for an empty selection."""
+           tracking_uri: str | None = None, schema: str | Path | None = None,
+           keep_empty: bool = False) -> list[Path]:
+    """Write the files; returns their paths. Raises ConfigError for an empty selection or an
+    output folder that cannot be written (checked before anything is read)."""
     import numpy as np
 
     if fmt not in FORMATS:
@@ -94,6 +132,8 @@ def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv",
             import pyarrow  # noqa: F401
         except ImportError:
             raise ConfigError("--format parquet needs pyarrow (pip install pyarrow); or use --format csv") from None
+    out = Path(out_dir)
+    _writable(out)
     frame = query.runs_frame(list(experiments), filter=list(filters) or None, tracking_uri=tracking_uri)
     if frame.empty:
         raise ConfigError(f"experiment {', '.join(experiments)} has no task runs to export"
@@ -103,13 +143,11 @@ def export(experiments: Sequence[str], out_dir: str | Path, *, fmt: str = "csv",
         unknown = [m for m in metrics if m not in logged]
         if unknown:
             raise ConfigError(f"metric {unknown[0]!r} was not logged by these runs; logged: {', '.join(logged[:12])}")
-    table = apply_schema(frame, schema) if schema else frame
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    table = apply_schema(frame, schema) if schema else (frame if keep_empty else _without_empty(frame))
     written: list[Path] = []
     if fmt == "csv":
         path = out / "summary.csv"
-        neutralise_formulas(table).to_csv(path, index=False)
+        neutralise_formulas(_logged_nan(table)).to_csv(path, index=False)
     else:
         path = out / "summary.parquet"
         table = table.copy()

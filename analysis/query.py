@@ -220,6 +220,14 @@ def _pivot(rows: list[tuple], index: "pd.Index", width: int, dtype: str) -> dict
     return out
 
 
+def _infinite(values: "pd.Series") -> "pd.Series":
+    """MLflow's SQL store keeps ±inf as ±the largest float: give analysis (and exports) the inf back."""
+    import sys
+
+    big = sys.float_info.max
+    return values.mask(values >= big, math.inf).mask(values <= -big, -math.inf)
+
+
 def _assemble(raw: RawRuns, exp_names: Mapping[str, str],
               directions: Mapping[str, str] | None) -> "pd.DataFrame":
     import numpy as np
@@ -256,10 +264,10 @@ def _assemble(raw: RawRuns, exp_names: Mapping[str, str],
     for name in sorted(latest):
         direction = (directions or {}).get(name) or default_direction(name)
         value, step = latest[name]
-        columns[f"final.{name}"] = pd.Series(value, dtype="float64")
+        columns[f"final.{name}"] = _infinite(pd.Series(value, dtype="float64"))
         lo_hi = extrema.get(name)
         best = lo_hi[1 if direction == "max" else 0] if lo_hi else np.full(len(index), np.nan)
-        columns[f"best.{name}"] = pd.Series(best, dtype="float64")
+        columns[f"best.{name}"] = _infinite(pd.Series(best, dtype="float64"))
         columns[f"step.{name}"] = pd.Series(step).astype("Int64")
     return pd.DataFrame(columns)
 

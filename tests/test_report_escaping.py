@@ -89,3 +89,29 @@ def test_export_neutralises_formulas_and_keeps_numbers(store, tmp_path):
     for col in numeric:
         assert frame.set_index("run_id").loc[run_id, col] == direct.loc[run_id, col]
     assert str(frame.set_index("run_id").loc[run_id, "params.train.lr"]) == "0.05"
+
+
+def test_export_writes_non_finite_values_drops_empty_columns_and_refuses_an_unwritable_folder(store, tmp_path):
+    import math
+
+    from analysis.export import export
+    from tracking.config import ConfigError
+
+    run_id = _toy(store, "--description", "plain")
+    store.log_metric(run_id, "metric.blowup", math.inf, step=0)
+    store.log_metric(run_id, "metric.lost", math.nan, step=0)
+    store.set_tag(run_id, "only.empty", "")  # a tag whose value is empty in every row
+    (path,) = export(["esc"], tmp_path / "out")
+    with path.open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["final.metric.blowup"] == "inf" and row["final.metric.lost"] == "nan"
+    frame = pd.read_csv(path, keep_default_na=False)
+    assert not [c for c in frame.columns if (frame[c] == "").all()]
+    (kept,) = export(["esc"], tmp_path / "all", keep_empty=True)
+    assert len(pd.read_csv(kept).columns) >= len(frame.columns)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    import pytest
+
+    with pytest.raises(ConfigError, match="cannot write the export to .*choose a writable folder"):
+        export(["esc"], blocker / "sub")
