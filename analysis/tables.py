@@ -42,14 +42,31 @@ def pvalue(p: float) -> str:
 
 def to_text(table: "pd.DataFrame") -> str:
     """Aligned plain-text table for the terminal (first column left, the rest right)."""
-    cols = [str(c) for c in table.columns]
-    rows = [[str(v) for v in r] for r in table.itertuples(index=False)]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    return render([list(r) for r in table.itertuples(index=False)], list(table.columns))
+
+
+def render(rows: Sequence[Sequence[object]], header: Sequence[object], *, align: str = "lr",
+           boxed: bool = False, min_widths: Sequence[int] = ()) -> str:
+    """The one fixed-width text table: the analysis tables and the benches' tables alike.
+
+    ``align`` gives each column ``l`` or ``r``, its last letter standing for the columns
+    after it (``"lr"``: first left, the rest right; ``"l"``: all left). ``boxed`` draws
+    ``| a | b |`` rows, Markdown-compatible; ``min_widths`` keeps columns from shrinking
+    below a width, so tables printed one after another line up. A column is never narrower
+    than its widest cell.
+    """
+    head = [str(c) for c in header]
+    body = [[str(c) for c in r] for r in rows]
+    widths = [max([len(c), min_widths[i] if i < len(min_widths) else 0, *(len(r[i]) for r in body)])
+              for i, c in enumerate(head)]
+    sides = [align[min(i, len(align) - 1)] for i in range(len(head))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        text = (" | " if boxed else "  ").join(c.ljust(w) if a == "l" else c.rjust(w)
+                                                for c, w, a in zip(cells, widths, sides))
+        return f"| {text} |" if boxed else text
 
-    return "\n".join([line(cols), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in body)])
 
 
 def to_markdown(table: "pd.DataFrame") -> str:
