@@ -199,18 +199,9 @@ def _run_pair(cfg) -> dict[str, float]:
     return {m: best[m][1] for m in "ab"}
 
 
-def _stats(values: list[float]) -> tuple[float, float, float]:
-    """mean, std and the 95 % t half-width."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return mean, std, half
-
-
 def part_methods(args) -> None:
+    from analysis.stats import describe, paired_comparison
+
     print(f"\n## Four methods on FNO/DeepONet: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
           f"n_train={args.n_train}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
     for problem in args.problems:
@@ -229,16 +220,16 @@ def part_methods(args) -> None:
             for method in METHODS:
                 cells = []
                 for m in "ab":
-                    mean, std, _ = _stats([100 * r[m] for r in results[method]])
-                    cells.append(f"{mean:7.2f} ± {std:5.2f}")
+                    d = describe([100 * r[m] for r in results[method]], n_boot=0)
+                    cells.append(f"{d.mean:7.2f} ± {d.std if d.n > 1 else 0.0:5.2f}")
                 diffs = []
                 for m in "ab":
                     if method == "independent":
                         diffs.append("-")
                         continue
-                    d = [100 * (r[m] - i[m]) for r, i in zip(results[method], results["independent"])]
-                    mean, _, half = _stats(d)
-                    diffs.append(f"{mean:+6.2f} [{mean - half:+.2f}, {mean + half:+.2f}]")
+                    p = paired_comparison([100 * r[m] for r in results[method]],
+                                          [100 * i[m] for i in results["independent"]])
+                    diffs.append(f"{p.mean_diff:+6.2f} [{p.ci_low:+.2f}, {p.ci_high:+.2f}]")
                 print(f"  {method:12} {cells[0]:>16} {cells[1]:>16}   {diffs[0]:>26} {diffs[1]:>28}")
 
 
