@@ -1,7 +1,8 @@
 """Tables for three readers: a terminal, a Markdown page (MLflow UI, GitHub), a LaTeX paper.
 
 Cells are strings built once (``cells``), so the three renderings always show the same
-numbers. LaTeX uses booktabs rules and escapes what TeX treats as special.
+numbers. LaTeX uses booktabs rules and escapes what TeX treats as special. A statistic the
+data cannot support is a dash with a footnote mark (:class:`Footnotes`), never a number.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+_MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        **{m: r"\textsuperscript{" + str(i + 1) + "}" for i, m in enumerate(_MARKS)}}
 
 
 def num(x: float | None, digits: int = 4) -> str:
@@ -38,6 +41,26 @@ def pvalue(p: float) -> str:
     if p is None or math.isnan(p):
         return "–"
     return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+class Footnotes:
+    """The notes of one table: each distinct note gets the next mark (¹, ², ...) on the
+    cells it explains, and :attr:`lines` lists them under the table."""
+
+    def __init__(self) -> None:
+        self._marks: dict[str, str] = {}
+
+    def mark(self, cell: str, note: str | None) -> str:
+        """``cell`` with the mark of ``note`` (unchanged without one)."""
+        if not note:
+            return cell
+        if note not in self._marks:
+            self._marks[note] = _MARKS[len(self._marks)] if len(self._marks) < len(_MARKS) else f"[{len(self._marks) + 1}]"
+        return cell + self._marks[note]
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{m} {note}" for note, m in self._marks.items()]
 
 
 def to_text(table: "pd.DataFrame") -> str:
@@ -83,8 +106,9 @@ def tex_escape(text: str) -> str:
 
 
 def to_latex(table: "pd.DataFrame", *, caption: str = "", label: str = "",
-             bold_row: int | None = None) -> str:
-    """A ``table`` environment with booktabs rules; ``bold_row`` marks the best method."""
+             bold_row: int | None = None, notes: Sequence[str] = ()) -> str:
+    """A ``table`` environment with booktabs rules; ``bold_row`` marks the best method,
+    ``notes`` (the footnotes of its marked cells) go under the rules."""
     cols = [str(c) for c in table.columns]
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}",
              r"\toprule", " & ".join(tex_escape(c) for c in cols) + r" \\", r"\midrule"]
@@ -94,6 +118,8 @@ def to_latex(table: "pd.DataFrame", *, caption: str = "", label: str = "",
             cells = [r"\textbf{" + c + "}" for c in cells]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines.append(r"\par\smallskip{\footnotesize " + r"\\ ".join(tex_escape(n) for n in notes) + "}")
     if caption:
         lines.append(r"\caption{" + tex_escape(caption) + "}")
     if label:

@@ -1,15 +1,20 @@
-"""What the dynamics benches (``branching.py``, ``dynamics_baselines.py``) share.
+"""What the benches share: the dynamics benches' options and trainer loop (``branching.py``,
+``dynamics_baselines.py``), mean ± std and tables, and the cells of a paired comparison.
 
-Both drive the ``dynamics`` Trainer directly on one thread from the same command-line
-options and print mean ± std over seeds in the same fixed-width tables; one copy of each
-keeps their figures comparable. The statistics come from :mod:`analysis.stats`, the tables
-from :mod:`analysis.tables`, as in ``labrun analyze``.
+The statistics come from :mod:`analysis.stats` and the tables from :mod:`analysis.tables`, as
+in ``labrun analyze``, so a bench prints the same numbers the analysis would, and a
+statistic the data cannot support as a dash with a footnote, never as 0.000.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from analysis.stats import Paired
+    from analysis.tables import Footnotes
 
 
 def dynamics_options(p: argparse.ArgumentParser, what: str) -> argparse.ArgumentParser:
@@ -61,3 +66,22 @@ def table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
     from analysis.tables import render
 
     return render(rows, head, align="l")
+
+
+def diff_cells(p: "Paired", notes: "Footnotes", fmt: str = "{:+.4f}") -> list[str]:
+    """Mean difference, its 95% CI and the paired t-test's p; an absent one is a dash marked
+    in ``notes`` with the reason (print ``notes.lines`` under the table)."""
+    from analysis.tables import pvalue
+
+    ci = f"[{fmt.format(p.ci_low)}, {fmt.format(p.ci_high)}]" if math.isfinite(p.ci_low) else "–"
+    return [fmt.format(p.mean_diff), notes.mark(ci, p.notes.get("ci")), notes.mark(pvalue(p.t_p), p.notes.get("t_p"))]
+
+
+def print_table(rows: Sequence[Sequence[object]], head: Sequence[str], notes: "Footnotes | None" = None,
+                align: str = "lr") -> None:
+    """A table with its footnotes under it."""
+    from analysis.tables import render
+
+    print(render(rows, head, align=align))
+    for line in notes.lines if notes is not None else ():
+        print(line)

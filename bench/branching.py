@@ -136,13 +136,16 @@ def _ttest(results: dict, method: str) -> str:
     if method == "baseline" or "baseline" not in results:
         return "-"
     from analysis.stats import paired_comparison
+    from analysis.tables import pvalue
 
     x, y = [r["ppl"] for r in results[method]], [r["ppl"] for r in results["baseline"]]
     n = min(len(x), len(y))
     if n < 2:
         return "n < 2"
     p = paired_comparison(x[:n], y[:n])
-    return f"{p.mean_diff:+.3f} (t={p.t_stat:.2f}, p={p.t_p:.3f})"
+    if p.notes.get("t_p"):   # identical differences: a t-test would claim p ~ 0
+        return f"{p.mean_diff:+.3f} (no t-test: {p.notes['t_p'].split(':')[0]})"
+    return f"{p.mean_diff:+.3f} (t={p.t_stat:.2f}, p={pvalue(p.t_p)})"
 
 
 def _coverage(br: list[dict]) -> str:

@@ -338,13 +338,14 @@ def per_run(frame, curves, costs: dict[str, dict]):
 
 
 def equal_steps_table(runs):
-    """Mean ± std over seeds per method, and paired differences against ``none``."""
+    """Mean ± std over seeds per method, and paired differences against ``none`` (their
+    footnotes in ``paired.attrs["notes"]``)."""
     import pandas as pd
 
     from analysis.stats import describe, paired_comparison
-    from analysis.tables import interval, num, pm
+    from analysis.tables import Footnotes, interval, num, pm, pvalue
 
-    main, paired = [], []
+    main, paired, notes = [], [], Footnotes()
     base = runs[runs["method"] == "none"].set_index("seed")
     for m in [m for m in ORDER if m in set(runs["method"])]:
         sub = runs[runs["method"] == m].set_index("seed")
@@ -364,9 +365,13 @@ def equal_steps_table(runs):
             rel = 100 * p.mean_diff / base.loc[seeds, key].mean()
             paper = (f"{100 * (STUDY[m] / STUDY['none'] - 1):+.2f}%" if m in STUDY and key == "test" else "–")
             paired.append({"comparison": f"{m} − none", "metric": label, "pairs": p.n,
-                           "mean diff": num(p.mean_diff, 3), "95% CI": interval(p.ci_low, p.ci_high, 3),
-                           "relative": f"{rel:+.2f}%", "paired t p": num(p.t_p, 3), "paper": paper})
-    return pd.DataFrame(main), pd.DataFrame(paired)
+                           "mean diff": num(p.mean_diff, 3),
+                           "95% CI": notes.mark(interval(p.ci_low, p.ci_high, 3), p.notes.get("ci")),
+                           "relative": f"{rel:+.2f}%", "paired t p": notes.mark(pvalue(p.t_p), p.notes.get("t_p")),
+                           "paper": paper})
+    paired = pd.DataFrame(paired)
+    paired.attrs["notes"] = notes.lines       # the footnotes of its marked cells
+    return pd.DataFrame(main), paired
 
 
 def plot_curves(frame, curves, costs: dict[str, dict], folder: Path) -> list[Path]:
@@ -451,7 +456,8 @@ def report_equal_steps(args: argparse.Namespace) -> str:
             f"val MSE (10 seeds, n=20, published scale).")
     wall = runs.groupby("method")["wall_s"].mean().reindex([m for m in ORDER if m in set(runs["method"])])
     text = "\n\n".join([head, to_markdown(main), "Paired differences against `none` (same seed; a − none):",
-                         to_markdown(paired) if len(paired) else "(none yet: needs another method on a seed `none` has)",
+                         to_markdown(paired) + "".join("\n" + n + "\n" for n in paired.attrs["notes"]) if len(paired)
+                         else "(none yet: needs another method on a seed `none` has)",
                          "Run wall time (mean s per run, incl. evaluation, machine shared): " +
                          ", ".join(f"{m} {w:.0f}" for m, w in wall.items())])
     figures = plot_curves(frame, curves, costs, args.figures)

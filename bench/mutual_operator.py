@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import diff_cells  # noqa: E402
+
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 CONDITIONS = {"burgers": ("clean", "resolution_shift", "viscosity_shift", "weak_peer"),
               "darcy": ("clean", "resolution_shift", "coefficient_shift", "weak_peer")}
@@ -200,8 +202,6 @@ def _run_pair(cfg) -> dict[str, float]:
 
 
 def part_methods(args) -> None:
-    from analysis.stats import describe, paired_comparison
-
     print(f"\n## Four methods on FNO/DeepONet: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
           f"n_train={args.n_train}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
     for problem in args.problems:
@@ -215,22 +215,33 @@ def part_methods(args) -> None:
                                                   f"method.lam={args.lam}"])
                     results.setdefault(method, []).append(_run_pair(cfg))
             print(f"\n{problem} / {condition} ({_cpu() - c0:.0f} CPU s)")
-            print(f"  {'method':12} {'FNO (a)':>16} {'DeepONet (b)':>16}   {'d FNO vs ind [95% CI]':>26} "
-                  f"{'d DeepONet vs ind [95% CI]':>28}")
-            for method in METHODS:
-                cells = []
-                for m in "ab":
-                    d = describe([100 * r[m] for r in results[method]], n_boot=0)
-                    cells.append(f"{d.mean:7.2f} ± {d.std if d.n > 1 else 0.0:5.2f}")
-                diffs = []
-                for m in "ab":
-                    if method == "independent":
-                        diffs.append("-")
-                        continue
-                    p = paired_comparison([100 * r[m] for r in results[method]],
-                                          [100 * i[m] for i in results["independent"]])
-                    diffs.append(f"{p.mean_diff:+6.2f} [{p.ci_low:+.2f}, {p.ci_high:+.2f}]")
-                print(f"  {method:12} {cells[0]:>16} {cells[1]:>16}   {diffs[0]:>26} {diffs[1]:>28}")
+            _methods_table(results)
+
+
+def _methods_table(results: dict[str, list[dict[str, float]]]) -> None:
+    """Per method: each model's mean ± std, and its paired difference against independent."""
+    from analysis.stats import describe, paired_comparison
+    from analysis.tables import Footnotes
+
+    notes = Footnotes()
+    print(f"  {'method':12} {'FNO (a)':>16} {'DeepONet (b)':>16}   {'d FNO vs ind [95% CI]':>26} "
+          f"{'d DeepONet vs ind [95% CI]':>28}")
+    for method in METHODS:
+        cells = []
+        for m in "ab":
+            d = describe([100 * r[m] for r in results[method]], n_boot=0)
+            cells.append(f"{d.mean:7.2f} ± {d.std if d.n > 1 else 0.0:5.2f}")
+        diffs = []
+        for m in "ab":
+            if method == "independent":
+                diffs.append("-")
+                continue
+            p = paired_comparison([100 * r[m] for r in results[method]], [100 * i[m] for i in results["independent"]])
+            mean, ci, _ = diff_cells(p, notes, "{:+.2f}")
+            diffs.append(f"{mean:>6} {ci}")
+        print(f"  {method:12} {cells[0]:>16} {cells[1]:>16}   {diffs[0]:>26} {diffs[1]:>28}")
+    for line in notes.lines:
+        print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> None:

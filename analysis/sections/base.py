@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,21 +28,25 @@ CURVE_GROUPS = 10          # with more groups, the curves show the best ones
 
 @dataclass
 class Table:
-    """One table's cells, rendered at most once per format.
+    """One table's cells and the footnotes of its marked cells, rendered at most once per format.
 
     The printed text, ``analysis.md`` and the ``*.md`` files show the very same rendering, so
     they cannot drift apart and nothing is formatted twice.
     """
 
     cells: "pd.DataFrame"
+    notes: list[str] = field(default_factory=list)
 
     @cached_property
     def text(self) -> str:
-        return tables.to_text(self.cells)
+        return tables.to_text(self.cells) + "".join("\n" + n for n in self.notes)
 
     @cached_property
     def markdown(self) -> str:
-        return tables.to_markdown(self.cells)
+        return tables.to_markdown(self.cells) + ("\n" + "\n\n".join(self.notes) + "\n" if self.notes else "")
+
+    def latex(self, **kw: Any) -> str:
+        return tables.to_latex(self.cells, notes=self.notes, **kw)
 
 
 class Section(abc.ABC):

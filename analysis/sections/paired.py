@@ -33,7 +33,8 @@ class Paired(Section):
         self.holm_p = stats.holm([p.t_p for p in a.paired])
 
     def tabulate(self, a: "Analysis") -> None:
-        self.table = Table(_cells(a.paired, self.holm_p)) if a.paired else None
+        notes = tables.Footnotes()
+        self.table = Table(_cells(a.paired, self.holm_p, notes), notes.lines) if a.paired else None
 
     def text(self, a: "Analysis") -> list[str]:
         if self.table is None:
@@ -49,7 +50,7 @@ class Paired(Section):
             return []
         (out / "paired.md").write_text(self.table.markdown)
         caption = f"Paired comparisons on {a.opts.metric}"
-        (out / "paired.tex").write_text(tables.to_latex(self.table.cells, caption=caption))
+        (out / "paired.tex").write_text(self.table.latex(caption=caption))
         return ["paired.md", "paired.tex"]
 
     def document(self, a: "Analysis") -> dict[str, Any]:
@@ -97,16 +98,20 @@ def _add_pair(a: "Analysis", table: "pd.DataFrame", x: str, y: str) -> None:
     a.warnings += [w for w in p.warnings if "cannot reach" not in w]   # summed up in compute
 
 
-def _cells(paired: list[stats.Paired], holm_p: list[float]) -> "pd.DataFrame":
+def _cells(paired: list[stats.Paired], holm_p: list[float], notes: tables.Footnotes) -> "pd.DataFrame":
+    """A statistic that is absent is a dash marked with its reason; Holm's p shares the t-test's."""
     import pandas as pd
+
+    def cell(text: str, p: stats.Paired, name: str) -> str:
+        return notes.mark(text, p.notes.get(name))
 
     return pd.DataFrame({
         "comparison": [f"{p.a} − {p.b}" for p in paired],
         "n pairs": [str(p.n) for p in paired],
         "mean diff": [tables.num(p.mean_diff) for p in paired],
-        "95% CI of diff": [tables.interval(p.ci_low, p.ci_high) for p in paired],
-        "paired t p": [tables.pvalue(p.t_p) for p in paired],
-        "Holm p": [tables.pvalue(x) for x in holm_p],
-        "Wilcoxon p": [tables.pvalue(p.wilcoxon_p) for p in paired],
-        "effect d_z": [tables.num(p.effect_size_dz, 3) for p in paired],
+        "95% CI of diff": [cell(tables.interval(p.ci_low, p.ci_high), p, "ci") for p in paired],
+        "paired t p": [cell(tables.pvalue(p.t_p), p, "t_p") for p in paired],
+        "Holm p": [cell(tables.pvalue(h), p, "t_p") for p, h in zip(paired, holm_p)],
+        "Wilcoxon p": [cell(tables.pvalue(p.wilcoxon_p), p, "wilcoxon_p") for p in paired],
+        "effect d_z": [cell(tables.num(p.effect_size_dz, 3), p, "effect_size_dz") for p in paired],
     })

@@ -80,8 +80,8 @@ class Ranks(Section):
             if block.table is not None:
                 w = tables.num(block.ranking.kendall_w, 3)
                 rank_md.append(block.table.markdown)
-                rank_tex.append(tables.to_latex(block.table.cells, caption=f"Per-seed ranks on {a.opts.metric} "
-                                                                            f"({block.name}); Kendall's W = {w}"))
+                rank_tex.append(block.table.latex(caption=f"Per-seed ranks on {a.opts.metric} "
+                                                          f"({block.name}); Kendall's W = {w}"))
         (out / "ranks.md").write_text("\n".join(rank_md))
         (out / "ranks.tex").write_text("\n".join(rank_tex))
         return ["ranks.md", "ranks.tex"]
@@ -105,7 +105,7 @@ class Ranks(Section):
 
         f = json_number
         return {"rankings": {name: {"kendall_w": f(r.kendall_w), "chi2": f(r.chi2), "p_value": f(r.p_value),
-                                    "winner": r.winner, "winner_wins": r.winner_wins, "n_seeds": r.n_seeds,
+                                    "note": r.note, "winner": r.winner, "winner_wins": r.winner_wins, "n_seeds": r.n_seeds,
                                     "mean_rank": {k: f(v) for k, v in r.mean_rank.items()},
                                     "pairwise_win_rate": json.loads(r.pairwise.to_json())}
                              for name, r in a.rankings.items()}}
@@ -124,6 +124,9 @@ def _consistency_line(name: str, r: "Ranking", multi: bool) -> str:
     head = f"[{name}] " if multi else ""
     if r.n_seeds < 2:
         return f"{head}rank consistency: needs 2+ seeds shared by every group (have {r.n_seeds})"
+    if r.note:
+        return (f"{head}rank consistency over {r.n_seeds} seeds x {r.n_methods} groups: Kendall's W and its p "
+                f"undefined ({r.note}); winner {r.winner} is best on {r.winner_wins}/{r.n_seeds} seeds")
     return (f"{head}rank consistency over {r.n_seeds} seeds x {r.n_methods} groups: Kendall's W = "
             f"{tables.num(r.kendall_w, 3)} (chi2 = {tables.num(r.chi2, 3)}, p = {tables.pvalue(r.p_value)}); "
             f"winner {r.winner} is best on {r.winner_wins}/{r.n_seeds} seeds")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,8 @@ class Summary(Section):
         a.summary = _best_first(a)
 
     def tabulate(self, a: "Analysis") -> None:
-        self.table = Table(_cells(a.summary, a.opts.confidence))
+        notes = tables.Footnotes()
+        self.table = Table(_cells(a.summary, a.opts.confidence, notes), notes.lines)
 
     def text(self, a: "Analysis") -> list[str]:
         return ["", self.table.text, ""]
@@ -46,8 +48,8 @@ class Summary(Section):
         caption = (f"{opts.metric} ({opts.value}; {a.better} is better): "
                    f"mean ± std over seeds, {opts.confidence * 100:g}% CIs")
         (out / "table.md").write_text(self.table.markdown)
-        (out / "table.tex").write_text(tables.to_latex(self.table.cells, caption=caption, bold_row=0,
-                                                       label="tab:" + opts.metric.replace(".", "-")))
+        (out / "table.tex").write_text(self.table.latex(caption=caption, bold_row=0,
+                                                        label="tab:" + opts.metric.replace(".", "-")))
         return ["table.md", "table.tex"]
 
     def figures(self, out: Path, a: "Analysis") -> list[str]:
@@ -66,7 +68,10 @@ class Summary(Section):
         return [name]
 
     def document(self, a: "Analysis") -> dict[str, Any]:
-        return {"groups": json.loads(a.summary.to_json(orient="records"))}
+        groups = json.loads(a.summary.to_json(orient="records"))
+        for g in groups:    # why a group's CIs are null
+            g["ci_note"] = stats.interval_note(g["n"], math.nan if g["std"] is None else g["std"])
+        return {"groups": groups}
 
 
 def _best_first(a: "Analysis") -> "pd.DataFrame":
@@ -95,17 +100,20 @@ def _small_n_lines(summary: "pd.DataFrame") -> list[str]:
     return lines
 
 
-def _cells(summary: "pd.DataFrame", conf: float) -> "pd.DataFrame":
+def _cells(summary: "pd.DataFrame", conf: float, notes: tables.Footnotes) -> "pd.DataFrame":
     import pandas as pd
 
     pct = f"{conf * 100:g}%"
+    why = [stats.interval_note(n, s) for n, s in zip(summary["n"], summary["std"])]
     cells = pd.DataFrame({
         "group": summary["group"].astype(str),
         "n": summary["n"].astype(int).astype(str),
         "mean ± std": [tables.pm(m, s) for m, s in zip(summary["mean"], summary["std"])],
         "sem": [tables.num(x, 3) for x in summary["sem"]],
-        f"{pct} CI (t)": [tables.interval(a, b) for a, b in zip(summary["ci_low"], summary["ci_high"])],
-        f"{pct} CI (bootstrap)": [tables.interval(a, b) for a, b in zip(summary["boot_low"], summary["boot_high"])],
+        f"{pct} CI (t)": [notes.mark(tables.interval(a, b), w)
+                          for a, b, w in zip(summary["ci_low"], summary["ci_high"], why)],
+        f"{pct} CI (bootstrap)": [notes.mark(tables.interval(a, b), w)
+                                  for a, b, w in zip(summary["boot_low"], summary["boot_high"], why)],
     })
     if "mean_rank" in summary:   # the ranks section's column
         cells["mean rank"] = [tables.num(x, 3) for x in summary["mean_rank"]]
