@@ -164,7 +164,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, labels: tuple[s
     mean, sd = float(d.mean()), float(d.std(ddof=1))
     notes: list[str] = []
     if tol.negligible(sd, max(abs(mean), size)):
-        p = _constant(labels, n, mean, size)
+        p = _constant(labels, d, size)
     else:
         p = _tests(labels, x, y, d, size, confidence)
     if math.isfinite(p.wilcoxon_p) and n < 6:
@@ -186,20 +186,23 @@ def _tests(labels: tuple[str, str], x: np.ndarray, y: np.ndarray, d: np.ndarray,
                   float(res.pvalue), w_stat, w_p, mean / sd, [], notes)
 
 
-def _constant(labels: tuple[str, str], n: int, mean: float, size: float) -> Paired:
+def _constant(labels: tuple[str, str], d: np.ndarray, size: float) -> Paired:
     """Identical differences: a t-test would divide by rounding noise (p ~ 1e-28 from 3 seeds)."""
     nan = math.nan
+    n, mean = int(d.size), float(d.mean())
     who = f"{labels[0]} vs {labels[1]}"
     if tol.negligible(mean, size):
         return Paired(labels[0], labels[1], n, 0.0, 0.0, nan, nan, nan, nan, nan, nan, nan,
                       [f"{who}: {NO_DIFFS}"], dict.fromkeys(("t_p", "ci", "wilcoxon_p", "effect_size_dz"), NO_DIFFS))
     from scipy import stats as st
 
-    # every |d| ties, so the signed-rank test is the sign test: all n signs agree
-    w_stat, w_p = 0.0, float(st.binomtest(n if mean > 0 else 0, n, 0.5).pvalue)
+    # every |d| ties, so the signed-rank test is the sign test (zeros dropped, as Wilcoxon's)
+    up, signed = int(np.sum(d > 0)), int(np.sum(d != 0))
+    w_stat = min(up, signed - up) * (signed + 1) / 2
+    w_p = float(st.binomtest(up, signed, 0.5).pvalue)
     notes = dict.fromkeys(("t_p", "ci", "effect_size_dz"), IDENTICAL_DIFFS)
     notes["wilcoxon_p"] = (f"identical differences: the Wilcoxon ranks all tie, so it is the sign test, and "
-                           f"{n} pairs cannot give p below {2 * 0.5 ** n:.4g}")
+                           f"{signed} pairs cannot give p below {2 * 0.5 ** signed:.4g}")
     return Paired(labels[0], labels[1], n, mean, 0.0, nan, nan, nan, nan, w_stat, w_p, nan,
                   [f"{who}: {IDENTICAL_DIFFS}; Wilcoxon p is the sign test's"], notes)
 
