@@ -6,6 +6,7 @@ every seed ranks the methods the same way and near 0 when the rankings are unrel
 chi-square statistic ``m (n - 1) W`` equals Friedman's test statistic. Next to it: the mean
 rank, how often the overall winner is best on a seed, and a pairwise win-rate matrix.
 Only seeds that have a value for every method are used (a missing cell cannot be ranked).
+Values equal up to rounding (:mod:`analysis.tolerance`) are ties, not an arbitrary order.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analysis import tolerance as tol
 from tracking import tags as T
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +37,8 @@ class Ranking:
     direction: str
     dropped_seeds: list = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    note: str | None = None
+    """Why Kendall's W and its p are absent (NaN), when they are."""
 
     @property
     def n_seeds(self) -> int:
@@ -92,7 +96,9 @@ def rank_methods(frame: "pd.DataFrame", value: str, *, item: str = "group", bloc
     if dropped:
         notes.append(f"{len(dropped)} seed(s) lack a value for some method and are left out of the "
                      f"ranking: {', '.join(map(str, dropped[:10]))}")
-    ranks = complete.rank(axis=1, method="average", ascending=(direction == "min"))
+    tied = pd.DataFrame([tol.snap(row) for row in complete.to_numpy()], index=complete.index,
+                        columns=complete.columns) if len(complete) else complete
+    ranks = tied.rank(axis=1, method="average", ascending=(direction == "min"))
     mean_rank = ranks.mean(axis=0) if len(ranks) else pd.Series(np.nan, index=table.columns)
     w, chi2, p = kendall_w(ranks.to_numpy()) if len(ranks) else (math.nan,) * 3
     winner, wins = None, 0
@@ -113,4 +119,15 @@ def rank_methods(frame: "pd.DataFrame", value: str, *, item: str = "group", bloc
             rate[lo:lo + 256] = ((a < r[:, None, :]) + 0.5 * (a == r[:, None, :])).mean(axis=0)
         np.fill_diagonal(rate, np.nan)
         pairwise = pd.DataFrame(rate, index=cols, columns=cols)
-    return Ranking(complete, ranks, mean_rank, w, chi2, p, winner, wins, pairwise, direction, dropped, notes)
+    return Ranking(complete, ranks, mean_rank, w, chi2, p, winner, wins, pairwise, direction, dropped, notes,
+                   _w_note(len(ranks), len(cols), w))
+
+
+def _w_note(seeds: int, methods: int, w: float) -> str | None:
+    if not math.isnan(w):
+        return None
+    if methods < 2:
+        return "one group: nothing to rank"
+    if seeds < 2:
+        return f"{seeds} seed(s) rank every group: agreement needs 2"
+    return "every seed ties every group: nothing to agree on"

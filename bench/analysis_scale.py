@@ -41,10 +41,10 @@ def naive(uri: str, exp_id: str):
 
 
 def labrun(uri: str):
-    from analysis import query, ranking, report, stats
+    from analysis import query, ranking, selection, stats
 
     frame = query.runs_frame("bench", metrics=[METRIC], tracking_uri=uri)
-    runs, excluded = report._select(frame, f"final.{METRIC}", METRIC, "bench")
+    runs, excluded = selection.select(frame, f"final.{METRIC}", METRIC, "bench")
     runs = runs.assign(group=runs["labrun.group"])
     table = stats.group_stats(runs, f"final.{METRIC}", "group")
     ranks = ranking.rank_methods(runs, f"final.{METRIC}", item="labrun.method", block="labrun.seed")

@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import base_overrides, dynamics_config, dynamics_options, ms, table, train  # noqa: E402
+
 METHODS = {"baseline": ["branch.enabled=false"],
            "A": ["branch.enabled=true", "branch.mode=rules", "branch.signal=index"],
            "B": ["branch.enabled=true", "branch.mode=proxy", "branch.signal=index"],
@@ -42,12 +44,9 @@ NAMES = {"baseline": "fixed schedule (none)", "A": "A rules, no proxy", "B": "B 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3; the sweep uses 5)")
-    p.add_argument("--config", default="spiky", help="base config of the dynamics task (default spiky)")
-    p.add_argument("--steps", type=int, default=0, help="override train.steps (default: the config's)")
+    p = dynamics_options(argparse.ArgumentParser(description=__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter), "method")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of baseline,A,B,C,D")
-    p.add_argument("--set", action="append", default=[], help="extra dotted override, repeatable")
     return p.parse_args(argv)
 
 
@@ -69,19 +68,9 @@ def build_brancher(cfg):
 
 
 def one_run(config: str, overrides: list[str]) -> dict:
-    from tracking.config import resolve_config
-    from projects.dynamics.config import Config
-    from projects.dynamics.trainer import Trainer
-
-    cfg = resolve_config(Config, config, overrides)
+    cfg = dynamics_config(config, overrides)
     brancher, pre = build_brancher(cfg) if cfg.branch.enabled else (None, {})
-    t = Trainer(cfg)
-    t0 = time.process_time()
-    for _ in range(cfg.train.steps):
-        m = t.step()
-        if brancher is not None:
-            brancher.after_step(t, m)
-    cpu_s = time.process_time() - t0
+    t, cpu_s = train(cfg, brancher.after_step if brancher is not None else None)
     rep = t.costs()
     s = brancher.summary(len(t.state.losses), t.flops_per_step) if brancher else {}
     extra = s.get("branch_flops", 0.0)
@@ -90,26 +79,12 @@ def one_run(config: str, overrides: list[str]) -> dict:
             "branch": s, "pre": pre, "events": [e.start for e in t.events.events]}
 
 
-def ms(values: list[float], fmt: str = "{:.3g}") -> str:
-    values = [v for v in values if v == v]
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
-
-
-def table(rows: list[list[str]], head: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def main(argv=None) -> None:
     import torch
 
     a = parse_args(argv)
     torch.set_num_threads(1)
-    base = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
+    base = base_overrides(a)
     methods = [m for m in a.methods.split(",") if m]
     results: dict[str, list[dict]] = {}
     wall0, cpu0 = time.time(), time.process_time()
@@ -160,14 +135,17 @@ def _collected(pre: dict) -> str:
 def _ttest(results: dict, method: str) -> str:
     if method == "baseline" or "baseline" not in results:
         return "-"
-    from scipy import stats
+    from analysis.stats import paired_comparison
+    from analysis.tables import pvalue
 
     x, y = [r["ppl"] for r in results[method]], [r["ppl"] for r in results["baseline"]]
     n = min(len(x), len(y))
     if n < 2:
         return "n < 2"
-    t, p = stats.ttest_rel(x[:n], y[:n])
-    return f"{statistics.mean(x[:n]) - statistics.mean(y[:n]):+.3f} (t={t:.2f}, p={p:.3f})"
+    p = paired_comparison(x[:n], y[:n])
+    if p.notes.get("t_p"):   # identical differences: a t-test would claim p ~ 0
+        return f"{p.mean_diff:+.3f} (no t-test: {p.notes['t_p'].split(':')[0]})"
+    return f"{p.mean_diff:+.3f} (t={p.t_stat:.2f}, p={pvalue(p.t_p)})"
 
 
 def _coverage(br: list[dict]) -> str:

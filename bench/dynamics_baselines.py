@@ -25,35 +25,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import base_overrides, dynamics_config, dynamics_options, ms, table, train  # noqa: E402
+
 STABILISERS = ("none", "cosine", "clip", "zclip", "spam", "adam_hd")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per stabiliser (default 3; the sweep uses 5)")
-    p.add_argument("--config", default="spiky", help="base config of the dynamics task (default spiky)")
-    p.add_argument("--steps", type=int, default=0, help="override train.steps (default: the config's)")
+    p = dynamics_options(argparse.ArgumentParser(description=__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter), "stabiliser")
     p.add_argument("--stabilisers", default=",".join(STABILISERS), help="comma-separated subset")
     p.add_argument("--leads", default="0,5,10,25", help="lead windows for precision/recall (steps)")
     p.add_argument("--no-stable", action="store_true", help="skip the calm runs (false-alarm rate)")
-    p.add_argument("--set", action="append", default=[], help="extra dotted override, repeatable")
     return p.parse_args(argv)
 
 
 def one_run(config: str, overrides: list[str]) -> dict:
     from tracking import checkpoint
-    from tracking.config import resolve_config
-    from projects.dynamics.config import Config
-    from projects.dynamics.trainer import Trainer
 
-    cfg = resolve_config(Config, config, overrides)
-    t = Trainer(cfg)
-    t0, step_ms, mon_ms = time.process_time(), [], []
-    for _ in range(cfg.train.steps):
-        m = t.step()
+    cfg = dynamics_config(config, overrides)
+    step_ms, mon_ms = [], []
+
+    def timings(_, m: dict) -> None:
         step_ms.append(m["perf.step_ms"])
         mon_ms.append(m.get("perf.monitor_ms", 0.0))
-    cpu_s = time.process_time() - t0
+
+    t, cpu_s = train(cfg, timings)
     with tempfile.TemporaryDirectory() as tmp:
         s0 = time.perf_counter()
         path = checkpoint.save(t.snapshot(), Path(tmp) / "cp.ptz")
@@ -69,26 +65,13 @@ def one_run(config: str, overrides: list[str]) -> dict:
             "loss_triggers": list(t.state.loss_triggers), "events": [e.start for e in t.events.events]}
 
 
-def ms(values: list[float], fmt: str = "{:.3g}") -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
-
-
-def table(rows: list[list[str]], head: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def main(argv=None) -> None:
     import torch
 
     a = parse_args(argv)
     torch.set_num_threads(1)
     stabs = [s for s in a.stabilisers.split(",") if s]
-    base = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
+    base = base_overrides(a)
     results: dict[str, list[dict]] = {}
     wall0 = time.time()
     for stab in stabs:

@@ -242,30 +242,25 @@ def paper_cost_text(costs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _row(cells, widths) -> str:
-    return "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"
-
-
 def report(results: list[dict], args: argparse.Namespace) -> str:
     lines = [f"IRED matrix inversion at EQUAL CPU TIME (a costlier step gets fewer steps; the 'steps' column "
              f"says how many each reached; --equal-steps N is the equal-steps view), "
              f"n={args.n}, {args.minutes:g} CPU min/model, batch {args.batch}, "
              f"lr {args.lr_energy:g} (energy) / {args.lr_feedforward:g} (feedforward), width {args.hidden}, threads {args.threads}, seed {args.seed}, "
              f"eval sets of {args.n_eval}", ""]
+    from analysis.tables import render
+
     f = results[0]["floors"]
     head = ["model", "steps", "samples/s cpu", "samples/s wall", "peak MB", "val MSE", "test MSE",
             "test_ood MSE", "test / mean floor"]
-    w = [max(len(h), 12) for h in head]
-    w[0] = 17
-    lines += [_row(head, w), _row(["-" * x for x in w], w)]
-    for r in results:
-        lines.append(_row([r["model"], r["steps"], f"{r['samples_per_cpu_s']:.0f}", f"{r['samples_per_wall_s']:.0f}",
-                           f"{r['peak_rss_mb']:.0f}", f"{r['val']:.5f}", f"{r['test']:.5f}",
-                           f"{r['test_ood']:.4f}", f"{r['test'] / f['test']['mean']:.3f}"], w))
+    rows = [[r["model"], r["steps"], f"{r['samples_per_cpu_s']:.0f}", f"{r['samples_per_wall_s']:.0f}",
+             f"{r['peak_rss_mb']:.0f}", f"{r['val']:.5f}", f"{r['test']:.5f}",
+             f"{r['test_ood']:.4f}", f"{r['test'] / f['test']['mean']:.3f}"] for r in results]
     for name in ("zeros", "mean"):
         label = "floor: zeros" if name == "zeros" else "floor: entry mean"
-        lines.append(_row([label, "", "", "", "", f"{f['val'][name]:.5f}", f"{f['test'][name]:.5f}",
-                           f"{f['test_ood'][name]:.4f}", f"{f['test'][name] / f['test']['mean']:.3f}"], w))
+        rows.append([label, "", "", "", "", f"{f['val'][name]:.5f}", f"{f['test'][name]:.5f}",
+                     f"{f['test_ood'][name]:.4f}", f"{f['test'][name] / f['test']['mean']:.3f}"])
+    lines.append(render(rows, head, align="r", boxed=True, min_widths=[17] + [12] * (len(head) - 1)))
     lines += ["", "learning curve (EMA weights, val MSE on 256 fixed problems), as step:mse:"]
     for r in results:
         pts = ", ".join(f"{c['step']}:{c['val_mse_256']:.5f}" for c in r["curve"])
@@ -274,11 +269,9 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     if energy:
         ks = list(energy[0]["by_inference_steps"])
         lines += ["", "test MSE (first 512 test problems) vs inference energy steps per timestep (published: 5):"]
-        head2 = ["model"] + [f"{k} steps" for k in ks]
-        w2 = [12] * len(head2)
-        lines += [_row(head2, w2), _row(["-" * x for x in w2], w2)]
-        for r in energy:
-            lines.append(_row([r["model"]] + [f"{r['by_inference_steps'][k]:.5f}" for k in ks], w2))
+        rows = [[r["model"]] + [f"{r['by_inference_steps'][k]:.5f}" for k in ks] for r in energy]
+        lines.append(render(rows, ["model"] + [f"{k} steps" for k in ks], align="r", boxed=True,
+                            min_widths=[12] * (len(ks) + 1)))
     return "\n".join(lines)
 
 
@@ -345,13 +338,14 @@ def per_run(frame, curves, costs: dict[str, dict]):
 
 
 def equal_steps_table(runs):
-    """Mean ± std over seeds per method, and paired differences against ``none``."""
+    """Mean ± std over seeds per method, and paired differences against ``none`` (their
+    footnotes in ``paired.attrs["notes"]``)."""
     import pandas as pd
 
     from analysis.stats import describe, paired_comparison
-    from analysis.tables import interval, num, pm
+    from analysis.tables import Footnotes, interval, num, pm, pvalue
 
-    main, paired = [], []
+    main, paired, notes = [], [], Footnotes()
     base = runs[runs["method"] == "none"].set_index("seed")
     for m in [m for m in ORDER if m in set(runs["method"])]:
         sub = runs[runs["method"] == m].set_index("seed")
@@ -371,9 +365,13 @@ def equal_steps_table(runs):
             rel = 100 * p.mean_diff / base.loc[seeds, key].mean()
             paper = (f"{100 * (STUDY[m] / STUDY['none'] - 1):+.2f}%" if m in STUDY and key == "test" else "–")
             paired.append({"comparison": f"{m} − none", "metric": label, "pairs": p.n,
-                           "mean diff": num(p.mean_diff, 3), "95% CI": interval(p.ci_low, p.ci_high, 3),
-                           "relative": f"{rel:+.2f}%", "paired t p": num(p.t_p, 3), "paper": paper})
-    return pd.DataFrame(main), pd.DataFrame(paired)
+                           "mean diff": num(p.mean_diff, 3),
+                           "95% CI": notes.mark(interval(p.ci_low, p.ci_high, 3), p.notes.get("ci")),
+                           "relative": f"{rel:+.2f}%", "paired t p": notes.mark(pvalue(p.t_p), p.notes.get("t_p")),
+                           "paper": paper})
+    paired = pd.DataFrame(paired)
+    paired.attrs["notes"] = notes.lines       # the footnotes of its marked cells
+    return pd.DataFrame(main), paired
 
 
 def plot_curves(frame, curves, costs: dict[str, dict], folder: Path) -> list[Path]:
@@ -458,7 +456,8 @@ def report_equal_steps(args: argparse.Namespace) -> str:
             f"val MSE (10 seeds, n=20, published scale).")
     wall = runs.groupby("method")["wall_s"].mean().reindex([m for m in ORDER if m in set(runs["method"])])
     text = "\n\n".join([head, to_markdown(main), "Paired differences against `none` (same seed; a − none):",
-                         to_markdown(paired) if len(paired) else "(none yet: needs another method on a seed `none` has)",
+                         to_markdown(paired) + "".join("\n" + n + "\n" for n in paired.attrs["notes"]) if len(paired)
+                         else "(none yet: needs another method on a seed `none` has)",
                          "Run wall time (mean s per run, incl. evaluation, machine shared): " +
                          ", ".join(f"{m} {w:.0f}" for m, w in wall.items())])
     figures = plot_curves(frame, curves, costs, args.figures)

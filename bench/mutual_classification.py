@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import diff_cells, print_table  # noqa: E402
+
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 
 
@@ -63,10 +65,7 @@ def _run_cells(args) -> float:
 
 
 def _report(args) -> None:
-    import numpy as np
-
     from analysis.query import runs_frame
-    from analysis.stats import describe, paired_comparison
 
     frame = runs_frame("mutual-bench")
     frame = frame[frame["status"] == "FINISHED"]
@@ -79,27 +78,41 @@ def _report(args) -> None:
             cpu = sub["duration_s"].sum() / 60
             print(f"\n## {dataset}, condition {condition}: {len(sub)} runs, {cpu:.1f} run-minutes "
                   f"(A={args.pair[0]}, B={args.pair[1]}, {args.epochs} epochs)")
-            print(f"{'method':<12} {'A test acc (mean ± std)':>26} {'B test acc (mean ± std)':>26}")
-            acc = {}
-            for method in METHODS:
-                rows = sub[sub["labrun.method"] == method].sort_values("labrun.seed")
-                acc[method] = {m: dict(zip(rows["labrun.seed"], rows[f"final.metric.{m}.accuracy.test"]))
-                               for m in ("a", "b")}
-                cells = []
-                for m in ("a", "b"):
-                    d = describe(list(acc[method][m].values()))
-                    cells.append(f"{d.mean:.4f} ± {d.std:.4f} (n={d.n})")
-                print(f"{method:<12} {cells[0]:>26} {cells[1]:>26}")
-            print(f"{'vs independent':<14} {'model':>5} {'mean diff':>10} {'95% CI':>22} {'p':>7}")
-            for method in METHODS[1:]:
-                for m in ("a", "b"):
-                    seeds = sorted(set(acc[method][m]) & set(acc["independent"][m]))
-                    if len(seeds) < 2:
-                        continue
-                    p = paired_comparison([acc[method][m][s] for s in seeds],
-                                          [acc["independent"][m][s] for s in seeds], labels=(method, "independent"))
-                    ci = f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}]" if np.isfinite(p.ci_low) else "—"
-                    print(f"{method:<14} {m:>5} {p.mean_diff:>+10.4f} {ci:>22} {p.t_p:>7.3f}")
+            _paired_table(_accuracy_table(sub))
+
+
+def _accuracy_table(sub) -> dict[str, dict[str, dict]]:
+    """Prints each model's test accuracy per method; returns method -> model -> seed -> accuracy."""
+    from analysis.stats import describe
+
+    acc, table = {}, []
+    for method in METHODS:
+        runs = sub[sub["labrun.method"] == method].sort_values("labrun.seed")
+        acc[method] = {m: dict(zip(runs["labrun.seed"], runs[f"final.metric.{m}.accuracy.test"])) for m in ("a", "b")}
+        cells = []
+        for m in ("a", "b"):
+            d = describe(list(acc[method][m].values()))
+            cells.append(f"{d.mean:.4f} ± {d.std:.4f} (n={d.n})")
+        table.append([method, *cells])
+    print_table(table, ["method", "A test acc (mean ± std)", "B test acc (mean ± std)"])
+    return acc
+
+
+def _paired_table(acc: dict[str, dict[str, dict]]) -> None:
+    """Each mutual method against independent, per model, over the seeds both have."""
+    from analysis.stats import paired_comparison
+    from analysis.tables import Footnotes
+
+    table, notes = [], Footnotes()
+    for method in METHODS[1:]:
+        for m in ("a", "b"):
+            seeds = sorted(set(acc[method][m]) & set(acc["independent"][m]))
+            if len(seeds) < 2:
+                continue
+            p = paired_comparison([acc[method][m][s] for s in seeds],
+                                  [acc["independent"][m][s] for s in seeds], labels=(method, "independent"))
+            table.append([method, m, *diff_cells(p, notes)])
+    print_table(table, ["vs independent", "model", "mean diff", "95% CI", "p"], notes)
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import diff_cells  # noqa: E402
+
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 CONDITIONS = {"burgers": ("clean", "resolution_shift", "viscosity_shift", "weak_peer"),
               "darcy": ("clean", "resolution_shift", "coefficient_shift", "weak_peer")}
@@ -199,17 +201,6 @@ def _run_pair(cfg) -> dict[str, float]:
     return {m: best[m][1] for m in "ab"}
 
 
-def _stats(values: list[float]) -> tuple[float, float, float]:
-    """mean, std and the 95 % t half-width."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return mean, std, half
-
-
 def part_methods(args) -> None:
     print(f"\n## Four methods on FNO/DeepONet: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
           f"n_train={args.n_train}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
@@ -224,22 +215,33 @@ def part_methods(args) -> None:
                                                   f"method.lam={args.lam}"])
                     results.setdefault(method, []).append(_run_pair(cfg))
             print(f"\n{problem} / {condition} ({_cpu() - c0:.0f} CPU s)")
-            print(f"  {'method':12} {'FNO (a)':>16} {'DeepONet (b)':>16}   {'d FNO vs ind [95% CI]':>26} "
-                  f"{'d DeepONet vs ind [95% CI]':>28}")
-            for method in METHODS:
-                cells = []
-                for m in "ab":
-                    mean, std, _ = _stats([100 * r[m] for r in results[method]])
-                    cells.append(f"{mean:7.2f} ± {std:5.2f}")
-                diffs = []
-                for m in "ab":
-                    if method == "independent":
-                        diffs.append("-")
-                        continue
-                    d = [100 * (r[m] - i[m]) for r, i in zip(results[method], results["independent"])]
-                    mean, _, half = _stats(d)
-                    diffs.append(f"{mean:+6.2f} [{mean - half:+.2f}, {mean + half:+.2f}]")
-                print(f"  {method:12} {cells[0]:>16} {cells[1]:>16}   {diffs[0]:>26} {diffs[1]:>28}")
+            _methods_table(results)
+
+
+def _methods_table(results: dict[str, list[dict[str, float]]]) -> None:
+    """Per method: each model's mean ± std, and its paired difference against independent."""
+    from analysis.stats import describe, paired_comparison
+    from analysis.tables import Footnotes
+
+    notes = Footnotes()
+    print(f"  {'method':12} {'FNO (a)':>16} {'DeepONet (b)':>16}   {'d FNO vs ind [95% CI]':>26} "
+          f"{'d DeepONet vs ind [95% CI]':>28}")
+    for method in METHODS:
+        cells = []
+        for m in "ab":
+            d = describe([100 * r[m] for r in results[method]], n_boot=0)
+            cells.append(f"{d.mean:7.2f} ± {d.std if d.n > 1 else 0.0:5.2f}")
+        diffs = []
+        for m in "ab":
+            if method == "independent":
+                diffs.append("-")
+                continue
+            p = paired_comparison([100 * r[m] for r in results[method]], [100 * i[m] for i in results["independent"]])
+            mean, ci, _ = diff_cells(p, notes, "{:+.2f}")
+            diffs.append(f"{mean:>6} {ci}")
+        print(f"  {method:12} {cells[0]:>16} {cells[1]:>16}   {diffs[0]:>26} {diffs[1]:>28}")
+    for line in notes.lines:
+        print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> None:

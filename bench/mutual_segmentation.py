@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import diff_cells, print_table  # noqa: E402
+
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 CONDITIONS = ("clean", "corrupt_gaussian_noise_3", "corrupt_gaussian_blur_3", "corrupt_contrast_3",
               "resolution_shift", "domain_shift")
@@ -127,6 +129,7 @@ def _cell(job) -> tuple:
 
 def _report(args, results: dict, cpu: dict) -> None:
     from analysis.stats import describe, paired_comparison
+    from analysis.tables import Footnotes
 
     names = {"a": f"A ({args.pair[0]})", "b": f"B ({args.pair[1]})"}
     for condition in args.conditions:
@@ -134,20 +137,21 @@ def _report(args, results: dict, cpu: dict) -> None:
         floor = rows["independent"][0]
         print(f"\n## {condition}: majority-class floor mIoU {floor['floor.miou']:.3f}, pixel acc "
               f"{floor['floor.pixel_accuracy']:.3f}; test mIoU (pixel accuracy), mean ± std over {args.seeds} seeds")
-        print(f"{'method':<12} {names['a'] + ' mIoU':>24} {names['b'] + ' mIoU':>24} {'A pix acc':>14} {'B pix acc':>14}")
+        table = []
         for meth in METHODS:
             cells = []
             for key in ("a.miou", "b.miou", "a.pixel_accuracy", "b.pixel_accuracy"):
                 d = describe([r[key] for r in rows[meth]])
                 cells.append(f"{d.mean:.3f} ± {d.std:.3f}")
-            print(f"{meth:<12} {cells[0]:>24} {cells[1]:>24} {cells[2]:>14} {cells[3]:>14}")
-        print(f"{'vs independent':<14} {'model':>5} {'d mIoU':>8} {'95% CI':>20} {'p':>6}")
+            table.append([meth, *cells])
+        print_table(table, ["method", names["a"] + " mIoU", names["b"] + " mIoU", "A pix acc", "B pix acc"])
+        table, notes = [], Footnotes()
         for meth in METHODS[1:]:
             for m in "ab":
                 p = paired_comparison([r[f"{m}.miou"] for r in rows[meth]],
                                       [r[f"{m}.miou"] for r in rows["independent"]], labels=(meth, "independent"))
-                ci = f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]" if math.isfinite(p.ci_low) else "-"
-                print(f"{meth:<14} {m:>5} {p.mean_diff:>+8.3f} {ci:>20} {p.t_p:>6.3f}")
+                table.append([meth, m, *diff_cells(p, notes, "{:+.3f}")])
+        print_table(table, ["vs independent", "model", "d mIoU", "95% CI", "p"], notes)
     print(f"\nCPU seconds: training {cpu['train']:.0f} ({cpu['train'] / len(results):.0f} per pair), "
           f"test splits + scoring {cpu['score']:.0f}; total {sum(cpu.values()) / 60:.1f} CPU-minutes")
 

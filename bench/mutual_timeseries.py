@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import diff_cells, print_table  # noqa: E402
+
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 CONDITIONS = ("clean", "temporal_shift", "missing_random20", "missing_block20", "horizon_shift")
 
@@ -93,30 +95,31 @@ def _train(cfg, scored: dict[str, tuple]) -> tuple[dict, float]:
 
 def _table(condition: str, results: dict, floors: dict, names: tuple[str, str], cpu: float) -> None:
     from analysis.stats import describe, paired_comparison
+    from analysis.tables import Footnotes
 
     seeds = sorted(results["independent"])
     print(f"\n### {condition}  (test MSE / MAE at the best val epoch, {len(seeds)} seeds; training CPU "
           f"shared by all conditions: {cpu:.0f} s)")
     print("floors on the same windows: " + ", ".join(f"{k} MSE {v['mse']:.4f} / MAE {v['mae']:.4f}"
                                                      for k, v in floors.items()))
-    print(f"{'method':<12} {'A ' + names[0] + ' MSE':>18} {'A MAE':>16} {'B ' + names[1] + ' MSE':>18} {'B MAE':>16}")
+    table = []
     for method in METHODS:
         cells = []
         for m in "ab":
             for k in (0, 1):
                 d = describe([results[method][s][condition][m][k] for s in seeds])
                 cells.append(f"{d.mean:.4f} ± {d.std:.4f}")
-        print(f"{method:<12} {cells[0]:>18} {cells[1]:>16} {cells[2]:>18} {cells[3]:>16}")
-    print(f"{'MSE vs ind.':<12} {'model':>5} {'mean diff':>10} {'95% CI':>22} {'p':>7} {'% of ind.':>9}")
+        table.append([method, *cells])
+    print_table(table, ["method", "A " + names[0] + " MSE", "A MAE", "B " + names[1] + " MSE", "B MAE"])
+    table, notes = [], Footnotes()
     for method in METHODS[1:]:
         for m in "ab":
             x = [results[method][s][condition][m][0] for s in seeds]
             y = [results["independent"][s][condition][m][0] for s in seeds]
             p = paired_comparison(x, y, labels=(method, "independent"))
-            ci = f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}]" if math.isfinite(p.ci_low) else "-"
             rel = 100 * p.mean_diff / (sum(y) / len(y))
-            print(f"{method:<12} {m + ' ' + names['ab'.index(m)]:>5} {p.mean_diff:>+10.4f} {ci:>22} "
-                  f"{p.t_p:>7.3f} {rel:>+8.1f}%")
+            table.append([method, m + " " + names["ab".index(m)], *diff_cells(p, notes), f"{rel:+.1f}%"])
+    print_table(table, ["MSE vs ind.", "model", "mean diff", "95% CI", "p", "% of ind."], notes)
 
 
 def bench_dataset(args, dataset: str) -> float:
