@@ -256,34 +256,28 @@ def ensure_database(uri: str) -> bool:
 
 def serve(settings: ServerSettings, password: str) -> int:
     """Run the server in the foreground until it exits or this process is interrupted."""
-    import signal
+    from tracking.signals import sigterm_as_exception
 
     created = ensure_database(settings.backend_store_uri)
     folder = Path(tempfile.mkdtemp(prefix="labrun-server-"))  # 0700
     proc = None
-    old_term = signal.getsignal(signal.SIGTERM)
-    try:
-        ini = write_private(folder, "basic_auth.ini", auth_ini(settings, password))
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        print(_banner(settings, created), flush=True)
-        proc = subprocess.Popen(server_command(settings), env=server_environment(ini))
-        return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    with sigterm_as_exception():
+        try:
+            ini = write_private(folder, "basic_auth.ini", auth_ini(settings, password))
+            print(_banner(settings, created), flush=True)
+            proc = subprocess.Popen(server_command(settings), env=server_environment(ini))
+            return proc.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _banner(settings: ServerSettings, created: bool) -> str:
