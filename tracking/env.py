@@ -84,7 +84,7 @@ LABRUN_OPTUNA_PRUNER = EnvironmentVariable("LABRUN_OPTUNA_PRUNER", str)
 LABRUN_PUBLIC_API_ONLY = EnvironmentVariable(
     "LABRUN_PUBLIC_API_ONLY", bool, False,
     doc="1 turns off every fast path below MLflow's/Optuna's public API (SQL on MLflow's tables, "
-        "Optuna's Trial._trial_id; see tracking/backends.py): the public calls are used instead.")
+        "Optuna's Trial._trial_id; see tracking/backends/): the public calls are used instead.")
 
 # Variables only a launcher may set for one process: never inherited by a child.
 LAUNCHER_ONLY = (MLFLOW_RUN_ID,)
