@@ -29,8 +29,9 @@ import struct
 import threading
 from typing import Any, Callable, Mapping
 
+from tracking.checkpoint.allowlist import is_trusted, restricted_loads, scan, torch_load
 from tracking.checkpoint.chunks import gather, in_order, plan_chunks, scatter, shufflable
-from tracking.checkpoint.errors import CheckpointError, SaveCancelled
+from tracking.checkpoint.errors import CheckpointError, SaveCancelled, UnsafeCheckpoint
 from tracking.checkpoint.snapshot import byte_view
 
 MAGIC = b"LABRUNCK"
@@ -82,21 +83,14 @@ class _Pickler(pickle.Pickler):
         return None
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh: Any, tensors: list) -> None:
-        super().__init__(fh)
-        self.tensors = tensors
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self.tensors[pid]
-
-
 def write_stream(state: Mapping[str, Any], fh: Any, *, level: int = LEVEL, shuffle: bool = True,
                  workers: int = SAVE_WORKERS, chunk: int = CHUNK,
-                 cancel: threading.Event | None = None) -> int:
+                 cancel: threading.Event | None = None, source: str = "<checkpoint>") -> int:
     """Write ``state`` as a v2 file into the seekable binary ``fh``; returns its size.
 
-    ``cancel`` set while writing stops between chunks with :class:`SaveCancelled`.
+    ``cancel`` set while writing stops between chunks with :class:`SaveCancelled`. A state
+    the loader would refuse (:mod:`~tracking.checkpoint.allowlist`) is refused here, before
+    a byte is written, with :class:`UnsafeCheckpoint`.
     """
     import zstandard
 
@@ -105,6 +99,7 @@ def write_stream(state: Mapping[str, Any], fh: Any, *, level: int = LEVEL, shuff
     tensors: list = []
     skel = io.BytesIO()
     _Pickler(skel, tensors).dump(dict(state))
+    _refuse_unloadable(state, skel.getvalue(), source)
     views = [byte_view(t) for t in tensors]
     shuffled = [shuffle and shufflable(t) for t in tensors]
     sizes = [t.element_size() for t in tensors]
@@ -138,14 +133,47 @@ def write_stream(state: Mapping[str, Any], fh: Any, *, level: int = LEVEL, shuff
     return offset + len(index)
 
 
+def _refuse_unloadable(state: Mapping[str, Any], skeleton: bytes, source: str) -> None:
+    """The save-side half of the allow-list: name the global and the entry that holds it."""
+    if is_trusted():
+        return
+    try:
+        scan(skeleton, source=source)
+    except UnsafeCheckpoint as exc:
+        where = ", ".join(_where(state, exc.global_name))
+        raise exc.when_saving(f"{source} ({where})" if where else source) from None
+
+
+def _where(state: Mapping[str, Any], name: str) -> list[str]:
+    """The entries (``objects.trainer``, ``extra.loop``) whose pickle names ``name``."""
+    found = []
+    for key, value in state.items():
+        inner = value.items() if key in ("objects", "extra") and isinstance(value, Mapping) else [(None, value)]
+        found += [str(key) if sub is None else f"{key}.{sub}" for sub, v in inner if _holds(v, name)]
+    return found
+
+
+def _holds(value: Any, name: str) -> bool:
+    buf = io.BytesIO()
+    try:
+        _Pickler(buf, []).dump(value)
+        scan(buf.getvalue(), source="")
+    except UnsafeCheckpoint as exc:
+        return exc.global_name == name
+    except Exception:
+        return False
+    return False
+
+
 def dumps(state: Mapping[str, Any], level: int = LEVEL) -> bytes:
     buf = io.BytesIO()
     write_stream(state, buf, level=level)
     return buf.getvalue()
 
 
-def loads(blob: bytes, *, source: str = "<bytes>", workers: int = LOAD_WORKERS) -> dict:
-    """Read a v1 or v2 file's bytes; any damage is a :class:`CheckpointError`."""
+def loads(blob: bytes, *, source: str = "<bytes>", workers: int = LOAD_WORKERS, trusted: bool | None = None) -> dict:
+    """Read a v1 or v2 file's bytes; any damage is a :class:`CheckpointError`, a global off the
+    allow-list an :class:`UnsafeCheckpoint` (``trusted``: no allow-list, see :func:`is_trusted`)."""
     if len(blob) < PREFIX.size:
         raise CheckpointError(f"{source}: truncated ({len(blob)} bytes, header is {HEADER_V2.size})")
     magic, version = PREFIX.unpack_from(blob)
@@ -153,11 +181,12 @@ def loads(blob: bytes, *, source: str = "<bytes>", workers: int = LOAD_WORKERS) 
         raise CheckpointError(f"{source}: not a labrun checkpoint (bad magic)")
     if version > VERSION:
         raise CheckpointError(f"{source}: format v{version} is newer than this labrun (v{VERSION})")
-    return _loads_v1(blob, source) if version == 1 else _loads_v2(blob, source, workers)
+    if version == 1:
+        return _loads_v1(blob, source, trusted)
+    return _loads_v2(blob, source, workers, trusted)
 
 
-def _loads_v1(blob: bytes, source: str) -> dict:
-    import torch
+def _loads_v1(blob: bytes, source: str, trusted: bool | None) -> dict:
     import zstandard
 
     if len(blob) < HEADER_V1.size:
@@ -169,8 +198,7 @@ def _loads_v1(blob: bytes, source: str) -> dict:
     if hashlib.blake2b(payload, digest_size=32).digest() != digest:
         raise CheckpointError(f"{source}: checksum mismatch (file corrupted)")
     raw = zstandard.ZstdDecompressor().decompress(payload)
-    # Our own files, just verified by checksum; RNG states need full unpickling.
-    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    return torch_load(raw, source=source, trusted=trusted)  # a checksum is no signature
 
 
 def read_index(head: bytes, read: Callable[[int, int], Any], size: int, source: str) -> dict:
@@ -182,17 +210,24 @@ def read_index(head: bytes, read: Callable[[int, int], Any], size: int, source: 
     index = read(offset, length)
     if hashlib.blake2b(index, digest_size=32).digest() != digest:
         raise CheckpointError(f"{source}: checksum mismatch (file corrupted: index)")
-    return pickle.loads(index)
+    index = restricted_loads(bytes(index), source=source, trusted=False)   # plain data only
+    if not isinstance(index, dict) or not {"tensors", "chunks", "skeleton", "options"} <= set(index):
+        raise CheckpointError(f"{source}: damaged (no table of contents)")
+    return index
 
 
-def decode(index: dict, read_into: Callable[[int, Any], None], source: str, workers: int) -> dict:
+def decode(index: dict, read_into: Callable[[int, Any], None], source: str, workers: int,
+           trusted: bool | None = None) -> dict:
     """Rebuild the state: each worker reads a frame into its own buffer and decompresses
     it straight into the tensors (through a scratch buffer when it must un-shuffle)."""
     import numpy as np
     import torch
     import zstandard
 
-    tensors = [torch.empty(shape, dtype=getattr(torch, dtype)) for dtype, shape, _ in index["tensors"]]
+    dtypes = [getattr(torch, dtype, None) for dtype, _, _ in index["tensors"]]
+    if not all(isinstance(d, torch.dtype) for d in dtypes):
+        raise CheckpointError(f"{source}: damaged (an unknown tensor dtype)")
+    tensors = [torch.empty(shape, dtype=d) for d, (_, shape, _) in zip(dtypes, index["tensors"])]
     views = [byte_view(t) if t.numel() else None for t in tensors]
     shuffled = [s for _, _, s in index["tensors"]]
     sizes = [t.element_size() for t in tensors]
@@ -220,8 +255,7 @@ def decode(index: dict, read_into: Callable[[int, Any], None], source: str, work
 
     for _ in in_order(decode_chunk, index["chunks"], workers):
         pass
-    # Our own files, index verified by checksum; RNG states need full unpickling.
-    return _Unpickler(io.BytesIO(index["skeleton"]), tensors).load()
+    return restricted_loads(index["skeleton"], source=source, tensors=tensors, trusted=trusted)
 
 
 def _decompress_into(dctx: Any, frame: Any, out: Any, source: str, offset: int) -> None:
@@ -245,11 +279,11 @@ def _decompress_into(dctx: Any, frame: Any, out: Any, source: str, offset: int) 
                               f"{len(target)} bytes)")
 
 
-def _loads_v2(blob: bytes, source: str, workers: int) -> dict:
+def _loads_v2(blob: bytes, source: str, workers: int, trusted: bool | None) -> dict:
     data = memoryview(blob)
 
     def read_into(offset: int, buf: Any) -> None:
         buf[:] = data[offset:offset + len(buf)]
 
     index = read_index(blob[:HEADER_V2.size], lambda o, n: data[o:o + n], len(blob), source)
-    return decode(index, read_into, source, workers)
+    return decode(index, read_into, source, workers, trusted)

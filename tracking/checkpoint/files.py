@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from tracking.checkpoint.errors import CheckpointError
+from tracking.checkpoint.errors import CheckpointError, UnsafeCheckpoint
 from tracking.checkpoint.fileformat import (HEADER_V2, LEVEL, LOAD_WORKERS, MAGIC, PREFIX, SAVE_WORKERS,
                                             decode, loads, read_index, write_stream)
 
@@ -37,7 +37,7 @@ def save(state: Mapping[str, Any], path: str | Path, *, level: int = LEVEL, shuf
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as fh:
-            write_stream(state, fh, level=level, shuffle=shuffle, workers=workers, cancel=cancel)
+            write_stream(state, fh, level=level, shuffle=shuffle, workers=workers, cancel=cancel, source=str(path))
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -50,9 +50,10 @@ def save(state: Mapping[str, Any], path: str | Path, *, level: int = LEVEL, shuf
     return path
 
 
-def load(path: str | Path, *, workers: int = LOAD_WORKERS) -> dict:
+def load(path: str | Path, *, workers: int = LOAD_WORKERS, trusted: bool | None = None) -> dict:
     """Read a file; v2 files stream chunk by chunk (``os.preadv`` into per-thread buffers),
-    never holding the whole compressed file in memory."""
+    never holding the whole compressed file in memory. Only allow-listed globals load
+    (:mod:`~tracking.checkpoint.allowlist`; ``trusted=True`` lifts that for a file you trust)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -62,14 +63,14 @@ def load(path: str | Path, *, workers: int = LOAD_WORKERS) -> dict:
         size = os.fstat(fd).st_size
         head = os.pread(fd, HEADER_V2.size, 0)
         if len(head) < PREFIX.size or PREFIX.unpack_from(head) != (MAGIC, 2):
-            return loads(Path(path).read_bytes(), source=str(path), workers=workers)
+            return loads(Path(path).read_bytes(), source=str(path), workers=workers, trusted=trusted)
 
         def read_into(offset: int, buf: Any) -> None:
             if os.preadv(fd, [buf], offset) != len(buf):
                 raise CheckpointError(f"{path}: truncated (chunk at byte {offset})")
 
         index = read_index(head, lambda o, n: os.pread(fd, n, o), size, str(path))
-        return decode(index, read_into, str(path), workers)
+        return decode(index, read_into, str(path), workers, trusted)
     finally:
         os.close(fd)
 
@@ -101,11 +102,17 @@ def periodic(directory: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: step_of(p), reverse=True)
 
 
-def latest_valid(directory: str | Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that passes its checksum; corrupt ones are logged and skipped."""
+def latest_valid(directory: str | Path, *, trusted: bool | None = None) -> tuple[Path, dict] | None:
+    """The newest checkpoint that passes its checksum; corrupt ones are logged and skipped.
+
+    A file the allow-list refuses is not skipped but raised (:class:`UnsafeCheckpoint`): it
+    is no accident, and the older files of whoever wrote it are no safer.
+    """
     for path in periodic(directory):
         try:
-            return path, load(path)
+            return path, load(path, trusted=trusted)
+        except UnsafeCheckpoint:
+            raise
         except CheckpointError as exc:
             log.warning("skipping unusable checkpoint: %s", exc)
     return None
