@@ -9,7 +9,7 @@ from tracking.schema import RESEARCH_STATUSES, ConfigError, LaunchOptions
 
 USAGE = """usage: {prog} [--config PATH] [--set key.path=value ...] [--key.path value ...]
        [--seed N] [--tag key=value ...] [--status exploratory|keep|baseline|failed]
-       [--name NAME] [--description TEXT] [--experiment NAME] [--resume RUN_ID]
+       [--name NAME] [--description TEXT] [--experiment NAME] [--resume RUN_ID [--trust-checkpoints]]
        [--system-metrics on|off|auto] [--log-model on|off|auto] [--register-model NAME]
 
 Runs the {task!r} task as one tracked MLflow run.
@@ -25,6 +25,8 @@ Runs the {task!r} task as one tracked MLflow run.
   --experiment NAME    MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else the task name)
   --resume RUN_ID      new run that restores RUN_ID's newest valid checkpoint and continues;
                        the base config is RUN_ID's resolved config unless --config is given
+  --trust-checkpoints  load checkpoints without the allow-list of globals (files you made
+                       yourself: another's file may run their code); also LABRUN_TRUST_CHECKPOINTS=1
   --system-metrics M   CPU/memory/GPU curves (system/*) in the run: on, off, or auto (default:
                        after the run's first 2 minutes, so short runs pay nothing)
   --log-model M        log the trained model as an MLflow model: on, off, or auto (default:
@@ -46,6 +48,10 @@ def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
         arg = args[i]
         if arg in ("-h", "--help"):
             return opts, overrides, True
+        if arg == "--trust-checkpoints":  # the one flag without a value
+            opts.trust_checkpoints = True
+            i += 1
+            continue
         if not arg.startswith("--"):
             raise ConfigError(
                 f"unexpected argument {arg!r}: overrides look like --set key.path=value "

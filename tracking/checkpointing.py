@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from tracking import checkpoint as ckpt
 from tracking import store
 from tracking import tags as T
-from tracking.exits import EXIT_FAILED
 
 if TYPE_CHECKING:
     from tracking.outcome import Outcome
@@ -27,6 +28,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("labrun")
 
 SAVED_AT_KEY = "saved_at_ms"  # in a checkpoint's ``extra``: the wall-clock ms of the save
+
+
+@dataclass
+class Found:
+    """The checkpoint a run resumes from, read before the run exists, or why there is none."""
+
+    source_run: str
+    name: str = ""
+    state: dict | None = None
+    error: ckpt.CheckpointError | None = None
+
+
+def fetch(client: Any, source_run: str, *, trusted: bool | None = None) -> Found:
+    """Download ``source_run``'s checkpoints and load the newest valid one.
+
+    Called before the resuming run is created: a file the allow-list refuses raises
+    :class:`~tracking.checkpoint.UnsafeCheckpoint` (naming the run and the file) and no run
+    exists to be half-written. Any other reason there is nothing to resume from is kept in
+    :attr:`Found.error` and raised inside the run, which then ends FAILED with it.
+    """
+    dest = Path(tempfile.mkdtemp(prefix="labrun-resume-"))
+    try:
+        try:
+            client.download_artifacts(source_run, "checkpoints", str(dest))
+        except Exception as exc:
+            return Found(source_run, error=ckpt.CheckpointError(
+                f"run {source_run} has no checkpoints to resume from ({exc})"))
+        try:
+            found = ckpt.latest_valid(dest / "checkpoints", trusted=trusted)
+        except ckpt.UnsafeCheckpoint as exc:
+            shown = f"checkpoints/{Path(exc.source).name} of run {source_run}"
+            raise ckpt.UnsafeCheckpoint(shown, exc.global_name) from None
+        if found is None:
+            return Found(source_run, error=ckpt.CheckpointError(
+                f"run {source_run} has no valid checkpoint to resume from"))
+        return Found(source_run, found[0].name, found[1])
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
 
 
 class CheckpointConnector:
@@ -45,27 +84,19 @@ class CheckpointConnector:
         self._artifacts: Any = None
 
     # ------------------------------------------------------------------ resume
-    def restore(self, source_run: str) -> ckpt.ResumeInfo:
-        """Download the source run's checkpoints, keep the newest valid one, copy its history."""
-        run = self.run
-        dest = run.local_dir / "resume"
-        try:
-            run.client.download_artifacts(source_run, "checkpoints", str(dest))
-        except Exception as exc:
-            raise ckpt.CheckpointError(f"run {source_run} has no checkpoints to resume from ({exc})") from None
-        found = ckpt.latest_valid(dest / "checkpoints")
-        if found is None:
-            raise ckpt.CheckpointError(f"run {source_run} has no valid checkpoint to resume from")
-        path, state = found
+    def restore(self, found: Found) -> ckpt.ResumeInfo:
+        """Continue from the checkpoint :func:`fetch` read; copy the source's history."""
+        if found.error is not None:
+            raise found.error
+        run, source_run, state = self.run, found.source_run, found.state
         store.close_if_stale(run.client, source_run)  # a SIGKILLed source must not stay RUNNING
-        self.resume = ckpt.ResumeInfo(run_id=source_run, path=path.name, global_step=state["global_step"],
+        self.resume = ckpt.ResumeInfo(run_id=source_run, path=found.name, global_step=state["global_step"],
                                       epoch=state["epoch"], extra=state["extra"])
         self._resume_state = state
         from tracking.metrics import recover
 
         recover(run.client, source_run, fast_uri=store.tracking_uri())  # what a SIGKILL left unflushed
         self._copy_history(source_run, self.resume.global_step)
-        shutil.rmtree(dest, ignore_errors=True)
         return self.resume
 
     def _copy_history(self, source_run: str, until_step: int) -> None:
@@ -174,11 +205,13 @@ class CheckpointConnector:
         try:
             self._writer.close()
         except Exception as err:
-            print(f"labrun: could not complete the in-flight checkpoint for run {self.run.run_id}: {err}",
-                  file=sys.stderr)
+            if not isinstance(err, ckpt.UnsafeCheckpoint):  # that one says it all, once, at the end
+                print(f"labrun: could not complete the in-flight checkpoint for run {self.run.run_id}: {err}",
+                      file=sys.stderr)
             if end.status == "FINISHED" and end.exc is None:
-                end.status, end.failure, end.exit_code, end.exc = "FAILED", f"{type(err).__name__}: {err}", \
-                    EXIT_FAILED, err
+                failed = type(end).of(err)
+                end.status, end.failure, end.exit_code, end.exc = failed.status, failed.failure, \
+                    failed.exit_code, err
 
 
-__all__ = ["CheckpointConnector", "SAVED_AT_KEY"]
+__all__ = ["CheckpointConnector", "Found", "SAVED_AT_KEY", "fetch"]

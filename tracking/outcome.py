@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tracking import observers as _observers
 from tracking import tags as T
+from tracking.checkpoint.errors import UnsafeCheckpoint
 from tracking.divergence import NonFinite
-from tracking.exits import EXIT_FAILED, EXIT_FINISHED, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
+from tracking.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_FINISHED, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM
 from tracking.signals import Terminated
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class Outcome:
             return cls("KILLED", f"Interrupted: {exc}", EXIT_SIGTERM)
         if isinstance(exc, KeyboardInterrupt):
             return cls("KILLED", "Interrupted: KeyboardInterrupt", EXIT_SIGINT)
+        if isinstance(exc, UnsafeCheckpoint):  # refused input, like a config error: exit 2
+            return cls("FAILED", f"{type(exc).__name__}: {exc}", EXIT_CONFIG, exc)
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             return cls(exc=exc)
         if isinstance(exc, SystemExit):
@@ -53,7 +56,7 @@ class Outcome:
 
     def settle(self, run_id: str) -> None:
         """After the run is closed: re-raise the task's exception, or exit as a killed run does."""
-        if isinstance(self.exc, NonFinite):  # an outcome, not a bug: one line, no traceback
+        if isinstance(self.exc, (NonFinite, UnsafeCheckpoint)):  # an outcome, not a bug: one line
             print(f"labrun: run {run_id} FAILED ({self.failure})", file=sys.stderr)
             raise SystemExit(self.exit_code)
         if self.exc is not None:

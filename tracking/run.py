@@ -28,7 +28,7 @@ from tracking import checkpoint as ckpt
 from tracking import observers as _observers
 from tracking import startup, store
 from tracking import tags as T
-from tracking.checkpointing import SAVED_AT_KEY, CheckpointConnector
+from tracking.checkpointing import SAVED_AT_KEY, CheckpointConnector, Found, fetch
 from tracking.components import ComponentResult, Components, Provider, evaluate
 from tracking.config import TaskConfig
 from tracking.divergence import DivergenceWatch, NonFinite
@@ -246,8 +246,10 @@ class Run:
         return self.checkpoints.save(global_step, epoch=epoch, extra=extra, best=best)
 
     # ------------------------------------------------------------------ lifecycle
-    def _begin(self, adopted: bool, observers: Sequence[_observers.RunObserver]) -> None:
-        """Everything between the MLflow run existing and the task's first line."""
+    def _begin(self, adopted: bool, observers: Sequence[_observers.RunObserver],
+               found: Found | None = None) -> None:
+        """Everything between the MLflow run existing and the task's first line; ``found``:
+        the checkpoint to resume from, read before the run existed."""
         import mlflow
 
         active = mlflow.active_run()
@@ -256,8 +258,8 @@ class Run:
         self.watchers.start_system_metrics()
         startup.record_start(self, adopted)
         startup.close_stale_twins(self)
-        if self.cfg.launch.resume:
-            self.checkpoints.restore(self.cfg.launch.resume)
+        if found is not None:
+            self.checkpoints.restore(found)
             self.set_tag(T.RESUMED_STEP, self.resume.global_step)
         self.log_text(startup.config_yaml(self), "config.yaml")
         seed_everything(self.cfg.seed, self.cfg.deterministic)
@@ -291,24 +293,40 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
     """
     store.quiet_environment()
     client = store.client()
-    run_id, exp_id, adopted = startup.create_or_adopt(client, cfg, experiment)
-    run: Run | None = None
-    end = Outcome()
-    with sigterm_as_exception():
-        try:
-            run = Run(cfg, run_id, exp_id, client)
-            run._begin(adopted, observers)
-            yield run
-        except BaseException as exc:
-            end = Outcome.of(exc)
-            if end.pruned:
-                log.info("run %s pruned: %s", run_id, exc)
-        finally:
-            if run is None:
-                fail_unbuilt(client, run_id, end)
-            else:
-                run._finish(end)
+    trust = "--trust-checkpoints" if cfg.launch.trust_checkpoints else None
+    with ckpt.trusting(trust):  # the run's own loads only, not the rest of the process
+        found = _fetch_resume(client, cfg)
+        run_id, exp_id, adopted = startup.create_or_adopt(client, cfg, experiment)
+        run: Run | None = None
+        end = Outcome()
+        with sigterm_as_exception():
+            try:
+                run = Run(cfg, run_id, exp_id, client)
+                run._begin(adopted, observers, found)
+                yield run
+            except BaseException as exc:
+                end = Outcome.of(exc)
+                if end.pruned:
+                    log.info("run %s pruned: %s", run_id, exc)
+            finally:
+                if run is None:
+                    fail_unbuilt(client, run_id, end)
+                else:
+                    run._finish(end)
     end.settle(run_id)
+
+
+def _fetch_resume(client: Any, cfg: TaskConfig) -> Found | None:
+    """``--resume``'s checkpoint, before any run exists: a file the allow-list refuses is
+    one line and exit 2, like a config error, and leaves no half-written run behind."""
+    if not cfg.launch.resume:
+        return None
+    try:
+        return fetch(client, cfg.launch.resume)
+    except ckpt.UnsafeCheckpoint as exc:
+        from tracking.config import exit_with_config_error
+
+        exit_with_config_error(str(exc), f"labrun run {cfg.task}")
 
 
 def set_research_status(run_id: str, status: str) -> None:

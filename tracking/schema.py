@@ -135,6 +135,8 @@ class LaunchOptions:
     name: str | None = None
     description: str = ""
     resume: str | None = None
+    trust_checkpoints: bool = False
+    """``--trust-checkpoints``: load checkpoints without the allow-list (a user's own files)."""
     experiment: str | None = None
     system_metrics: str = "auto"
     """on | off | auto: MLflow's system metrics (tracking.sysmetrics); auto after 2 minutes."""
