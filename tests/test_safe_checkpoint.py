@@ -7,11 +7,9 @@ tests build pickle streams around a sentinel callable and check it never runs.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import types
@@ -19,11 +17,11 @@ from fractions import Fraction
 
 import pytest
 import torch
-import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import PYTHON, all_runs, run_cli
+from tests.test_async_checkpoint import _v1_file  # a format-1 file, as labrun wrote them
 from tracking import checkpoint as ckpt
 from tracking.checkpoint import allowlist
 
@@ -66,16 +64,6 @@ def _write_trusted(state, path, monkeypatch):
     monkeypatch.setenv("LABRUN_TRUST_CHECKPOINTS", "1")
     ckpt.save(state, path)
     monkeypatch.delenv("LABRUN_TRUST_CHECKPOINTS")
-    return path
-
-
-def _v1_file(state, path):
-    """A format-1 file, written as labrun wrote them before format 2 (``_loads_v1`` reads it)."""
-    raw = io.BytesIO()
-    torch.save(state, raw)
-    payload = zstandard.ZstdCompressor(level=1).compress(raw.getvalue())
-    head = struct.pack("<8sIQ32s", b"LABRUNCK", 1, len(payload), hashlib.blake2b(payload, digest_size=32).digest())
-    path.write_bytes(head + payload)
     return path
 
 

@@ -18,6 +18,9 @@ replaced by references. Flag bit 0 (also
 compression (the exponent bytes of float32 weights compress, the mantissa bytes do not:
 0.83x instead of 0.91x of ``torch.save``'s size). Format v1 (``MAGIC | version u32 = 1 |
 payload length u64 | BLAKE2b of payload | zstd(torch.save bytes)``) still loads.
+
+A checksum says a file is whole, not who wrote it: the index, the skeleton and a format-1
+payload all unpickle through :mod:`~tracking.checkpoint.allowlist`.
 """
 from __future__ import annotations
 
