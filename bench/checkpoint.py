@@ -68,14 +68,14 @@ def _limits(raw_state, tensors, tmp: Path, raw_mb: float, repeats: int) -> dict:
     out["torch.save"] = _timed(lambda: torch.save(raw_state, tmp / "plain.pt"), repeats)
     out["torch.load"] = _timed(lambda: torch.load(tmp / "plain.pt", weights_only=False), repeats)
     bufs = [torch.empty_like(t) for t in tensors]
-    out["memcpy"] = _timed(lambda: [np.copyto(ckpt._byte_view(b), ckpt._byte_view(t))
+    out["memcpy"] = _timed(lambda: [np.copyto(ckpt.byte_view(b), ckpt.byte_view(t))
                                     for b, t in zip(bufs, tensors)], repeats)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:  # idea: split the snapshot's copy over both cores
-        halves = [(ckpt._byte_view(b), ckpt._byte_view(t)) for b, t in zip(bufs, tensors)]
+        halves = [(ckpt.byte_view(b), ckpt.byte_view(t)) for b, t in zip(bufs, tensors)]
         out["memcpy2"] = _timed(lambda: list(pool.map(lambda bt: np.copyto(*bt), halves)), repeats)
-    planes = b"".join(np.ascontiguousarray(ckpt._byte_view(t).reshape(-1, t.element_size()).T).tobytes()
+    planes = b"".join(np.ascontiguousarray(ckpt.byte_view(t).reshape(-1, t.element_size()).T).tobytes()
                       for t in tensors)
     cctx = zstandard.ZstdCompressor(level=ckpt.LEVEL, write_checksum=True)
     frame = cctx.compress(planes)

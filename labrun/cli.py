@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a task in-process (same as python -m projects.TASK.train)",
                        description="Run TASK as one tracked run. Everything after TASK goes to the task: "
                                    "--config, --set key=value, --tag, --status, --name, --description, "
-                                   "--resume RUN_ID. `labrun run TASK --help` lists the task's config keys.")
+                                   "--resume RUN_ID (--trust-checkpoints: load its checkpoints without the "
+                                   "allow-list; your own files only). `labrun run TASK --help` lists the "
+                                   "task's config keys.")
     p.add_argument("task", help="task name (an MLproject entry point; see `labrun tasks`)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="task arguments")
     p.set_defaults(func=_run)

@@ -28,6 +28,7 @@ from sweeps.spec import SweepSpec, dump
 from tracking import env
 from tracking import tags as T
 from tracking.exits import EXIT_CELLS_FAILED, EXIT_FINISHED, EXIT_SIGINT, EXIT_SIGTERM
+from tracking.signals import Terminated, raise_terminated
 
 ELSEWHERE_POLL_S = 3.0
 
@@ -151,7 +152,7 @@ class Sweep:
         if dry_run:
             return self.show_plan()
         self.open()
-        old = signal.signal(signal.SIGTERM, _raise_interrupt)
+        old = signal.signal(signal.SIGTERM, raise_terminated)
         old_int = signal.getsignal(signal.SIGINT)
         try:
             while self.busy():
@@ -330,7 +331,7 @@ class Sweep:
 
     def interrupt(self, exc: BaseException) -> None:
         """Ctrl-C or SIGTERM: running cells end KILLED (checkpoints kept); nothing new starts."""
-        self.interrupted = signal.SIGTERM if "signal 15" in str(exc) else signal.SIGINT
+        self.interrupted = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
         print("\ninterrupted: stopping running cells (they end KILLED) ...", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
         for job in self.launcher.stop():  # queued, never started: their claims go
@@ -354,10 +355,6 @@ class Sweep:
         if self.interrupted == signal.SIGTERM:
             return EXIT_SIGTERM
         return code
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,

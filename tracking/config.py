@@ -6,191 +6,34 @@ half-written run in the store: it either yields a complete, typed config or a
 ``mlflow run`` the run exists before the task starts; a config error then marks that run
 FAILED with the reason instead, see :func:`exit_with_config_error`.)
 
-Fields marked :func:`execution` say *how* a run executes (checkpoint cadence, threads,
-pauses), not *what* it computes: they are logged as params like any other field but left
-out of the fingerprint and the group, so changing them neither reruns finished sweep cells
-nor splits a group of seeds in analysis.
+The override grammar and its error messages live here; the schema base classes in
+:mod:`tracking.schema`, the command line's launch options in :mod:`tracking.argv`, dotted
+keys in :mod:`tracking.dotted` and fingerprints in :mod:`tracking.identity`, all of them
+importable from here as before.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import sys
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tracking import env
 from tracking import tags as T
+from tracking.argv import USAGE, parse_argv
+from tracking.dotted import flatten, get_dotted, set_dotted
 from tracking.exits import EXIT_CONFIG as EXIT_CONFIG_ERROR
-
-RESEARCH_STATUSES = ("exploratory", "keep", "baseline", "failed")
-
-
-class ConfigError(ValueError):
-    """A config, override or option that cannot be used; the message is one line."""
+from tracking.identity import digest, experiment_fields, fingerprint, group_key
+from tracking.schema import (RESEARCH_STATUSES, C, CheckpointConfig, ConfigError, DivergenceConfig,
+                             LaunchOptions, Section, TaskConfig, execution, is_execution)
 
 
-_EXECUTION = "labrun_execution"
-
-
-def execution(default: Any = None, **kwargs: Any) -> Any:
-    """A field that does not define the experiment: same result whatever its value.
-
-    ``sleep_s: float = execution(0.0)``; keyword arguments go to pydantic's ``Field``.
-    """
-    extra = dict(kwargs.pop("json_schema_extra", None) or {}, **{_EXECUTION: True})
-    return Field(default, json_schema_extra=extra, **kwargs)
-
-
-def is_execution(info: Any) -> bool:
-    extra = info.json_schema_extra
-    return isinstance(extra, dict) and bool(extra.get(_EXECUTION))
-
-
-class Section(BaseModel):
-    """Base for nested config sections: unknown keys are errors, assignments are checked."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
-
-
-class CheckpointConfig(Section):
-    every: int = 0
-    """Save a full-state checkpoint every N global steps (0: only where the task asks)."""
-    keep: int = 2
-    """How many periodic checkpoints to keep in the store (the best one is kept apart)."""
-    quantize_moments: bool = False
-    """Store optimizer moments in 8 bits: ~3x smaller, but resume is no longer bit-identical."""
-    snapshot: Literal["copy", "deferred"] = "deferred"
-    """deferred: big tensors are copied on the writer thread, and the loop waits for that copy
-    only where it could change them: its next ``optimizer.step()``, a tracked module's forward
-    (in-place buffers) or ``load_state_dict``, a restore (:func:`tracking.checkpoint.apply`)
-    or the next save; the stall is ~3% of ``torch.save``'s time instead of the copy's ~15%
-    (bench/checkpoint.py). Any other in-place change torch counts before the next step makes
-    that one file impossible: it is skipped, tagged ``labrun.checkpoint.torn``, and the run
-    goes on with ``copy``. copy: every tensor is copied before ``save_checkpoint`` returns;
-    for loops that write through ``p.data`` or NumPy views between a save and the next step
-    (see :class:`tracking.checkpoint.Deferred`)."""
-
-
-class DivergenceConfig(Section):
-    """What a non-finite value of a watched metric means: an execution setting, because the
-    training up to that step is the same either way; only how the run is recorded differs."""
-
-    on_nonfinite: Literal["fail", "record"] = "fail"
-    """fail: the run ends FAILED at that step (``labrun.failure: NonFinite: ...``), its last
-    good checkpoint kept; record: tag ``labrun.diverged=<step>``, stop training and finish
-    (for studies where divergence is the result)."""
-    metrics: Optional[list[str]] = None
-    """Metric names to watch (None: the task's ``nonfinite_metrics``, ``loss.total``)."""
-
-
-class TaskConfig(Section):
-    """Base of every task's config schema.
-
-    A task subclasses it, sets ``task`` (the MLproject entry point name) and optionally
-    ``method_key`` (the dotted key whose value is the run's ``labrun.method`` tag).
-    """
-
-    task: ClassVar[str] = "task"
-    method_key: ClassVar[str | None] = None
-    packages: ClassVar[tuple[str, ...]] = ()
-    """The task's own libraries, whose versions go into environment.json."""
-    nonfinite_metrics: ClassVar[tuple[str, ...]] = ("loss.total",)
-    """The training losses whose non-finite value is divergence (``divergence.metrics``)."""
-
-    seed: int = 0
-    condition: str = "default"
-    device: str = "auto"
-    deterministic: bool = True
-    checkpoint: CheckpointConfig = execution(CheckpointConfig())
-    """How often to save and how many files to keep: an execution setting."""
-    divergence: DivergenceConfig = execution(DivergenceConfig())
-    """A NaN/inf training loss: fail the run (default) or record it and finish."""
-
-    _launch: "LaunchOptions" = PrivateAttr(default=None)
-
-    @property
-    def launch(self) -> "LaunchOptions":
-        """How this config was asked for: base file, overrides, tags, status, resume."""
-        if self._launch is None:
-            self._launch = LaunchOptions()
-        return self._launch
-
-    @property
-    def method_tag(self) -> str:
-        """Value of the ``labrun.method`` tag: the ``method_key`` entry, else 'default'."""
-        if not self.method_key:
-            return "default"
-        return str(get_dotted(self.model_dump(mode="json"), self.method_key))
-
-    @classmethod
-    def config_dir(cls) -> Path:
-        """The task's ``configs/`` folder, beside the module that defines the schema."""
-        module = sys.modules[cls.__module__]
-        return Path(module.__file__).resolve().parent / "configs"
-
-
-@dataclass
-class LaunchOptions:
-    """Run-level options from the command line that are not part of the resolved config."""
-
-    base_config: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    tags: dict[str, str] = field(default_factory=dict)
-    status: str = "exploratory"
-    name: str | None = None
-    description: str = ""
-    resume: str | None = None
-    experiment: str | None = None
-    system_metrics: str = "auto"
-    """on | off | auto: MLflow's system metrics (tracking.sysmetrics); auto after 2 minutes."""
-    register_model: str | None = None
-    """Register the model the task logs (``run.log_model``) under this name."""
-    log_model: str = "auto"
-    """on | off | auto: log the task's model; auto skips runs under a minute (tests, smoke runs)."""
-
-
-C = TypeVar("C", bound=TaskConfig)
-
-
-# --------------------------------------------------------------------------- dotted keys
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> ``{"a.b.c": value}``; lists stay values (they are one param)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
+# --------------------------------------------------------------------------- keys of a schema
 
 def _field_annotation(schema: type[BaseModel], key: str) -> Any:
     """The annotation of a dotted key, or raise KeyError at the first unknown segment."""
@@ -392,105 +235,7 @@ def resolve_config(
         raise ConfigError(_explain(schema, exc, origin)) from None
 
 
-# --------------------------------------------------------------------------- argv
-
-_OPTIONS_WITH_VALUE = {"--config", "--set", "--tag", "--status", "--name", "--description",
-                       "--resume", "--experiment", "--system-metrics", "--register-model",
-                       "--log-model"}
-
-USAGE = """usage: {prog} [--config PATH] [--set key.path=value ...] [--key.path value ...]
-       [--seed N] [--tag key=value ...] [--status exploratory|keep|baseline|failed]
-       [--name NAME] [--description TEXT] [--experiment NAME] [--resume RUN_ID]
-       [--system-metrics on|off|auto] [--log-model on|off|auto] [--register-model NAME]
-
-Runs the {task!r} task as one tracked MLflow run.
-
-  --config PATH        base YAML (default: the task's configs/default.yaml; a bare name such
-                       as 'quick' means configs/quick.yaml)
-  --set key=value      dotted override, checked against the schema (repeatable);
-                       '--key.path value' is the same (it is how `mlflow run -P` passes them)
-  --seed N             shorthand for --set seed=N
-  --tag key=value      extra run tag (repeatable)
-  --status S           research status: exploratory (default), keep, baseline, failed
-  --name, --description  run name and free-text description for the UI and REPORT.md
-  --experiment NAME    MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else the task name)
-  --resume RUN_ID      new run that restores RUN_ID's newest valid checkpoint and continues;
-                       the base config is RUN_ID's resolved config unless --config is given
-  --system-metrics M   CPU/memory/GPU curves (system/*) in the run: on, off, or auto (default:
-                       after the run's first 2 minutes, so short runs pay nothing)
-  --log-model M        log the trained model as an MLflow model: on, off, or auto (default:
-                       runs that lasted a minute or more, or that --register-model)
-  --register-model NAME  register the model the task logs in MLflow's model registry
-
-Valid config keys:
-{keys}
-"""
-
-
-def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
-    """Split argv into launch options and overrides; returns (options, overrides, help)."""
-    opts = LaunchOptions()
-    overrides: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("-h", "--help"):
-            return opts, overrides, True
-        if not arg.startswith("--"):
-            raise ConfigError(
-                f"unexpected argument {arg!r}: overrides look like --set key.path=value "
-                f"or --key.path value"
-            )
-        name, eq, inline = arg.partition("=")
-        if eq:
-            value = inline
-            i += 1
-        else:
-            if i + 1 >= len(args):
-                raise ConfigError(f"option {name} needs a value (e.g. {name} VALUE)")
-            value = args[i + 1]
-            i += 2
-        if name == "--config":
-            opts.base_config = value or None
-        elif name == "--set":
-            overrides.append(value)
-        elif name == "--seed":
-            overrides.append(f"seed={value}")
-        elif name == "--tag":
-            if "=" not in value:
-                raise ConfigError(f"malformed tag {value!r}: expected --tag key=value")
-            k, v = value.split("=", 1)
-            opts.tags[k.strip()] = v
-        elif name == "--status":
-            if value not in RESEARCH_STATUSES:
-                raise ConfigError(
-                    f"unknown status {value!r}; valid: {', '.join(RESEARCH_STATUSES)}"
-                )
-            opts.status = value
-        elif name == "--name":
-            opts.name = value
-        elif name == "--description":
-            opts.description = value
-        elif name == "--resume":
-            opts.resume = value or None
-        elif name == "--experiment":
-            opts.experiment = value or None
-        elif name == "--system-metrics":
-            if value not in ("on", "off", "auto"):
-                raise ConfigError(f"unknown --system-metrics {value!r}; valid: on, off, auto")
-            opts.system_metrics = value
-        elif name == "--register-model":
-            opts.register_model = value or None
-        elif name == "--log-model":
-            if value not in ("on", "off", "auto"):
-                raise ConfigError(f"unknown --log-model {value!r}; valid: on, off, auto")
-            opts.log_model = value
-        else:
-            overrides.append(f"{name[2:]}={value}")
-    opts.overrides = overrides
-    return opts, overrides, False
-
+# --------------------------------------------------------------------------- the entry point's first line
 
 def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str | None = None) -> C:
     """The task entry point's first line: argv -> validated config, or exit 2 with one line.
@@ -556,33 +301,10 @@ def _fail_adopted_run(message: str) -> None:
         pass
 
 
-# --------------------------------------------------------------------------- identity
-
-def digest(payload: Mapping[str, Any]) -> str:
-    """The 16-hex identity of a JSON-able mapping (fingerprints, groups, foreign cells)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def experiment_fields(cfg: BaseModel) -> dict[str, Any]:
-    """The resolved config without its :func:`execution` fields, at any depth."""
-    out: dict[str, Any] = {}
-    for name, info in type(cfg).model_fields.items():
-        if is_execution(info):
-            continue
-        value = getattr(cfg, name)
-        out[name] = experiment_fields(value) if isinstance(value, BaseModel) else \
-            cfg.model_dump(mode="json", include={name})[name]
-    return out
-
-
-def fingerprint(cfg: TaskConfig) -> str:
-    """Identical work: task + the experiment's fields including the seed."""
-    return digest({"task": cfg.task, "config": experiment_fields(cfg)})
-
-
-def group_key(cfg: TaskConfig) -> str:
-    """The seeds of one cell share this: the fingerprint without the seed."""
-    tree = experiment_fields(cfg)
-    tree.pop("seed", None)
-    return digest({"task": cfg.task, "config": tree})
+__all__ = [
+    "EXIT_CONFIG_ERROR", "RESEARCH_STATUSES", "USAGE", "CheckpointConfig", "ConfigError", "DivergenceConfig",
+    "LaunchOptions", "Section", "TaskConfig", "digest", "execution", "exists", "exit_with_config_error",
+    "experiment_fields", "find_config", "fingerprint", "flatten", "get_dotted", "group_key", "is_execution",
+    "load_config", "parse_argv", "parse_override", "parse_value", "read_yaml", "resolve_config", "set_dotted",
+    "valid_keys",
+]

@@ -85,10 +85,14 @@ LABRUN_OPTUNA_STUDY = EnvironmentVariable("LABRUN_OPTUNA_STUDY", str)
 LABRUN_OPTUNA_TRIAL_ID = EnvironmentVariable("LABRUN_OPTUNA_TRIAL_ID", int)
 LABRUN_OPTUNA_METRIC = EnvironmentVariable("LABRUN_OPTUNA_METRIC", str)
 LABRUN_OPTUNA_PRUNER = EnvironmentVariable("LABRUN_OPTUNA_PRUNER", str)
+LABRUN_TRUST_CHECKPOINTS = EnvironmentVariable(
+    "LABRUN_TRUST_CHECKPOINTS", bool, False,
+    doc="1 loads checkpoints without the allow-list of globals (tracking/checkpoint/allowlist.py): only for "
+        "files you made yourself; loading another's file this way may run their code. Never on by default.")
 LABRUN_PUBLIC_API_ONLY = EnvironmentVariable(
     "LABRUN_PUBLIC_API_ONLY", bool, False,
     doc="1 turns off every fast path below MLflow's/Optuna's public API (SQL on MLflow's tables, "
-        "Optuna's Trial._trial_id; see tracking/backends.py): the public calls are used instead.")
+        "Optuna's Trial._trial_id; see tracking/backends/): the public calls are used instead.")
 
 # Variables only a launcher may set for one process: never inherited by a child.
 LAUNCHER_ONLY = (MLFLOW_RUN_ID,)

@@ -103,6 +103,8 @@ class _LightningState:
         self.restored: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
+        from tracking.checkpoint import allowlist
+
         trainer = self.bridge.trainer
         if trainer is None:
             return {"ckpt": None, "stopped": False}
@@ -110,10 +112,18 @@ class _LightningState:
         trainer.save_checkpoint(str(path))
         blob = path.read_bytes()
         path.unlink(missing_ok=True)
+        if not allowlist.is_trusted():  # a resume must be able to read it back (register the rest)
+            allowlist.scan_torch_bytes(blob, source="the Lightning checkpoint", saving=True)
         # Lightning keeps no record of an early stop in its checkpoint (should_stop is not saved)
         return {"ckpt": blob, "stopped": bool(getattr(trainer, "should_stop", False))}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Keep the ``.ckpt`` bytes for ``fit(ckpt_path=...)`` once the allow-list has read
+        them: Lightning's own load unpickles without one."""
+        from tracking.checkpoint import allowlist
+
+        if state.get("ckpt"):
+            allowlist.torch_load(state["ckpt"], source="the Lightning checkpoint in this run's checkpoint")
         self.restored = dict(state)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -32,6 +33,11 @@ class RunLogging:
 
     def flush(self) -> None:
         self._file.flush()
+
+    def upload(self, client: Any, run_id: str) -> None:
+        """The log so far into the run's ``logs/`` (after each checkpoint, and at the end)."""
+        if self.path.exists():
+            client.log_artifact(run_id, str(self.path), "logs")
 
     def close(self) -> None:
         for handler in (self._file, self._console):

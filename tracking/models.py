@@ -64,3 +64,24 @@ def log_torch_model(model: Any, input_example: Any, *, name: str = "model",
     return mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=x,
                                     registered_model_name=registered_model_name, step=step,
                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+
+def log_model_status(model: Any, input_example: Any, *, name: str, mode: str, register: str | None,
+                     elapsed_s: float) -> Any:
+    """``--log-model`` / ``--register-model`` applied to one model, as a component status:
+    success with where it is, disabled with how to enable it, or failed with the error."""
+    from tracking.components import ComponentResult, evaluate
+
+    def provide() -> ComponentResult:
+        if mode == "off" or (mode == "auto" and not register and elapsed_s < AUTO_AFTER_S):
+            why = "--log-model off" if mode == "off" else \
+                f"the run took {elapsed_s:.0f} s < {AUTO_AFTER_S:.0f} s (--log-model auto)"
+            return ComponentResult.disabled(why, "--log-model on")
+        several = single_input_reason(model)
+        if several:
+            return ComponentResult.disabled(several, "wrap it in a module whose forward takes one tensor")
+        info = log_torch_model(model, input_example, name=name, registered_model_name=register)
+        return ComponentResult.success({
+            "model_uri": info.model_uri, "model_id": getattr(info, "model_id", None),
+            "registered_as": register, "load_with": f"mlflow.pytorch.load_model({info.model_uri!r})"})
+    return evaluate(provide)

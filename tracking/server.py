@@ -260,27 +260,24 @@ def ensure_database(uri: str) -> bool:
 
 def serve(settings: ServerSettings, password: str) -> int:
     """Run the server in the foreground until it exits or this process is interrupted."""
-    import signal
-
-    from tracking.serving import Foreground, raise_interrupt
+    from tracking.serving import Foreground
+    from tracking.signals import sigterm_as_exception
 
     created = ensure_database(settings.backend_store_uri)
     folder = Path(tempfile.mkdtemp(prefix="labrun-server-"))  # 0700
     server = None
-    old_term = signal.getsignal(signal.SIGTERM)
-    try:
-        ini = write_private(folder, "basic_auth.ini", auth_ini(settings, password))
-        signal.signal(signal.SIGTERM, raise_interrupt)
-        print(_banner(settings, created), flush=True)
-        server = Foreground(server_command(settings), env=server_environment(ini)).start()
-        return server.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        if server is not None:
-            server.stop()  # the whole tree: gunicorn/uvicorn workers and job consumers too
-        shutil.rmtree(folder, ignore_errors=True)
+    with sigterm_as_exception():
+        try:
+            ini = write_private(folder, "basic_auth.ini", auth_ini(settings, password))
+            print(_banner(settings, created), flush=True)
+            server = Foreground(server_command(settings), env=server_environment(ini)).start()
+            return server.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if server is not None:
+                server.stop()  # the whole tree: gunicorn/uvicorn workers and job consumers too
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _banner(settings: ServerSettings, created: bool) -> str:

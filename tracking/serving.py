@@ -163,8 +163,3 @@ def _gone(proc: subprocess.Popen, members: list, timeout: float) -> bool:
         return not alive
     except Exception:
         return True
-
-
-def raise_interrupt(signum: int, frame: object) -> None:
-    """SIGTERM handled like Ctrl-C: the ``finally`` that stops the group runs."""
-    raise KeyboardInterrupt(f"signal {signum}")

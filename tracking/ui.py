@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -39,7 +38,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _serve(server: serving.Foreground, uri: str, url: str) -> int:
-    old = signal.signal(signal.SIGTERM, serving.raise_interrupt)
+    from tracking.signals import sigterm_as_exception
+
+    with sigterm_as_exception():
+        return _foreground(server, uri, url)
+
+
+def _foreground(server: serving.Foreground, uri: str, url: str) -> int:
     failed = False
     try:
         server.start()
@@ -54,7 +59,6 @@ def _serve(server: serving.Foreground, uri: str, url: str) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, old)
         server.stop()
         if server.log_path is not None and not failed:
             server.log_path.unlink(missing_ok=True)

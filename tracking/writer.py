@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Callable
 
-from tracking.checkpoint import SaveCancelled, settle_pending
+from tracking.checkpoint import SaveCancelled, UnsafeCheckpoint, settle_pending
 
 log = logging.getLogger("labrun")
 
@@ -110,6 +110,8 @@ class CheckpointWriter:
     def raise_error(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None
+            if isinstance(err, UnsafeCheckpoint):  # the task's state, not the disk: said as it is
+                raise err
             raise RuntimeError(f"background checkpoint save failed: {type(err).__name__}: {err}") from err
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from projects.anomaly.config import Config, DinomalyParams, DraemParams, Fastflo
     PatchcoreParams
 from projects.anomaly.validation import (DinomalyValidationLoss, DraemValidationLoss,
                                          FastflowValidationLoss, ValidationLoss)
+from tracking.checkpoint import register_safe_globals
 
 DEFAULT_LR = {"draem": 1e-4, "fastflow": 1e-3, "dinomaly": 2e-3}
 
@@ -109,8 +110,10 @@ class PatchcoreSpec(ModelSpec):
     memory_bank = True
 
     def build(self, params: PatchcoreParams, ctx: BuildContext) -> Any:
+        from anomalib import PrecisionType
         from anomalib.models import Patchcore
 
+        register_safe_globals(PrecisionType)  # its hparam `precision`, in the Lightning checkpoint
         model = Patchcore(backbone=params.backbone, layers=list(params.layers), pre_trained=False,
                           coreset_sampling_ratio=params.coreset_sampling_ratio,
                           num_neighbors=params.num_neighbors, **_common(Patchcore, ctx))

@@ -1,0 +1,107 @@
+"""A task entry point's command line: launch options (``--config``, ``--resume``, ``--tag``,
+...) and overrides (``--set key=value``, ``--key.path value``), split before any parsing of
+values; the override grammar itself is :mod:`tracking.config`'s."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from tracking.schema import RESEARCH_STATUSES, ConfigError, LaunchOptions
+
+USAGE = """usage: {prog} [--config PATH] [--set key.path=value ...] [--key.path value ...]
+       [--seed N] [--tag key=value ...] [--status exploratory|keep|baseline|failed]
+       [--name NAME] [--description TEXT] [--experiment NAME] [--resume RUN_ID [--trust-checkpoints]]
+       [--system-metrics on|off|auto] [--log-model on|off|auto] [--register-model NAME]
+
+Runs the {task!r} task as one tracked MLflow run.
+
+  --config PATH        base YAML (default: the task's configs/default.yaml; a bare name such
+                       as 'quick' means configs/quick.yaml)
+  --set key=value      dotted override, checked against the schema (repeatable);
+                       '--key.path value' is the same (it is how `mlflow run -P` passes them)
+  --seed N             shorthand for --set seed=N
+  --tag key=value      extra run tag (repeatable)
+  --status S           research status: exploratory (default), keep, baseline, failed
+  --name, --description  run name and free-text description for the UI and REPORT.md
+  --experiment NAME    MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else the task name)
+  --resume RUN_ID      new run that restores RUN_ID's newest valid checkpoint and continues;
+                       the base config is RUN_ID's resolved config unless --config is given
+  --trust-checkpoints  load checkpoints without the allow-list of globals (files you made
+                       yourself: another's file may run their code); also LABRUN_TRUST_CHECKPOINTS=1
+  --system-metrics M   CPU/memory/GPU curves (system/*) in the run: on, off, or auto (default:
+                       after the run's first 2 minutes, so short runs pay nothing)
+  --log-model M        log the trained model as an MLflow model: on, off, or auto (default:
+                       runs that lasted a minute or more, or that --register-model)
+  --register-model NAME  register the model the task logs in MLflow's model registry
+
+Valid config keys:
+{keys}
+"""
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
+    """Split argv into launch options and overrides; returns (options, overrides, help)."""
+    opts = LaunchOptions()
+    overrides: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-h", "--help"):
+            return opts, overrides, True
+        if arg == "--trust-checkpoints":  # the one flag without a value
+            opts.trust_checkpoints = True
+            i += 1
+            continue
+        if not arg.startswith("--"):
+            raise ConfigError(
+                f"unexpected argument {arg!r}: overrides look like --set key.path=value "
+                f"or --key.path value"
+            )
+        name, eq, inline = arg.partition("=")
+        if eq:
+            value = inline
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"option {name} needs a value (e.g. {name} VALUE)")
+            value = args[i + 1]
+            i += 2
+        if name == "--config":
+            opts.base_config = value or None
+        elif name == "--set":
+            overrides.append(value)
+        elif name == "--seed":
+            overrides.append(f"seed={value}")
+        elif name == "--tag":
+            if "=" not in value:
+                raise ConfigError(f"malformed tag {value!r}: expected --tag key=value")
+            k, v = value.split("=", 1)
+            opts.tags[k.strip()] = v
+        elif name == "--status":
+            if value not in RESEARCH_STATUSES:
+                raise ConfigError(
+                    f"unknown status {value!r}; valid: {', '.join(RESEARCH_STATUSES)}"
+                )
+            opts.status = value
+        elif name == "--name":
+            opts.name = value
+        elif name == "--description":
+            opts.description = value
+        elif name == "--resume":
+            opts.resume = value or None
+        elif name == "--experiment":
+            opts.experiment = value or None
+        elif name == "--system-metrics":
+            if value not in ("on", "off", "auto"):
+                raise ConfigError(f"unknown --system-metrics {value!r}; valid: on, off, auto")
+            opts.system_metrics = value
+        elif name == "--register-model":
+            opts.register_model = value or None
+        elif name == "--log-model":
+            if value not in ("on", "off", "auto"):
+                raise ConfigError(f"unknown --log-model {value!r}; valid: on, off, auto")
+            opts.log_model = value
+        else:
+            overrides.append(f"{name[2:]}={value}")
+    opts.overrides = overrides
+    return opts, overrides, False

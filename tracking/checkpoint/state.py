@@ -1,0 +1,106 @@
+"""What a checkpoint holds: each tracked object's own ``state_dict`` (Lightning's
+``dump_checkpoint`` idea) plus every RNG the run touches, step, epoch and the loop's extra,
+so a resumed run continues bit-identically on CPU."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from tracking.checkpoint.errors import CheckpointError
+from tracking.checkpoint.fileformat import VERSION
+from tracking.checkpoint.quantize import (dequantize_optimizer_state, is_optimizer_state,
+                                          quantize_optimizer_state)
+from tracking.checkpoint.snapshot import settle_pending
+
+
+@dataclass
+class ResumeInfo:
+    """Where a restored run continues from."""
+
+    run_id: str
+    path: str
+    global_step: int
+    epoch: int
+    extra: dict[str, Any]
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _object_state(obj: Any) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(obj, torch.Generator):
+        return {"__kind__": "torch.Generator", "state": obj.get_state()}
+    if isinstance(obj, np.random.Generator):
+        return {"__kind__": "numpy.Generator", "state": obj.bit_generator.state}
+    if isinstance(obj, random.Random):
+        return {"__kind__": "random.Random", "state": obj.getstate()}
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict()
+    raise TypeError(
+        f"cannot checkpoint {type(obj).__name__}: give objects with state_dict()/"
+        f"load_state_dict(), or torch/numpy/random generators"
+    )
+
+
+def _load_object_state(obj: Any, state: Any) -> None:
+    if isinstance(state, dict) and "__kind__" in state:
+        kind = state["__kind__"]
+        if kind == "torch.Generator":
+            obj.set_state(state["state"])
+        elif kind == "numpy.Generator":
+            obj.bit_generator.state = state["state"]
+        else:
+            obj.setstate(state["state"])
+        return
+    obj.load_state_dict(state)
+
+
+def collect(objects: Mapping[str, Any], *, global_step: int, epoch: int = 0,
+            extra: Mapping[str, Any] | None = None, quantize_moments: bool = False) -> dict:
+    """Everything needed to continue: each object's state, RNGs, step, epoch, extra."""
+    state = {name: _object_state(obj) for name, obj in objects.items()}
+    if quantize_moments:
+        state = {k: quantize_optimizer_state(v) if is_optimizer_state(v) else v
+                 for k, v in state.items()}
+    return {"format": VERSION, "objects": state, "rng": _rng_state(),
+            "global_step": int(global_step), "epoch": int(epoch), "extra": dict(extra or {})}
+
+
+def apply(state: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
+    """Load a collected state into live objects and restore the RNGs last."""
+    settle_pending()  # a deferred snapshot still reading these tensors finishes first
+    saved = state["objects"]
+    missing = sorted(set(objects) - set(saved))
+    if missing:
+        raise CheckpointError(
+            f"checkpoint has no state for {', '.join(missing)} (it holds {', '.join(sorted(saved))})"
+        )
+    for name, obj in objects.items():
+        value = saved[name]
+        if is_optimizer_state(value):
+            value = dequantize_optimizer_state(value)
+        _load_object_state(obj, value)
+    _set_rng_state(state["rng"])

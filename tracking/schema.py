@@ -1,0 +1,149 @@
+"""The typed schema every task config subclasses (:class:`TaskConfig`), its shared sections
+(checkpoints, divergence), and how a run was asked for (:class:`LaunchOptions`).
+
+Fields marked :func:`execution` say *how* a run executes (checkpoint cadence, threads,
+pauses), not *what* it computes: they are logged as params like any other field but left
+out of the fingerprint and the group (:mod:`tracking.identity`), so changing them neither
+reruns finished sweep cells nor splits a group of seeds in analysis.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from tracking.dotted import get_dotted
+
+RESEARCH_STATUSES = ("exploratory", "keep", "baseline", "failed")
+
+
+class ConfigError(ValueError):
+    """A config, override or option that cannot be used; the message is one line."""
+
+
+_EXECUTION = "labrun_execution"
+
+
+def execution(default: Any = None, **kwargs: Any) -> Any:
+    """A field that does not define the experiment: same result whatever its value.
+
+    ``sleep_s: float = execution(0.0)``; keyword arguments go to pydantic's ``Field``.
+    """
+    extra = dict(kwargs.pop("json_schema_extra", None) or {}, **{_EXECUTION: True})
+    return Field(default, json_schema_extra=extra, **kwargs)
+
+
+def is_execution(info: Any) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(_EXECUTION))
+
+
+class Section(BaseModel):
+    """Base for nested config sections: unknown keys are errors, assignments are checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+class CheckpointConfig(Section):
+    every: int = 0
+    """Save a full-state checkpoint every N global steps (0: only where the task asks)."""
+    keep: int = 2
+    """How many periodic checkpoints to keep in the store (the best one is kept apart)."""
+    quantize_moments: bool = False
+    """Store optimizer moments in 8 bits: ~3x smaller, but resume is no longer bit-identical."""
+    snapshot: Literal["copy", "deferred"] = "deferred"
+    """deferred: big tensors are copied on the writer thread, and the loop waits for that copy
+    only where it could change them: its next ``optimizer.step()``, a tracked module's forward
+    (in-place buffers) or ``load_state_dict``, a restore (:func:`tracking.checkpoint.apply`)
+    or the next save; the stall is ~3% of ``torch.save``'s time instead of the copy's ~15%
+    (bench/checkpoint.py). Any other in-place change torch counts before the next step makes
+    that one file impossible: it is skipped, tagged ``labrun.checkpoint.torn``, and the run
+    goes on with ``copy``. copy: every tensor is copied before ``save_checkpoint`` returns;
+    for loops that write through ``p.data`` or NumPy views between a save and the next step
+    (see :class:`tracking.checkpoint.Deferred`)."""
+
+
+class DivergenceConfig(Section):
+    """What a non-finite value of a watched metric means: an execution setting, because the
+    training up to that step is the same either way; only how the run is recorded differs."""
+
+    on_nonfinite: Literal["fail", "record"] = "fail"
+    """fail: the run ends FAILED at that step (``labrun.failure: NonFinite: ...``), its last
+    good checkpoint kept; record: tag ``labrun.diverged=<step>``, stop training and finish
+    (for studies where divergence is the result)."""
+    metrics: Optional[list[str]] = None
+    """Metric names to watch (None: the task's ``nonfinite_metrics``, ``loss.total``)."""
+
+
+class TaskConfig(Section):
+    """Base of every task's config schema.
+
+    A task subclasses it, sets ``task`` (the MLproject entry point name) and optionally
+    ``method_key`` (the dotted key whose value is the run's ``labrun.method`` tag).
+    """
+
+    task: ClassVar[str] = "task"
+    method_key: ClassVar[str | None] = None
+    packages: ClassVar[tuple[str, ...]] = ()
+    """The task's own libraries, whose versions go into environment.json."""
+    nonfinite_metrics: ClassVar[tuple[str, ...]] = ("loss.total",)
+    """The training losses whose non-finite value is divergence (``divergence.metrics``)."""
+
+    seed: int = 0
+    condition: str = "default"
+    device: str = "auto"
+    deterministic: bool = True
+    checkpoint: CheckpointConfig = execution(CheckpointConfig())
+    """How often to save and how many files to keep: an execution setting."""
+    divergence: DivergenceConfig = execution(DivergenceConfig())
+    """A NaN/inf training loss: fail the run (default) or record it and finish."""
+
+    _launch: "LaunchOptions" = PrivateAttr(default=None)
+
+    @property
+    def launch(self) -> "LaunchOptions":
+        """How this config was asked for: base file, overrides, tags, status, resume."""
+        if self._launch is None:
+            self._launch = LaunchOptions()
+        return self._launch
+
+    @property
+    def method_tag(self) -> str:
+        """Value of the ``labrun.method`` tag: the ``method_key`` entry, else 'default'."""
+        if not self.method_key:
+            return "default"
+        return str(get_dotted(self.model_dump(mode="json"), self.method_key))
+
+    @classmethod
+    def config_dir(cls) -> Path:
+        """The task's ``configs/`` folder, beside the module that defines the schema."""
+        module = sys.modules[cls.__module__]
+        return Path(module.__file__).resolve().parent / "configs"
+
+
+@dataclass
+class LaunchOptions:
+    """Run-level options from the command line that are not part of the resolved config."""
+
+    base_config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    status: str = "exploratory"
+    name: str | None = None
+    description: str = ""
+    resume: str | None = None
+    trust_checkpoints: bool = False
+    """``--trust-checkpoints``: load checkpoints without the allow-list (a user's own files)."""
+    experiment: str | None = None
+    system_metrics: str = "auto"
+    """on | off | auto: MLflow's system metrics (tracking.sysmetrics); auto after 2 minutes."""
+    register_model: str | None = None
+    """Register the model the task logs (``run.log_model``) under this name."""
+    log_model: str = "auto"
+    """on | off | auto: log the task's model; auto skips runs under a minute (tests, smoke runs)."""
+
+
+C = TypeVar("C", bound=TaskConfig)

@@ -1,0 +1,40 @@
+"""SIGTERM as an exception, so that a ``kill`` (a scheduler's preemption, ``docker stop``, a
+sweep stopping its cells) runs the same cleanup as Ctrl-C instead of ending the process
+where it stands: a run ends KILLED with its checkpoints, a sweep stops its cells, a server
+stops the process it started.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, NoReturn
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread. A KeyboardInterrupt, so every ``except
+    KeyboardInterrupt`` written for Ctrl-C handles it too; ``str()`` is ``signal SIGTERM``."""
+
+
+def raise_terminated(signum: int, frame: Any) -> NoReturn:
+    """A signal handler: raise :class:`Terminated` where the main thread is."""
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
+@contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated`; the previous handler is back after.
+
+    Only the main thread can set a handler; elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+__all__ = ["Terminated", "raise_terminated", "sigterm_as_exception"]
