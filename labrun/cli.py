@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from tracking import env
@@ -38,6 +39,25 @@ def _status(args: argparse.Namespace) -> int:
 
     set_research_status(args.run_id, args.status)
     print(f"run {args.run_id}: {T.STATUS} = {args.status}")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from tracking import store
+    from tracking.leftovers import gc
+
+    uri, client = store.tracking_uri(), None
+    local = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    try:
+        if local is None or Path(local).exists():  # never create a store just to clean up
+            client = store.client()
+    except Exception as exc:  # no store: the temp folders can still go, the journals stay
+        print(f"labrun gc: no tracking store ({exc}); journals are kept", file=sys.stderr)
+    if client is None:
+        print(f"labrun gc: no tracking store at {uri}; stale runs are not closed and journals are kept "
+              f"(set MLFLOW_TRACKING_URI to their store)", file=sys.stderr)
+    lines = gc(client, dry_run=args.dry_run)
+    print("\n".join(lines) if lines else "nothing to remove")
     return 0
 
 
@@ -198,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_status)
 
     _provenance_parsers(sub)
+
+    p = sub.add_parser("gc", help="remove what SIGKILLed labrun processes left in the temp folder",
+                       description="A SIGKILLed run, server or reproduce leaves its temp folder (and a run its "
+                                   "metric journal). Closing a stale run (its --resume, a sweep, an optimize "
+                                   "worker) removes that run's leftovers; `labrun gc` removes the rest: folders "
+                                   "whose process is gone (a stale run is closed KILLED first, its log uploaded "
+                                   "and its journal replayed into this store). A journal of a run in another "
+                                   "store is kept and named.")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    p.set_defaults(func=_gc)
 
     p = sub.add_parser("tasks", help="list the MLproject entry points")
     p.set_defaults(func=_tasks)

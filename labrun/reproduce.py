@@ -87,6 +87,9 @@ class _worktree:
     def __init__(self, root: Path, commit: str) -> None:
         self.root, self.commit = root, commit
         self.path = Path(tempfile.mkdtemp(prefix="labrun-reproduce-")) / "code"
+        from tracking.leftovers import claim
+
+        claim(self.path.parent, kind="reproduce")
 
     def __enter__(self) -> Path:
         out = subprocess.run(["git", "-C", str(self.root), "worktree", "add", "--detach", "--quiet",

@@ -72,7 +72,9 @@ def _start_ui(tmp_path, *extra: str):
     import os
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+               TMPDIR=str(tmp_path / "tmp"))
     proc = subprocess.Popen([*LABRUN, "ui", "--port", "0", *extra], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = []
@@ -106,7 +108,7 @@ def test_stopping_labrun_ui_stops_every_process_it_started(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not list(tmp_path.glob("labrun-ui-*.log"))
+    assert not list((tmp_path / "tmp").glob("labrun-ui-*"))  # MLflow's log folder goes with the UI
 
 
 def test_a_taken_port_is_refused_naming_its_holder(tmp_path):
@@ -150,3 +152,53 @@ def test_a_device_this_machine_lacks_is_refused_before_any_run(tmp_path, device,
                    timeout=120, env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
     _one_line_exit_2(proc, f"device {device!r}", needle, "this machine has: cpu", "'auto' picks the best")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def _sigkill_toy(store, tmp):
+    """A toy run SIGKILLed after its 5th-step checkpoint, with TMPDIR at ``tmp``; its run id."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp))
+    proc = subprocess.Popen([PYTHON, "-m", "projects.toy.train", "--config", "quick", "--set", "train.steps=400",
+                             "--set", "train.sleep_s=0.05", "--set", "checkpoint.every=5"], cwd=store.root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            runs = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(proc.pid)]
+            if runs and store.list_artifacts(runs[0].info.run_id, "checkpoints"):
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                return runs[0].info.run_id
+            time.sleep(0.2)
+        pytest.fail("the toy run wrote no checkpoint in time")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_sigkilled_runs_leftovers_go_when_it_is_resumed_or_collected(store, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    extra = {"TMPDIR": str(tmp)}
+    first = _sigkill_toy(store, tmp)
+    assert list(tmp.glob(f"labrun-{first[:8]}-*")) and (tmp / "labrun-journal" / first).exists()
+    resumed = run_cli([*LABRUN, "run", "toy", "--resume", first, "--set", "train.steps=12"], cwd=store.root,
+                      env_extra=extra, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list(tmp.glob(f"labrun-{first[:8]}-*")) and not (tmp / "labrun-journal" / first).exists()
+    assert store.get_run(first).info.status == "KILLED"
+
+    second = _sigkill_toy(store, tmp)
+    assert list(tmp.glob(f"labrun-{second[:8]}-*"))
+    dry = run_cli([*LABRUN, "gc", "--dry-run"], cwd=store.root, env_extra=extra, timeout=120, check=True)
+    assert "would remove" in dry.stdout and list(tmp.glob(f"labrun-{second[:8]}-*"))
+    gc = run_cli([*LABRUN, "gc"], cwd=store.root, env_extra=extra, timeout=120, check=True)
+    assert f"(run {second})" in gc.stdout
+    assert not [p for p in tmp.iterdir() if p.name.startswith("labrun-") and p.is_dir() and p.name != "labrun-journal"]
+    assert not (tmp / "labrun-journal" / second).exists()
+    run = store.get_run(second)
+    assert run.info.status == "KILLED" and "logs/train.log" in {a.path for a in store.list_artifacts(second, "logs")}

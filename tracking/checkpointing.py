@@ -96,6 +96,9 @@ class CheckpointConnector:
         from tracking.metrics import recover
 
         recover(run.client, source_run, fast_uri=store.tracking_uri())  # what a SIGKILL left unflushed
+        from tracking.leftovers import clean_run
+
+        clean_run(run.client, source_run)  # the source's temp folder, now that its files are in the store
         self._copy_history(source_run, self.resume.global_step)
         return self.resume
 

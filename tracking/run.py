@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from tracking import checkpoint as ckpt
+from tracking import leftovers
 from tracking import observers as _observers
 from tracking import startup, store
 from tracking import tags as T
@@ -61,6 +62,7 @@ class Run:
         self.experiment_id = experiment_id
         self.client = client
         self.local_dir = Path(tempfile.mkdtemp(prefix=f"labrun-{run_id[:8]}-"))
+        leftovers.claim(self.local_dir, run_id=run_id, kind="run")  # a SIGKILL leaves it to gc
         self.logs = RunLogging(self.local_dir / "logs" / "train.log")
         # Provenance of the code that runs (the schema's module), not of the working directory.
         self.git: GitInfo = git_info(Path(sys.modules[type(cfg).__module__].__file__).resolve().parent)

@@ -265,6 +265,9 @@ def serve(settings: ServerSettings, password: str) -> int:
 
     created = ensure_database(settings.backend_store_uri)
     folder = Path(tempfile.mkdtemp(prefix="labrun-server-"))  # 0700
+    from tracking.leftovers import claim
+
+    claim(folder, kind="server")  # holds the admin password: gc removes it if this process is SIGKILLed
     server = None
     with sigterm_as_exception():
         try:

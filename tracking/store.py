@@ -291,6 +291,9 @@ def mark_stale_killed(client: Any, run_id: str) -> None:
     """A dead RUNNING run would read as running forever in the UI and in analysis."""
     client.set_tag(run_id, T.FAILURE, STALE_REASON)
     client.set_terminated(run_id, "KILLED", end_time=int(time.time() * 1000))
+    from tracking.leftovers import clean_run
+
+    clean_run(client, run_id)  # its journal replayed, its last log uploaded, its temp folder gone
 
 
 def close_if_stale(client: Any, run_id: str, *, grace_s: float = 300.0) -> bool:

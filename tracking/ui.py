@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +34,16 @@ def main(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(port), "--workers", str(args.workers)]
     child = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS="ignore")
-    log = None if args.verbose else Path(tempfile.mkstemp(prefix="labrun-ui-", suffix=".log")[1])
+    log = None if args.verbose else _log_file()
     return _serve(serving.Foreground(cmd, env=child, log=log), uri, url)
+
+
+def _log_file() -> Path:
+    from tracking.leftovers import claim
+
+    folder = Path(tempfile.mkdtemp(prefix="labrun-ui-"))
+    claim(folder, kind="ui")
+    return folder / "mlflow.log"
 
 
 def _serve(server: serving.Foreground, uri: str, url: str) -> int:
@@ -61,4 +70,4 @@ def _foreground(server: serving.Foreground, uri: str, url: str) -> int:
     finally:
         server.stop()
         if server.log_path is not None and not failed:
-            server.log_path.unlink(missing_ok=True)
+            shutil.rmtree(server.log_path.parent, ignore_errors=True)
