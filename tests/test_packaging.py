@@ -25,3 +25,18 @@ def test_every_task_entry_point_loads_and_takes_config():
         assert "config" in eps[name].parameters, name
         task = load_task(name, REPO)
         assert task.schema.task == name
+
+
+def test_tracking_imports_none_of_the_layers_above_it():
+    """docs/architecture.md: projects, sweeps and analysis depend on tracking, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    above = {"projects", "sweeps", "analysis", "labrun"}
+    found = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "tracking").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in above]
+    assert found == []
