@@ -23,9 +23,21 @@ class FieldFNO(nn.Module):
         m = int(modes or DEFAULT_MODES[dim])
         self.net = FNO(n_modes=(m,) * dim, in_channels=1, out_channels=1, hidden_channels=int(width),
                        n_layers=int(depth), factorization=factorization, rank=rank)
+        _allow_init_args(self.net)
 
     def forward(self, x):
         return self.net(x.unsqueeze(1)).squeeze(1)
+
+
+def _allow_init_args(net: nn.Module) -> None:
+    """neuralop's state_dict carries the model's init arguments (``_metadata``): its activation
+    function and its convolution class. Checkpoints load through an allow-list, so these
+    references (code the task itself chose, never called by loading) are registered."""
+    from tracking.checkpoint import register_safe_globals
+
+    meta = net.state_dict().get("_metadata", {})
+    refs = [v for v in meta.values() if callable(v) and hasattr(v, "__qualname__")]
+    register_safe_globals(*refs)
 
 
 def fno(dim: int, resolution: int, width: int = 32, depth: int = 4, modes: int | None = None) -> FieldFNO:
