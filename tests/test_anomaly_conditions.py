@@ -113,6 +113,7 @@ def _spec_loader_accepts_json() -> bool:
 @pytest.mark.skipif(not _spec_loader_accepts_json(),
                     reason="sweeps/spec.py does not route .json files to sweeps.conditions yet "
                            "(the one-line hook in _read)")
+@pytest.mark.slow
 def test_labrun_sweep_dry_run_accepts_a_conditions_file(store):
     proc = run_cli([PYTHON, "-m", "labrun", "sweep", str(BASE), "--dry-run"], cwd=store.root,
                    env_extra={"MLFLOW_TRACKING_URI": store.uri})

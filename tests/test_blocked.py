@@ -96,6 +96,23 @@ def _analyze(syn, *extra):
                     "--out", str(root / "out"), *extra], cwd=root, timeout=180, env_extra={"MLFLOW_TRACKING_URI": uri})
 
 
+def _in_process(syn, capsys, *extra):
+    """``labrun analyze`` through the CLI's own main, in this process: exit code and output."""
+    from labrun.cli import main
+
+    root, uri = syn
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(root)
+        try:
+            code = main(["analyze", "-e", "syn", "-m", "metric.m00.val", "--no-log", "--no-curves",
+                         "--bootstrap", "200", *extra])
+        except SystemExit as exc:
+            code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def test_analyze_compares_methods_within_cells_by_default(syn):
     proc = _analyze(syn)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -109,23 +126,23 @@ def test_analyze_compares_methods_within_cells_by_default(syn):
     assert len(pd.read_csv(syn[0] / "out" / "blocks.csv")) == 12
 
 
-def test_all_groups_keeps_the_old_ranking_and_the_options_refuse_nonsense(syn):
-    proc = _analyze(syn, "--all-groups")
-    assert proc.returncode == 0 and "comparing" not in proc.stdout and "Friedman" not in proc.stdout
-    assert "48 groups" in proc.stdout                    # 4 methods x 12 cells ranked against each other
+def test_all_groups_keeps_the_old_ranking_and_the_options_refuse_nonsense(syn, capsys):
+    code, out, _ = _in_process(syn, capsys, "--all-groups")
+    assert code == 0 and "comparing" not in out and "Friedman" not in out
+    assert "48 groups" in out                            # 4 methods x 12 cells ranked against each other
     for extra, needle in [(["--control", "zz"], "--control: no method 'zz'; methods: a, b, c, d"),
                           (["--compare-by", "params.model.p05"], "every run has the same value"),
                           (["--within", "params.nope"], "params.nope")]:
-        proc = _analyze(syn, *extra)
-        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        code, _, err = _in_process(syn, capsys, *extra)
+        assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_blocks_that_never_hold_every_method_say_so(syn):
+def test_blocks_that_never_hold_every_method_say_so(syn, capsys):
     """Blocks by train.method, which names the method: each block holds one of the four."""
-    proc = _analyze(syn, "--compare-by", "labrun.method", "--within", "params.train.method")
-    assert proc.returncode == 0, proc.stderr
-    assert "Friedman test undefined: 0 block(s) hold every method" in proc.stdout
-    assert "4 block(s) lack a method" in proc.stdout
+    code, out, err = _in_process(syn, capsys, "--compare-by", "labrun.method", "--within", "params.train.method")
+    assert code == 0, err
+    assert "Friedman test undefined: 0 block(s) hold every method" in out
+    assert "4 block(s) lack a method" in out
 
 
 def test_stats_json_stays_small_with_thousands_of_groups(tmp_path):

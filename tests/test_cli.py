@@ -1,6 +1,8 @@
 """The `labrun` command: instant help, run, status, tasks, ui."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import socket
@@ -26,6 +28,7 @@ def test_tasks_lists_entry_points():
     assert any(line.split()[:2] == ["toy", "task"] for line in out.splitlines())
 
 
+@pytest.mark.slow
 def test_run_then_change_status(store, tmp_path):
     run_cli([PYTHON, "-m", "labrun", "run", "toy", "--config", "quick", "--set", "train.steps=5"],
             cwd=tmp_path, check=True)

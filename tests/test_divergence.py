@@ -42,6 +42,7 @@ def test_a_nonfinite_loss_fails_the_run_at_that_step_and_keeps_the_last_good_che
     assert "Training diverged" in open(report).read()
 
 
+@pytest.mark.slow
 def test_the_cli_says_it_in_one_line_without_a_traceback(store):
     proc = run_cli([PYTHON, "-m", "projects.toy.train", *SHORT, *BLOW_UP])
     assert proc.returncode == 1

@@ -57,6 +57,7 @@ def test_monitor_off_is_reported_disabled_with_how_to_enable(store):
     assert mon["status"] == "disabled" and mon["enable"] == "--set monitor.enabled=true"
 
 
+@pytest.mark.slow
 def test_resume_of_a_spiky_run_after_sigkill_reproduces_the_same_future(store):
     from projects.dynamics.train import main
 

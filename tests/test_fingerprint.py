@@ -1,6 +1,8 @@
 """What a fingerprint means: the experiment, not how it was executed."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import textwrap
 
@@ -21,6 +23,7 @@ def _sweep(tmp_path, every: int):
     return run_cli([PYTHON, "-m", "labrun", "sweep", str(path)], env_extra=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_changing_the_checkpoint_interval_reruns_nothing(store, tmp_path):
     first = _sweep(tmp_path, every=2)
     assert first.returncode == 0, first.stderr[-2000:]

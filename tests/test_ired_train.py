@@ -139,6 +139,7 @@ def test_labrun_cli_runs_mixed_and_rejects_bad_fraction(store, capsys):
     _check_run(store, run, "mixed", mined=True)
 
 
+@pytest.mark.slow
 def test_mlflow_run_entry_point_with_random(store):
     params = [a for pair in zip(TINY[2::2], TINY[3::2]) for a in ("-P", pair[1])]
     env = {"PATH": os.path.dirname(PYTHON) + os.pathsep + os.environ.get("PATH", "")}
@@ -156,6 +157,7 @@ def _metric_series(client, run_id):
             for k in run.data.metrics if not k.startswith("perf.")}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(store):
     from projects.ired.train import main
 

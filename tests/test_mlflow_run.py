@@ -1,6 +1,8 @@
 """`mlflow run` end to end: MLflow's own run is adopted and keeps its source tags."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from tests.helpers import REPO, all_runs, run_cli
@@ -28,6 +30,7 @@ def test_mlflow_run_adopts_the_run_and_keeps_source_tags(store, tmp_path):
     assert summary["training"]["loss.total"]["final_step"] == 30
 
 
+@pytest.mark.slow
 def test_mlflow_run_with_bad_override_records_the_reason(store, tmp_path):
     proc = run_cli([PYTHON, "-m", "mlflow", "run", str(REPO), "-e", "toy", "--env-manager", "local",
                     "-P", "config=quick", "-P", "train.lrr=1"], cwd=tmp_path)

@@ -80,6 +80,7 @@ def test_missing_dataset_path_is_one_line_and_no_run(store):
     assert all_runs(store) == []
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(store):
     from projects.mutual.train import main
 

@@ -175,6 +175,7 @@ def _pg_url():
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_two_workers_share_a_study_on_postgresql(tmp_path, monkeypatch):
     """MLflow store and Optuna storage both on the server, each in a private schema of the
     shared database (both keep an alembic_version table, so they cannot share one schema)."""

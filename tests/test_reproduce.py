@@ -129,6 +129,7 @@ def test_reproduce_after_a_code_change_and_diff_the_runs(store, tmp_path):
     assert "### Config" in md.stdout and "```diff" in md.stdout and "| steps |" in md.stdout
 
 
+@pytest.mark.slow
 def test_reproduce_refuses_what_it_cannot_do_in_one_line(store, tmp_path):
     code = _repo(tmp_path)
     run_a = _train(store, code)

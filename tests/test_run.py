@@ -107,6 +107,7 @@ def test_exception_marks_failed_with_reason_log_and_traceback(store):
     assert summary["outcome"] == "FAILED" and summary["failure"].startswith("RuntimeError")
 
 
+@pytest.mark.slow
 def test_failed_subprocess_exits_nonzero(store, tmp_path):
     proc = run_cli([PYTHON, "-m", "projects.toy.train", "--config", "quick",
                     "--set", "train.fail_at_step=5"], cwd=tmp_path)
@@ -126,7 +127,7 @@ def _wait_for(predicate, timeout=120.0, every=0.3):
 
 @pytest.mark.parametrize("sig, code, reason", [
     (signal.SIGTERM, 143, "Interrupted: signal SIGTERM"),
-    (signal.SIGINT, 130, "Interrupted: KeyboardInterrupt"),
+    pytest.param(signal.SIGINT, 130, "Interrupted: KeyboardInterrupt", marks=pytest.mark.slow),
 ])
 def test_signal_marks_killed_and_keeps_checkpoints(store, tmp_path, sig, code, reason):
     env = {"MLFLOW_TRACKING_URI": store.uri}
@@ -208,6 +209,7 @@ MINI_TASK = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_dirty_tree_is_recorded_with_its_diff(store, tmp_path):
     code = tmp_path / "code"
     (code / "minitask").mkdir(parents=True)

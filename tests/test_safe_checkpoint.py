@@ -232,6 +232,7 @@ def test_resume_from_a_run_with_an_evil_checkpoint_exits_2_and_makes_no_run(stor
     assert [r.info.run_id for r in all_runs(store)] == [source.info.run_id]   # no half-run
 
 
+@pytest.mark.slow
 def test_trust_checkpoints_lets_a_user_resume_from_their_own_unregistered_state(store, tmp_path, monkeypatch):
     from projects.toy import train as toy
 

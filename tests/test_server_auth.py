@@ -386,6 +386,7 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_sigterm_to_labrun_server_stops_its_whole_tree(tmp_path, pg_database):
     import psutil
 

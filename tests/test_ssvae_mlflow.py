@@ -1,6 +1,8 @@
 """The quick config end to end through ``mlflow run -e ssvae`` in a real subprocess."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from tests.helpers import PYTHON, REPO, all_runs, run_cli
@@ -9,6 +11,7 @@ COMPONENTS = ["tau_classifier", "classifier", "mixture_prior", "heteroscedastic_
               "dirichlet", "figures.latent_space", "figures.reconstructions", "figures.component_samples"]
 
 
+@pytest.mark.slow
 def test_mlflow_run_quick_config_explains_every_component(store):
     proc = run_cli([PYTHON, "-m", "mlflow", "run", str(REPO), "-e", "ssvae", "--env-manager", "local",
                     "-P", "config=quick", "--experiment-name", "ssvae-e2e"],

@@ -55,6 +55,7 @@ def _has_checkpoint(client, run):
         return False
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_retries_failures_and_reruns_stale(store, tmp_path, capsys):
     """Cells A, B run fine, C raises at step 3; A also has a stale RUNNING run left by a dead
     launcher. Ctrl-C the sweep mid-way, run it again: A and B end FINISHED exactly once (a
@@ -275,6 +276,7 @@ def test_cell_running_elsewhere_is_waited_for_not_duplicated(store, tmp_path):
     assert mine.info.start_time / 1000 >= t_other + 44
 
 
+@pytest.mark.slow
 def test_in_process_sweeps_on_two_stores_send_each_cell_to_its_own(store, tmp_path, monkeypatch, _template_db):
     """The local launcher forks cells from a fork server that keeps the environment it started
     with; a cell must get the launcher's current one (here: a second sweep in the same Python

@@ -54,6 +54,7 @@ def test_an_unreachable_database_and_a_missing_folder(tmp_path):
     _one_line_exit_2(proc, "does not exist")
 
 
+@pytest.mark.slow
 def test_a_moved_store_warns_about_its_old_artifact_folder(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
@@ -85,7 +86,7 @@ def _start_ui(tmp_path, *extra: str):
     pytest.fail(f"labrun ui printed no address: {lines} {proc.stderr.read()[-2000:]}")
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
 def test_stopping_labrun_ui_stops_every_process_it_started(tmp_path, sig):
     import os
     import signal
@@ -127,6 +128,7 @@ def test_version_names_the_release_and_the_commit():
     assert proc.stdout.startswith("labrun 0.") and "commit" in proc.stdout
 
 
+@pytest.mark.slow
 def test_piped_output_has_no_bar_redraws(tmp_path):
     """A pipe, a file, a CI log: no carriage returns even with LABRUN_PROGRESS=1, one line per cell."""
     extra = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "LABRUN_PROGRESS": "1"}
@@ -180,6 +182,7 @@ def _sigkill_toy(store, tmp):
             proc.kill()
 
 
+@pytest.mark.slow
 def test_a_sigkilled_runs_leftovers_go_when_it_is_resumed_or_collected(store, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -221,13 +224,10 @@ def test_a_tag_that_would_overwrite_bookkeeping_or_break_mlflow_is_refused(tmp_p
 def test_resuming_another_tasks_run_names_its_task(store, tmp_path):
     """Case 6: `labrun run ired --resume <toy run>` said 'unknown config key' or made a FAILED
     run with a CheckpointError traceback; now one line naming the run's task, and no run."""
-    run_cli([*LABRUN, "run", "toy", "--config", "quick", "--set", "train.steps=2"], cwd=store.root,
-            timeout=120, check=True)
-    (toy_run,) = all_runs(store)
-    for argv in (["ired", "--resume", toy_run.info.run_id], ["ired", "--config", "quick", "--resume", toy_run.info.run_id]):
+    toy_run = store.create_run(store.create_experiment("toy"), tags={"labrun.task": "toy"}).info.run_id
+    for argv in (["ired", "--resume", toy_run], ["ired", "--config", "quick", "--resume", toy_run]):
         proc = run_cli([*LABRUN, "run", *argv], cwd=store.root, timeout=120)
-        _one_line_exit_2(proc, f"run {toy_run.info.run_id} is a run of task 'toy', not 'ired'",
-                         f"labrun run toy --resume {toy_run.info.run_id}")
+        _one_line_exit_2(proc, f"run {toy_run} is a run of task 'toy', not 'ired'", f"labrun run toy --resume {toy_run}")
     proc = run_cli([*LABRUN, "run", "toy", "--resume", "f" * 32], cwd=store.root, timeout=120)
     _one_line_exit_2(proc, "no run 'ffffffffffffffffffffffffffffffff'")
     assert len(all_runs(store)) == 1
