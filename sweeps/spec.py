@@ -50,6 +50,22 @@ class BaseSpec(_Strict):
     _origin: ClassVar[type[BaseSpec] | None] = None
     """Set on the models :meth:`with_launchers` builds: the spec they extend."""
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        """The name becomes a tag, a temp folder's prefix and an Optuna study name: a path-like
+        one (``../../x``) would escape the temp dir and fail only after the parent run exists."""
+        if value is None:
+            return None
+        bad = next((c for c in value if c in "/\\" or not c.isprintable()), None)
+        if not value.strip() or value.startswith((".", "-")) or bad is not None or len(value) > 120:
+            why = (f"contains {bad!r}" if bad is not None else "is empty" if not value.strip()
+                   else "is longer than 120 characters" if len(value) > 120 else f"starts with {value[0]!r}")
+            raise ValueError(f"{why}; a name is a plain word such as my_sweep-v2 (letters, digits, "
+                             f"_ - . +, no path separators, not starting with . or -); set 'name:' in "
+                             f"the spec or --set name=...")
+        return value
+
     @field_validator("launcher")
     @classmethod
     def _known_launcher(cls, value: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import tempfile
 import time
 import uuid
@@ -28,7 +29,7 @@ from sweeps.spec import SweepSpec, dump
 from tracking import env
 from tracking import tags as T
 from tracking.exits import EXIT_CELLS_FAILED, EXIT_FINISHED, EXIT_SIGINT, EXIT_SIGTERM
-from tracking.signals import Terminated, raise_terminated
+from tracking.signals import Terminated, sigterm_as_exception
 
 ELSEWHERE_POLL_S = 3.0
 
@@ -143,16 +144,33 @@ class Sweep:
         self.failures: dict[str, int] = {}
         self.interrupted: int | None = None  # the signal that stopped the sweep
         self.launcher: Any = None
+        self.parent_id: str | None = None
 
     # ------------------------------------------------------------------ the steps, in order
     def run(self, *, dry_run: bool = False) -> int:
         """EXIT_FINISHED (every cell finished), EXIT_CELLS_FAILED (some did not), or
-        EXIT_SIGINT / EXIT_SIGTERM (interrupted: the same command again finishes the rest)."""
-        self.plan(dry_run)
-        if dry_run:
-            return self.show_plan()
-        self.open()
-        old = signal.signal(signal.SIGTERM, raise_terminated)
+        EXIT_SIGINT / EXIT_SIGTERM (interrupted: the same command again finishes the rest).
+
+        SIGTERM is an exception from the first line, so a ``kill`` while planning or opening
+        the parent exits 143 as one during the cells does; any other failure once the parent
+        run exists ends it FAILED with the reason (never left RUNNING), then propagates.
+        """
+        with sigterm_as_exception():
+            try:
+                self.plan(dry_run)
+                if dry_run:
+                    return self.show_plan()
+                self.open()
+                self.loop()
+                return self.finish()
+            except KeyboardInterrupt as exc:  # outside the loop: planning, opening, finishing
+                return self.stopped_outside_loop(exc)
+            except BaseException as exc:
+                self.fail_parent(exc)
+                raise
+
+    def loop(self) -> None:
+        """Claim, launch, poll and watch until no cell is left; Ctrl-C/SIGTERM stop the cells."""
         old_int = signal.getsignal(signal.SIGINT)
         try:
             while self.busy():
@@ -164,11 +182,40 @@ class Sweep:
         except KeyboardInterrupt as exc:
             self.interrupt(exc)
         finally:
-            signal.signal(signal.SIGTERM, old)
             signal.signal(signal.SIGINT, old_int)
             self.launcher.close()
             self.progress.close()
-        return self.finish()
+
+    def stopped_outside_loop(self, exc: KeyboardInterrupt) -> int:
+        """Interrupted before any cell ran (or while finishing): the parent, if it exists,
+        ends KILLED; the exit code says which signal."""
+        code = EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+        self._end_parent("KILLED", f"Interrupted: {'SIGTERM' if code == EXIT_SIGTERM else 'Ctrl-C'} "
+                                   f"before the sweep's cells ran or after they ended")
+        print("\ninterrupted: no cell is running; run the same command again to go on",
+              file=sys.stderr, flush=True)
+        return code
+
+    def fail_parent(self, exc: BaseException) -> None:
+        """A failure of the sweep itself (not of a cell) once the parent exists: FAILED + reason."""
+        self._end_parent("FAILED", f"{type(exc).__name__}: {exc}")
+
+    def _end_parent(self, status: str, reason: str) -> None:
+        if self.launcher is not None:
+            try:
+                self.launcher.close()
+            except Exception:
+                pass
+        if self.parent_id is None:
+            return
+        from sweeps.parent import close_parent
+
+        try:
+            if self.client.get_run(self.parent_id).info.status == "RUNNING":
+                self.client.set_tag(self.parent_id, T.FAILURE, reason[:5000])
+                close_parent(self.client, self.parent_id, status, {})
+        except Exception as err:  # the store itself may be what failed
+            print(f"(could not end the parent run {self.parent_id} {status}: {err})", file=sys.stderr)
 
     def plan(self, dry_run: bool) -> None:
         """The cells, and what the store already holds for each (one query)."""
@@ -334,6 +381,9 @@ class Sweep:
         self.interrupted = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
         print("\ninterrupted: stopping running cells (they end KILLED) ...", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nor a second kill
+        self.claims.release_unsettled("Interrupted: the sweep stopped while claiming the cell")
         for job in self.launcher.stop():  # queued, never started: their claims go
             self.claims.release(job.run_id, "KILLED", "Interrupted: the sweep stopped before the cell started")
         for job, code in self.launcher.poll():
