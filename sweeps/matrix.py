@@ -156,11 +156,10 @@ def expand(spec: Any, schema: type[TaskConfig]) -> list[Cell]:
 def iter_cells(spec: Any, schema: type[TaskConfig]) -> Iterator[Cell]:
     """The cells of :func:`expand`, one at a time, checked before the first is yielded where
     each value is checked on its own (:mod:`sweeps.template`), else as they come."""
-    plan = _Expansion(spec, schema)
-    return plan.fast() if plan.template is not None else plan.full()
+    return Expansion(spec, schema).cells()
 
 
-class _Expansion:
+class Expansion:
     """The base config read once, each axis row parsed and validated once, then the cells."""
 
     def __init__(self, spec: Any, schema: type[TaskConfig]) -> None:
@@ -201,31 +200,6 @@ class _Expansion:
     def _indices(self) -> Iterator[tuple[int, ...]]:
         return itertools.product(*(range(len(axis)) for axis in self.axes))
 
-    def full(self) -> Iterator[Cell]:
-        """Every cell validated in full: for schemas whose validators see several fields."""
-        fixed_tree = json.loads(json.dumps(self.base))
-        for item in self.fixed:
-            set_dotted(fixed_tree, *parse_override(self.schema, item))
-        text = json.dumps(fixed_tree)
-        seen: set[str] = set()
-        n = 0
-        for idx in self._indices():
-            values = self._values(idx)
-            tree = json.loads(text)
-            for a, i in enumerate(idx):
-                for key, value in self.parsed[a][i]:
-                    set_dotted(tree, key, value)
-            try:
-                cfg = resolve_config(self.schema, None, (), base=tree)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc}{_where(values)}") from None
-            fp = fingerprint(cfg)
-            if fp in seen:
-                continue
-            seen.add(fp)
-            yield Cell(n, values, self._overrides(idx), cfg, fp, "")
-            n += 1
-
     # ------------------------------------------------------------------ the template's way
     def _template(self, base_cfg: TaskConfig) -> Template | None:
         """A :class:`Template` over the varied paths, or None where a cell must be validated
@@ -250,6 +224,7 @@ class _Expansion:
             self.slots.append(rows)
             k += len(axis_paths)
         template = Template(base_cfg.task, base_tree["config"], flat)
+        self.slots = [[[(template.position(j), text) for j, text in row] for row in rows] for rows in self.slots]
         return template if self._agrees(template) else None
 
     def _paths(self, base_tree: dict[str, Any]) -> list[list[tuple[str, ...]]] | None:
@@ -278,32 +253,85 @@ class _Expansion:
         """The first and the last cell, validated whole, have the template's fingerprints."""
         ends = [tuple(0 for _ in self.axes), tuple(len(axis) - 1 for axis in self.axes)]
         for idx in ends:
-            vals = self._slot_values(idx, [""] * len(template.order))
+            buf = self._fill(idx, template.buffer())
             cfg = resolve_config(self.schema, None, self._overrides(idx), base=self.base)
-            if template.digest(vals) != fingerprint(cfg):
+            if template.hash(buf) != fingerprint(cfg):
                 return False
         return True
 
-    def _slot_values(self, idx: Sequence[int], vals: list[str]) -> list[str]:
+    def _fill(self, idx: Sequence[int], buf: list[str]) -> list[str]:
+        slots = self.slots
         for a, i in enumerate(idx):
-            for j, text in self.slots[a][i]:
-                vals[j] = text
-        return vals
+            for pos, text in slots[a][i]:
+                buf[pos] = text
+        return buf
 
-    def fast(self) -> Iterator[Cell]:
-        """Cells by template: one join and one hash each; configs resolved when first read."""
-        template = self.template
-        assert template is not None
-        vals = [""] * len(template.order)
+    def index_rows(self) -> Iterator[tuple[int, tuple[int, ...], str]]:
+        """``(cell index, row of each axis, fingerprint)``, identical cells once: by template
+        (one join and one hash each) where it applies, else each cell validated whole."""
+        if self.template is None:
+            yield from self._full_rows()
+            return
+        buf, hash_ = self.template.buffer(), Template.hash
+        seen: set[str] = set()
+        n = 0
+        for idx in self._walk(buf):
+            fp = hash_(buf)
+            if fp not in seen:
+                seen.add(fp)
+                yield n, idx, fp
+                n += 1
+
+    def _walk(self, buf: list[str]) -> Iterator[tuple[int, ...]]:
+        """The product of the axes (the last varies fastest), keeping ``buf`` filled with the
+        current cell's values: a step rewrites only the axes that moved (mostly one)."""
+        sizes = [len(axis) for axis in self.axes]
+        slots = self.slots
+        idx = [0] * len(sizes)
+        self._fill(idx, buf)
+        last = len(sizes) - 1
+        while True:
+            yield tuple(idx)
+            a = last
+            while a >= 0:
+                idx[a] += 1
+                if idx[a] < sizes[a]:
+                    break
+                idx[a] = 0
+                for pos, text in slots[a][0]:
+                    buf[pos] = text
+                a -= 1
+            if a < 0:
+                return
+            for pos, text in slots[a][idx[a]]:
+                buf[pos] = text
+
+    def _full_rows(self) -> Iterator[tuple[int, tuple[int, ...], str]]:
+        fixed_tree = json.loads(json.dumps(self.base))
+        for item in self.fixed:
+            set_dotted(fixed_tree, *parse_override(self.schema, item))
+        text = json.dumps(fixed_tree)
         seen: set[str] = set()
         n = 0
         for idx in self._indices():
-            fp = template.digest(self._slot_values(idx, vals))
-            if fp in seen:
-                continue
-            seen.add(fp)
+            tree = json.loads(text)
+            for a, i in enumerate(idx):
+                for key, value in self.parsed[a][i]:
+                    set_dotted(tree, key, value)
+            try:
+                cfg = resolve_config(self.schema, None, (), base=tree)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}{_where(self._values(idx))}") from None
+            fp = fingerprint(cfg)
+            if fp not in seen:
+                seen.add(fp)
+                yield n, idx, fp
+                n += 1
+
+    def cells(self) -> Iterator[Cell]:
+        """Cells whose config is resolved when first read (a plan needs only fingerprints)."""
+        for n, idx, fp in self.index_rows():
             yield Cell(n, self._values(idx), self._overrides(idx), None, fp, "", resolve=self._resolve)
-            n += 1
 
 
 def _exists(trees: Sequence[dict[str, Any]], path: tuple[str, ...]) -> Iterator[bool]:

@@ -19,12 +19,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from sweeps.launchers.base import Job, launcher_class, make_launcher, outcome_of
 from sweeps.ledger import Ledger
-from sweeps.matrix import Cell, expand
-from sweeps.progress import SweepProgress, summarize, table
+from sweeps.matrix import Cell, Expansion
+from sweeps.progress import Labels, SweepProgress, summarize, table
 from sweeps.spec import SweepSpec, dump
 from tracking import env
 from tracking import tags as T
@@ -63,9 +63,11 @@ def _cell_name(cell: Cell, entry: str, resume: str | None) -> str:
     return resumed_name(old)
 
 
-def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
+def _plan(spec: SweepSpec) -> tuple[str, str, Expansion | list[Cell], str]:
     """The task's name, its module, the cells and the launcher: a labrun task of this
-    checkout, or any MLflow project's entry point (then launched through ``mlflow run``)."""
+    checkout (its :class:`Expansion`, which streams the cells, so a dry run of a million
+    holds none), or any MLflow project's entry point (a list of cells, launched through
+    ``mlflow run``)."""
     from tracking.config import ConfigError
     from tracking.tasks import entry_points, load_task, project_entry, project_root
 
@@ -78,7 +80,8 @@ def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
         except (ConfigError, ImportError):
             task = None  # not a labrun task: swept as a foreign project below
         if task is not None:
-            return task.name, task.module, expand(spec, task.schema), spec.launcher
+            expansion = Expansion(spec, task.schema)  # every axis value checked here, before anything
+            return task.name, task.module, expansion, spec.launcher
     from sweeps.matrix import expand_foreign, foreign_task
 
     ep = project_entry(str(project_root()) if here else spec.project, spec.entry, spec.version)
@@ -147,7 +150,7 @@ class Sweep:
         self.parent_id: str | None = None
 
     # ------------------------------------------------------------------ the steps, in order
-    def run(self, *, dry_run: bool = False) -> int:
+    def run(self, *, dry_run: bool = False, fmt: str = "table") -> int:
         """EXIT_FINISHED (every cell finished), EXIT_CELLS_FAILED (some did not), or
         EXIT_SIGINT / EXIT_SIGTERM (interrupted: the same command again finishes the rest).
 
@@ -159,7 +162,7 @@ class Sweep:
             try:
                 self.plan(dry_run)
                 if dry_run:
-                    return self.show_plan()
+                    return self.show_plan(fmt)
                 self.open()
                 self.loop()
                 return self.finish()
@@ -218,11 +221,13 @@ class Sweep:
             print(f"(could not end the parent run {self.parent_id} {status}: {err})", file=sys.stderr)
 
     def plan(self, dry_run: bool) -> None:
-        """The cells, and what the store already holds for each (one query)."""
+        """The cells, and what the store already holds for each (one query). A dry run
+        keeps no cell: :meth:`show_plan` streams them twice (counts, then rows)."""
         from tracking import store
 
         spec = self.spec
-        self.task, self.module, self.cells, self.launcher_name = _plan(spec)
+        self.task, self.module, self.source, self.launcher_name = _plan(spec)
+        self.labels = Labels(spec)
         if not dry_run and self.module:
             launcher_class(self.launcher_name).prewarm(self.module)
         env.quiet()
@@ -235,26 +240,83 @@ class Sweep:
             self.exp_name = spec.experiment or spec.entry
             self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
                                               description=spec.description or None)
+        if dry_run:
+            self.ledger = Ledger(client, self.exp_id, self.task).load(None)
+            return
+        self.cells = list(self._cells())
         fps = [c.fingerprint for c in self.cells]
-        self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=not dry_run)
+        self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=True)
         self.decisions = {c.fingerprint: self.ledger.state(c.fingerprint).decision(spec.retries)
                           for c in self.cells}
         self.n = {k: sum(v == k for v in self.decisions.values())
                   for k in ("done", "todo", "elsewhere", "exhausted")}
+        self.count = len(self.cells)
 
     def _head(self) -> str:
         spec = self.spec
-        return (f"sweep {spec.name!r}: {len(self.cells)} cells of {spec.entry!r} in experiment "
+        return (f"sweep {spec.name!r}: {self.count} cells of {spec.entry!r} in experiment "
                 f"{self.exp_name!r} ({summarize((k, self.n[k]) for k in self.n)}); "
                 f"launcher {self.launcher_name}, parallel {spec.parallel}")
 
-    def show_plan(self) -> int:
-        rows = [(c.index, c.label, c.fingerprint,
-                 _describe(self.decisions[c.fingerprint], self.ledger.state(c.fingerprint), self.spec.retries))
-                for c in self.cells]
-        print(self._head(), file=self.out)
-        print(table(rows, ["#", "cell", "fingerprint", "plan"]), file=self.out)
-        print("(dry run: nothing launched)", file=self.out)
+    def _cells(self) -> Iterable[Cell]:
+        return self.source.cells() if isinstance(self.source, Expansion) else self.source
+
+    def _decide(self, fp: str) -> tuple[str, str]:
+        state = self.ledger.states.get(fp)
+        if state is None:  # nothing in the store: the common case, kept cheap
+            return "todo", "run"
+        decision = state.decision(self.spec.retries)
+        return decision, _describe(decision, state, self.spec.retries)
+
+    def _label_rows(self) -> Iterator[tuple[int, str, str]]:
+        """``(index, label, fingerprint)`` per cell, labels joined from per-value pieces."""
+        if not isinstance(self.source, Expansion):
+            for cell in self.source:
+                yield cell.index, self.labels(cell), cell.fingerprint
+            return
+        frags, order = self.labels.fragments(self.spec, self.source.axes)
+        for n, idx, fp in self.source.index_rows():
+            yield n, " ".join([f for a in order if (f := frags[a][idx[a]])]) or "base", fp
+
+    def _label_width(self) -> int:
+        if not isinstance(self.source, Expansion):
+            return max([len(self.labels(c)) for c in self.source] + [4])
+        frags, _ = self.labels.fragments(self.spec, self.source.axes)
+        longest = [max(map(len, rows)) for rows in frags if any(rows)]
+        return max(4, sum(longest) + len(longest) - 1)
+
+    def show_plan(self, fmt: str = "table") -> int:
+        """The head line, then one row per cell, written as it is made. A reader that closes
+        the pipe early (``| head``) ends it quietly."""
+        try:
+            return self._show_plan(fmt)
+        except BrokenPipeError:
+            _silence(self.out)
+            return EXIT_FINISHED
+
+    def _show_plan(self, fmt: str) -> int:
+        from sweeps.progress import plan_writer
+
+        self.n = dict.fromkeys(("done", "todo", "elsewhere", "exhausted"), 0)
+        self.count, plan_width = 0, 4
+        fps = (c.fingerprint for c in self.source) if not isinstance(self.source, Expansion) else \
+            (fp for _, _, fp in self.source.index_rows())
+        for fp in fps:  # pass 1: the counts for the head line, nothing kept
+            decision, plan = self._decide(fp)
+            self.n[decision] += 1
+            self.count += 1
+            plan_width = max(plan_width, len(plan))
+        print(self._head(), file=sys.stderr if fmt != "table" else self.out, flush=True)
+        if fmt == "table":
+            write = plan_writer(fmt, self.out, (len(str(self.count)), self._label_width(), 16, plan_width))
+            for index, label, fp in self._label_rows():  # pass 2: the rows
+                write(index, label, fp, *self._decide(fp))
+            print("(dry run: nothing launched)", file=self.out, flush=True)
+        else:
+            write = plan_writer(fmt, self.out, ())
+            for cell in self._cells():
+                write(cell.index, cell, cell.fingerprint, *self._decide(cell.fingerprint))
+            write(None, None, "", "", "")
         return EXIT_FINISHED
 
     def open(self) -> None:
@@ -339,18 +401,18 @@ class Sweep:
         run_id = run.info.run_id if run else None
         if kind in ("finished", "pruned"):
             self.results[fp] = (kind, run_id)
-            self.progress.event(kind, cell.label, run_id)
+            self.progress.event(kind, self.labels(cell), run_id)
             return
         if kind != "config":
             self.failures[fp] += 1
         if kind != "config" and self.failures[fp] <= self.spec.retries:
             resume = run_id if run_id and self.ledger.has_checkpoints(run_id) else self.ledger.resume_source(fp)
-            self.progress.event("retried", f"{cell.label} ({kind}, exit {code}); attempt {job.attempt + 1}"
+            self.progress.event("retried", f"{self.labels(cell)} ({kind}, exit {code}); attempt {job.attempt + 1}"
                                 + (f" resumes {resume[:12]}" if resume else ""), run_id, final=False)
             self.queue.appendleft(_Pending(cell, job.attempt + 1, resume))
             return
         self.results[fp] = ("failed", run_id)
-        self.progress.event("failed", f"{cell.label} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
+        self.progress.event("failed", f"{self.labels(cell)} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
 
     def watch(self) -> None:
         """Cells another worker holds: done there, still live, or back to us when it stopped."""
@@ -367,14 +429,14 @@ class Sweep:
                 self.elsewhere.discard(fp)
                 if state.failures > self.spec.retries:
                     self.results[fp] = ("failed", None)
-                    self.progress.event("failed", self.by_fp[fp].label)
+                    self.progress.event("failed", self.labels(self.by_fp[fp]))
                 else:  # that worker stopped or crashed: whoever claims first goes on
                     self.queue.append(_Pending(self.by_fp[fp]))
 
     def _done_elsewhere(self, fp: str, run_id: str) -> None:
         if fp not in self.results:
             self.results[fp] = ("finished", run_id)
-            self.progress.event("finished", self.by_fp[fp].label + " (by another worker)")
+            self.progress.event("finished", self.labels(self.by_fp[fp]) + " (by another worker)")
 
     def interrupt(self, exc: BaseException) -> None:
         """Ctrl-C or SIGTERM: running cells end KILLED (checkpoints kept); nothing new starts."""
@@ -391,7 +453,7 @@ class Sweep:
             run = find_run(self.client, self.exp_id, job)
             kind = outcome_of(code) if outcome_of(code) in ("finished", "pruned") else "killed"
             self.results[job.cell.fingerprint] = (kind, run.info.run_id if run else None)
-            self.progress.event(kind, job.cell.label)
+            self.progress.event(kind, self.labels(job.cell))
 
     def finish(self) -> int:
         if any(kind == "failed" for kind, _ in self.results.values()):
@@ -401,16 +463,34 @@ class Sweep:
 
             shutil.rmtree(self.logs, ignore_errors=True)
         code = _finish(self.client, self.spec, self.cells, self.exp_id, self.parent_id, self.task, self.n,
-                       self.results, self.interrupted is not None, self.out)
+                       self.results, self.interrupted is not None, self.out, self.labels)
         if self.interrupted == signal.SIGTERM:
             return EXIT_SIGTERM
         return code
 
 
 def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
-              out: TextIO | None = None) -> int:
-    """``labrun sweep``: see :class:`Sweep`."""
-    return Sweep(spec, raw, out).run(dry_run=dry_run)
+              out: TextIO | None = None, fmt: str = "table") -> int:
+    """``labrun sweep``: see :class:`Sweep`; ``fmt`` (table, csv, json) is the dry run's."""
+    return Sweep(spec, raw, out).run(dry_run=dry_run, fmt=fmt)
+
+
+def _silence(out: TextIO) -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _outcome(counts: dict[str, int], skipped: int) -> str:
+    """`` (2 finished, 1 failed; 6 skipped as already finished)``, leaving out what is zero."""
+    bits = [summarize(counts.items()), f"{skipped} skipped as already finished" if skipped else ""]
+    text = "; ".join(b for b in bits if b)
+    return f" ({text})" if text else ""
 
 
 def _cell_note(spec: SweepSpec, cell: Cell) -> dict[str, str]:
@@ -431,7 +511,7 @@ def _params(spec: SweepSpec, n_cells: int) -> list:
 
 def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent_id: str, task: str,
             planned: dict[str, int], results: dict[str, tuple[str, str | None]], interrupted: bool,
-            out: TextIO) -> int:
+            out: TextIO, labels: Callable[[Cell], str]) -> int:
     from sweeps.parent import close_parent
 
     final = Ledger(client, exp_id, task).load([c.fingerprint for c in cells])
@@ -443,7 +523,7 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
         if best is not None and best.tags.get(T.PRUNED) == "true":
             status = "PRUNED"
         status_counts[status] = status_counts.get(status, 0) + 1
-        rows.append((c.index, c.label, c.fingerprint, status, best.run_id if best else "",
+        rows.append((c.index, labels(c), c.fingerprint, status, best.run_id if best else "",
                      len(state.attempts)))
     text = table(rows, ["#", "cell", "fingerprint", "status", "run", "attempts"])
     client.log_text(parent_id, text + "\n", "cells.md")
@@ -456,9 +536,8 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
     status = "KILLED" if interrupted else ("FAILED" if incomplete else "FINISHED")
     close_parent(client, parent_id, status, metrics)
     print(text, file=out)
-    print(f"sweep {spec.name!r}: {status_counts['FINISHED']}/{len(cells)} cells FINISHED "
-          f"({summarize((k, v) for k, v in counts.items())}; {planned['done']} skipped as already finished)",
-          file=out, flush=True)
+    print(f"sweep {spec.name!r}: {status_counts['FINISHED']}/{len(cells)} cells FINISHED"
+          + _outcome(counts, planned["done"]), file=out, flush=True)
     if interrupted:
         print(f"interrupted with {incomplete} cells unfinished: run the same command again to finish "
               f"them (finished cells are skipped, killed ones resume from their checkpoints, or run "

@@ -92,10 +92,25 @@ class Template:
             rest = rest[pos + len(json.dumps(_MARK.format(i))):]
         self.tail = rest
 
+    def buffer(self) -> list[str]:
+        """The pieces with a gap before each slot's value: fill with :meth:`position`, hash with
+        :meth:`hash` (a cell rewrites only its slots, nothing is rebuilt)."""
+        out: list[str] = []
+        for piece in self.pieces:
+            out += [piece, ""]
+        return out + [self.tail]
+
+    def position(self, slot: int) -> int:
+        """Where slot ``slot``'s value goes in :meth:`buffer`."""
+        return 2 * self.order.index(slot) + 1
+
+    @staticmethod
+    def hash(buffer: list[str]) -> str:
+        return hashlib.sha256("".join(buffer).encode()).hexdigest()[:16]
+
     def digest(self, values: Sequence[str]) -> str:
-        parts: list[str] = []
-        for piece, i in zip(self.pieces, self.order):
-            parts.append(piece)
-            parts.append(values[i])
-        parts.append(self.tail)
-        return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
+        """The identity of one value's JSON per path, in ``paths`` order."""
+        buf = self.buffer()
+        for slot, text in enumerate(values):
+            buf[self.position(slot)] = text
+        return self.hash(buf)
