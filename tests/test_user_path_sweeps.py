@@ -133,3 +133,112 @@ def test_sigterm_while_planning_exits_143_and_leaves_no_process(store, tmp_path)
     assert "Traceback" not in out, out
     _wait(lambda: not any(map(_alive, helpers)), 30, "the fork server to go")
     assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
+
+
+# ------------------------------------------------------------------------------------ case 13
+
+def test_a_dry_run_into_a_closed_pipe_ends_quietly(store, tmp_path):
+    spec = _write(tmp_path, "entry: toy\nname: piped\nconfig: quick\nmatrix: {train.lr: "
+                  + str([round(0.001 * (i + 1), 4) for i in range(200)]) + "}\nseeds: [0, 1, 2]\n")
+    proc = subprocess.run(["bash", "-c", f"{PYTHON} -m labrun sweep {spec} --dry-run | head -3; "
+                                         "echo \"exit=${PIPESTATUS[0]}\" >&2"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert len(proc.stdout.splitlines()) == 3, proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert "exit=0" in proc.stderr, proc.stderr
+
+
+def test_the_summary_reads_plainly_when_every_cell_was_already_finished(store, tmp_path):
+    spec = _write(tmp_path, "entry: toy\nname: plain\nconfig: quick\noverrides: {train.steps: 2, "
+                  "train.eval_every: 1}\nseeds: [0]\n")
+    first = run_cli([PYTHON, "-m", "labrun", "sweep", str(spec)], env_extra=_env(), cwd=tmp_path, timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1/1 cells FINISHED (1 finished)" in first.stdout, first.stdout
+    again = run_cli([PYTHON, "-m", "labrun", "sweep", str(spec)], env_extra=_env(), cwd=tmp_path, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1/1 cells FINISHED (1 skipped as already finished)" in again.stdout, again.stdout
+    assert "(;" not in again.stdout and "0 skipped" not in first.stdout
+
+
+def test_the_plan_shows_what_varies_and_csv_json_carry_everything(store, tmp_path):
+    """mutual_all: 23 zip rows of ~30 keys x 4 methods x 2 seeds. The table's cell column
+    names the few keys that tell the rows apart; csv and json have every value."""
+    import csv
+    import io
+    import json
+
+    base = [PYTHON, "-m", "labrun", "sweep", "mutual_all", "--dry-run"]
+    table = run_cli(base, env_extra=_env(), cwd=tmp_path, timeout=240)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| ") and "fingerprint" not in line]
+    assert len(rows) == 184
+    cell = rows[0].split(" | ")[1].strip()
+    assert cell == "problem=classification data.dataset=digits condition=clean model_a.name=mlp " \
+                   "method.name=independent seed=0", cell
+    assert max(len(r) for r in rows) < 200, max(len(r) for r in rows)
+    assert "pde.n_train" not in table.stdout and "series.synthetic.length" not in table.stdout
+
+    as_csv = run_cli(base + ["--format", "csv"], env_extra=_env(), cwd=tmp_path, timeout=240)
+    assert as_csv.returncode == 0, as_csv.stderr
+    records = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert len(records) == 184 and as_csv.stderr.startswith("sweep 'mutual_all': 184 cells")
+    values = json.loads(records[0]["values"])
+    assert values["pde.n_train"] == 1000 and values["model_b.name"] == "cnn" and values["seed"] == 0
+    assert records[0]["fingerprint"] == rows[0].split(" | ")[2].strip()
+
+    as_json = run_cli(base + ["--format", "json"], env_extra=_env(), cwd=tmp_path, timeout=240)
+    assert as_json.returncode == 0, as_json.stderr
+    cells = json.loads(as_json.stdout)
+    assert len(cells) == 184 and cells[-1]["values"]["seg.n_train"] == 256
+    assert [c["fingerprint"] for c in cells] == [r["fingerprint"] for r in records]
+
+    wrong = run_cli([PYTHON, "-m", "labrun", "sweep", "mutual_all", "--format", "csv"], env_extra=_env(),
+                    cwd=tmp_path)
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+
+
+# ------------------------------------------------------------------------------------ case 14
+
+def test_fingerprints_by_template_equal_full_validation(tmp_path):
+    """The cheap plan (one validation per axis value, one hash per cell) must give every
+    cell the fingerprint that validating the whole cell gives (what a task's run is tagged
+    with), in the same order, duplicates collapsed the same way."""
+    from sweeps.matrix import Expansion
+    from sweeps.spec import SweepSpec, load_spec
+    from tracking.config import fingerprint, resolve_config
+    from tracking.tasks import load_task
+
+    spec_path = _write(tmp_path, """
+        entry: toy
+        config: quick
+        overrides: {train.steps: 7}
+        conditions: {clean: {}, noisy: {data.noise: 0.5}}
+        zip:
+          - {model.hidden: [8, 16, 32], train.lr: [0.01, 0.02, 0.03]}
+        matrix:
+          train.optimizer: [adam, sgd]
+          train.eval_every: [1, 7, 10]
+          train.steps: [7, 8]
+        seeds: [0, 1]
+    """)
+    spec, _ = load_spec(SweepSpec, spec_path)
+    schema = load_task("toy").schema
+    fast = Expansion(spec, schema)
+    assert fast.template is not None
+    full = Expansion(spec, schema)
+    full.template = None
+    got = [(n, fp) for n, _, fp in fast.index_rows()]
+    assert got == [(n, fp) for n, _, fp in full.index_rows()]
+    assert len(got) == 2 * 2 * 3 * 2 * 3 * 2  # the two train.steps=7 cells are the base: no collapse here
+    for cell in list(fast.cells())[::17]:
+        assert fingerprint(resolve_config(schema, "quick", cell.overrides)) == cell.fingerprint
+    assert Expansion(spec.model_copy(update={"matrix": {"train.steps": [7, 7]}}), schema).template is not None
+
+
+@pytest.mark.parametrize("entry", ["mutual", "dynamics"])
+def test_schemas_with_cross_field_validators_are_validated_whole(entry):
+    from sweeps.template import separable
+    from tracking.tasks import load_task
+
+    assert not separable(load_task(entry).schema)
+    assert separable(load_task("toy").schema) and separable(load_task("ired").schema)
