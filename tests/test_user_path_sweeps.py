@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import textwrap
+from collections import Counter
 import time
 from pathlib import Path
 
@@ -242,3 +243,44 @@ def test_schemas_with_cross_field_validators_are_validated_whole(entry):
 
     assert not separable(load_task(entry).schema)
     assert separable(load_task("toy").schema) and separable(load_task("ired").schema)
+
+
+# ------------------------------------------------------------------------------------ case 10
+
+def test_two_seeded_workers_never_propose_the_same_point(store, tmp_path):
+    """Two `labrun optimize` workers started together on one storage with sampler seed 0:
+    16 trials (8 each, about), no two with the same parameters; the same seed gives trial k
+    the same draw whichever worker runs it (the per-trial seed)."""
+    import optuna
+
+    spec = _write(tmp_path, f"""
+        entry: toy
+        name: lockstep
+        config: quick
+        overrides: {{train.steps: 2, train.eval_every: 1, checkpoint.every: 0}}
+        space:
+          train.lr: {{type: float, low: 0.001, high: 0.3, log: true}}
+          model.hidden: {{type: int, low: 4, high: 64}}
+        objective: {{metric: metric.mse.val, direction: minimize}}
+        n_trials: 16
+        sampler: {{type: tpe, seed: 0}}
+        pruner: {{type: none}}
+        storage: sqlite:///{tmp_path}/optuna.db
+    """)
+    procs = [subprocess.Popen([PYTHON, "-m", "labrun", "optimize", str(spec)], cwd=tmp_path, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    study = optuna.load_study(study_name="lockstep", storage=f"sqlite:///{tmp_path}/optuna.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 16
+    points = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(points)) == len(points), sorted(Counter(points).items(), key=lambda kv: -kv[1])[:3]
+    assert all("trial" in out for out in outs), outs  # both workers ran trials
+
+
+def test_a_trials_sampler_seed_depends_on_the_study_seed_and_the_trial_only():
+    from sweeps.study._space import trial_seed
+
+    assert len({trial_seed(0, n) for n in range(1000)}) == 1000
+    assert trial_seed(0, 3) == trial_seed(0, 3) != trial_seed(1, 3)

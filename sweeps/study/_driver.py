@@ -102,10 +102,9 @@ def open_study(spec: StudySpec) -> Any:
     if existing != directions:
         raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "
                           f"asks for {directions}; use another study name")
-    # Each worker (and each resumption) seeds its sampler differently, or they would all
-    # propose the same parameters.
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + len(study.trials)
-    study.sampler = make_sampler(spec, seed)
+    # A seeded sampler is seeded per trial (study seed + trial number): workers that start
+    # together, or a resumed study, never draw in lockstep (_space.trial_seed).
+    study.sampler = make_sampler(spec, spec.sampler.seed)
     return study
 
 
