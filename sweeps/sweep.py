@@ -127,6 +127,8 @@ class _Pending:
     cell: Cell
     attempt: int | None = None
     resume: str | None = None
+    fresh: str | None = None
+    """Why this attempt starts fresh although earlier ones left checkpoints (a tag on its run)."""
 
 
 class Sweep:
@@ -270,8 +272,8 @@ class Sweep:
 
     def _label_rows(self) -> Iterator[tuple[int, str, str]]:
         """``(index, label, fingerprint)`` per cell, labels joined from per-value pieces."""
-        if not isinstance(self.source, Expansion):
-            for cell in self.source:
+        if not isinstance(self.source, Expansion) or not self.labels.keys:
+            for cell in self._cells():
                 yield cell.index, self.labels(cell), cell.fingerprint
             return
         frags, order = self.labels.fragments(self.spec, self.source.axes)
@@ -279,8 +281,8 @@ class Sweep:
             yield n, " ".join([f for a in order if (f := frags[a][idx[a]])]) or "base", fp
 
     def _label_width(self) -> int:
-        if not isinstance(self.source, Expansion):
-            return max([len(self.labels(c)) for c in self.source] + [4])
+        if not isinstance(self.source, Expansion) or not self.labels.keys:
+            return max([len(self.labels(c)) for c in self._cells()] + [4])
         frags, _ = self.labels.fragments(self.spec, self.source.axes)
         longest = [max(map(len, rows)) for rows in frags if any(rows)]
         return max(4, sum(longest) + len(longest) - 1)
@@ -376,17 +378,20 @@ class Sweep:
             self.elsewhere.add(fp)
             return None
         attempt = pending.attempt or len(state.attempts) + 1
-        resume = pending.resume
+        resume, fresh = pending.resume, pending.fresh
         if pending.attempt is None and state.resume_candidates():
             resume = self.ledger.resume_source(fp)
-        return self._job(cell, attempt, resume)
+            fresh = None if resume else getattr(self.ledger, "skipped_unusable", {}).get(fp)
+        return self._job(cell, attempt, resume, fresh)
 
-    def _job(self, cell: Cell, attempt: int, resume: str | None) -> Job:
+    def _job(self, cell: Cell, attempt: int, resume: str | None, fresh: str | None = None) -> Job:
+        from sweeps.ledger import FRESH_START
+
         spec = self.spec
+        tags = {**_cell_note(spec, cell), **({FRESH_START: fresh[:5000]} if fresh else {})}
         return cell_job(cell, entry=spec.entry, module=self.module, config=spec.config,
                         experiment=self.exp_name, experiment_id=self.exp_id, parent_run_id=self.parent_id,
-                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=self.logs,
-                        tags=_cell_note(spec, cell))
+                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=self.logs, tags=tags)
 
     def poll(self) -> None:
         """Cells whose process ended: record them, or queue their retry."""
@@ -403,6 +408,8 @@ class Sweep:
             self.results[fp] = (kind, run_id)
             self.progress.event(kind, self.labels(cell), run_id)
             return
+        if job.resume and run is not None and self._resume_failed(job, run):
+            return
         if kind != "config":
             self.failures[fp] += 1
         if kind != "config" and self.failures[fp] <= self.spec.retries:
@@ -413,6 +420,21 @@ class Sweep:
             return
         self.results[fp] = ("failed", run_id)
         self.progress.event("failed", f"{self.labels(cell)} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
+
+    def _resume_failed(self, job: Job, run: Any) -> bool:
+        """The attempt died loading its source's checkpoints: mark the source unusable and run
+        the cell again from scratch (tagged why); the cell's own retries are not spent."""
+        from sweeps.ledger import resume_failed
+
+        failure = run.data.tags.get(T.FAILURE)
+        if not resume_failed(failure):
+            return False
+        why = f"run {job.resume} has no loadable checkpoint ({failure})"
+        self.ledger.mark_unusable(job.resume, failure or "")
+        self.progress.event("retried", f"{self.labels(job.cell)}: {why}; attempt {job.attempt + 1} starts fresh",
+                            run.info.run_id, final=False)
+        self.queue.appendleft(_Pending(job.cell, job.attempt + 1, None, why))
+        return True
 
     def watch(self) -> None:
         """Cells another worker holds: done there, still live, or back to us when it stopped."""

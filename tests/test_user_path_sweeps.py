@@ -284,3 +284,41 @@ def test_a_trials_sampler_seed_depends_on_the_study_seed_and_the_trial_only():
 
     assert len({trial_seed(0, n) for n in range(1000)}) == 1000
     assert trial_seed(0, 3) == trial_seed(0, 3) != trial_seed(1, 3)
+
+
+# ------------------------------------------------------------------------------------ case 9
+
+def test_a_cell_whose_checkpoints_are_all_corrupt_starts_fresh_and_finishes(store, tmp_path):
+    """A run SIGKILLed after its checkpoints were written, then every checkpoint file
+    corrupted on disk. The sweep's resume of it fails loading them; the cell is run again from
+    scratch, tagged with why, and finishes, even with retries: 0 (the cell did not fail)."""
+    sets = ["train.steps=12", "train.eval_every=2", "checkpoint.every=2", "train.sleep_s=0.3", "seed=0"]
+    victim = subprocess.Popen([PYTHON, "-m", "labrun", "run", "toy", "--config", "quick",
+                               *[a for s in sets for a in ("--set", s)]],
+                              cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = lambda: list((tmp_path / "mlruns").glob("*/*/artifacts/checkpoints/*.ptz"))  # noqa: E731
+    _wait(lambda: len(ckpts()) >= 2 or victim.poll() is not None, 180, "two checkpoints")
+    victim.kill()
+    victim.wait(30)
+    assert ckpts(), "the victim wrote no checkpoint"
+    (killed,) = [r for r in all_runs(store) if r.data.tags.get("labrun.task") == "toy"]
+    for path in ckpts():
+        path.write_bytes(b"not a checkpoint" * 8)
+    spec = _write(tmp_path, """
+        entry: toy
+        name: corrupt
+        config: quick
+        overrides: {train.steps: 12, train.eval_every: 2, checkpoint.every: 2, train.sleep_s: 0.3}
+        seeds: [0]
+        retries: 0
+    """)
+    proc = run_cli([PYTHON, "-m", "labrun", "sweep", str(spec)], env_extra=_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "starts fresh" in proc.stdout + proc.stderr
+    runs = {r.info.run_id: r for r in all_runs(store) if r.data.tags.get("labrun.task") == "toy"}
+    (done,) = [r for r in runs.values() if r.info.status == "FINISHED"]
+    assert killed.info.run_id in done.data.tags["labrun.fresh_start"]
+    assert "labrun.resumed_from" not in done.data.tags
+    assert "CheckpointError" in runs[killed.info.run_id].data.tags["labrun.checkpoint.unusable"]
+    again = run_cli([PYTHON, "-m", "labrun", "sweep", str(spec), "--dry-run"], env_extra=_env(), cwd=tmp_path)
+    assert "1 done" in again.stdout, again.stdout
