@@ -394,28 +394,32 @@ def expand_foreign(spec: Any, ep: Any) -> list[Cell]:
                           f"of {ep.uri} (declared: {', '.join(ep.parameters) or 'none'}); "
                           f"set seed_param to the one that takes the seed")
     seeds: list[int | None] = list(spec.seeds) if spec.seeds else [None]
-    identity = {"project": ep.name, "entry": ep.entry, "version": ep.version or ""}
     cells: list[Cell] = []
     seen: set[str] = set()
     for seed, zrow, mrow in itertools.product(seeds, _zipped(spec.zip or []), _axis(spec.matrix or {})):
         values = {**zrow, **mrow, **({"seed": seed} if seed is not None else {})}
-        asked = {**(spec.overrides or {}), **zrow, **mrow,
-                 **({spec.seed_param: seed} if seed is not None else {})}
-        where = f" in cell {{{', '.join(f'{k}: {v}' for k, v in values.items())}}}" if values else ""
-        params = ep.check(asked, where)
-        fp = digest({**identity, "params": params})
-        if fp in seen:
-            continue
-        seen.add(fp)
-        group = digest({**identity, "params": {k: v for k, v in params.items() if k != spec.seed_param}})
-        tags = {T.TASK: foreign_task(ep), T.FINGERPRINT: fp, T.GROUP: group,
-                T.PROJECT: ep.uri, T.FOREIGN: "true"}
-        if seed is not None:
-            tags[T.SEED] = str(seed)
-        cells.append(ForeignCell(len(cells), values, [f"{k}={params[k]}" for k in sorted(asked)],
-                                 fp, group, tags, project=ep.work_dir, version=ep.version,
-                                 seed_param=spec.seed_param))
+        cell = foreign_cell(ep, len(cells), values, {**(spec.overrides or {}), **zrow, **mrow}, seed,
+                            spec.seed_param)
+        if cell.fingerprint not in seen:
+            seen.add(cell.fingerprint)
+            cells.append(cell)
     return cells
+
+
+def foreign_cell(ep: Any, index: int, values: dict[str, Any], params: dict[str, Any], seed: int | None,
+                 seed_param: str) -> ForeignCell:
+    """One cell of a foreign entry point: ``params`` (and the seed, as ``seed_param``) checked
+    against its declared parameters, then fingerprinted (sweeps and studies alike)."""
+    asked = {**params, **({seed_param: seed} if seed is not None else {})}
+    checked = ep.check(asked, _where(values))
+    identity = {"project": ep.name, "entry": ep.entry, "version": ep.version or ""}
+    fp = digest({**identity, "params": checked})
+    group = digest({**identity, "params": {k: v for k, v in checked.items() if k != seed_param}})
+    tags = {T.TASK: foreign_task(ep), T.FINGERPRINT: fp, T.GROUP: group, T.PROJECT: ep.uri, T.FOREIGN: "true"}
+    if seed is not None:
+        tags[T.SEED] = str(seed)
+    return ForeignCell(index, values, [f"{k}={checked[k]}" for k in sorted(asked)], fp, group, tags,
+                       project=ep.work_dir, version=ep.version, seed_param=seed_param)
 
 
 def foreign_task(ep: Any) -> str:

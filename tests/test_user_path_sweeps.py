@@ -322,3 +322,60 @@ def test_a_cell_whose_checkpoints_are_all_corrupt_starts_fresh_and_finishes(stor
     assert "CheckpointError" in runs[killed.info.run_id].data.tags["labrun.checkpoint.unusable"]
     again = run_cli([PYTHON, "-m", "labrun", "sweep", str(spec), "--dry-run"], env_extra=_env(), cwd=tmp_path)
     assert "1 done" in again.stdout, again.stdout
+
+
+# ------------------------------------------------------------------------------ #34 case 3
+
+ELASTICNET = REPO / "examples" / "elasticnet"
+
+
+def _study_args(tmp_path: Path, *sets: str) -> list[str]:
+    return [PYTHON, "-m", "labrun", "optimize", str(ELASTICNET / "study.yaml"), "--set", f"project={ELASTICNET}",
+            "--set", f"storage=sqlite:///{tmp_path}/optuna.db", *[a for s in sets for a in ("--set", s)]]
+
+
+@pytest.mark.parametrize("sets, says", [
+    (["space.alpah.type=float", "space.alpah.low=1", "space.alpah.high=2"],
+     "declares no parameter 'alpah'"),
+    (["space.alpha.type=categorical", "space.alpha.choices=[0.1, lots]"], "expects float, got 'lots'"),
+    (["pruner.type=median"], "cannot be pruned; set pruner: {type: none}"),
+    (["seed_param=split_seed", "seeds=[0,1]"], "seeds need a parameter 'split_seed'"),
+    (["config=quick"], "'config' is a labrun task's base YAML"),
+    (["launcher=submitit"], "run through `mlflow run`"),
+])
+def test_a_foreign_study_spec_is_checked_against_the_mlproject_first(store, tmp_path, sets, says):
+    proc = run_cli(_study_args(tmp_path, *sets), env_extra=_env(), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+    assert not (tmp_path / "optuna.db").exists()
+    assert [e.name for e in store.search_experiments()] == ["Default"]
+
+
+def test_two_workers_run_an_optuna_study_over_the_elasticnet_project(store, tmp_path):
+    """examples/elasticnet/study.yaml, 4 trials shared by two workers started together: each
+    trial's run went through `mlflow run` with the sampled -P parameters, and its value is the
+    rmse the project logged."""
+    import optuna
+
+    args = _study_args(tmp_path, "n_trials=4", "seeds=[0]")
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("pruning off" in out for out in outs), outs
+    study = optuna.load_study(study_name="elasticnet_search", storage=f"sqlite:///{tmp_path}/optuna.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4, [(t.number, t.state) for t in study.trials]
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 4
+    for trial in done:
+        (run_id,) = trial.user_attrs["mlflow_run_ids"]
+        run = store.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["labrun.task"] == "elasticnet.main" and run.data.tags["optuna.trial"] == str(trial.number)
+        assert run.data.tags["mlflow.source.type"] == "PROJECT"
+        assert float(run.data.params["alpha"]) == pytest.approx(trial.params["alpha"])
+        assert float(run.data.params["l1_ratio"]) == pytest.approx(trial.params["l1_ratio"])
+        assert trial.value == pytest.approx(run.data.metrics["rmse"])
+    parents = [r for r in all_runs(store) if r.data.tags.get("labrun.kind") == "study"]
+    assert [p.info.status for p in parents] == ["FINISHED"]
