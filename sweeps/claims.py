@@ -47,14 +47,19 @@ class Claims:
 
     def __init__(self, client: Any, ledger: Ledger, task: str, launcher: Any = None) -> None:
         self.client, self.ledger, self.task, self.launcher = client, ledger, task, launcher
+        self.unsettled: list[str] = []
+        """Claims of the batch being decided: a signal inside :meth:`claim` leaves them to
+        :meth:`release_unsettled`, since no launcher knows them yet."""
 
     def claim(self, jobs: Iterable[Any]) -> tuple[list[Any], list[Any]]:
         """``(won, lost)``: each won job carries its run (``job.run_id``, ``MLFLOW_RUN_ID``)."""
         jobs = list(jobs)
         if not jobs:
             return [], []
+        self.unsettled = []
         for job in jobs:
             job.run_id = self._create(job)
+            self.unsettled.append(job.run_id)
             env.MLFLOW_RUN_ID.set(job.run_id, job.env)
         time.sleep(max(0.0, env.LABRUN_CLAIM_SETTLE_S.get() or 0.0))
         self.ledger.load([j.cell.fingerprint for j in jobs], mark_stale=True)
@@ -66,7 +71,14 @@ class Claims:
             else:
                 self.withdraw(job.run_id, winner or "unknown")
                 lost.append(job)
+        self.unsettled = []
         return won, lost
+
+    def release_unsettled(self, reason: str) -> None:
+        """End the claims an interrupted :meth:`claim` made but never handed to a launcher."""
+        for run_id in self.unsettled:
+            self.release(run_id, "KILLED", reason)
+        self.unsettled = []
 
     def winner(self, fingerprint: str) -> str | None:
         """The run that holds the cell: a FINISHED one, else the earliest live claim."""

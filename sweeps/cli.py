@@ -60,11 +60,15 @@ def _sets(args: argparse.Namespace, extra: dict[str, object]) -> list[str]:
 def _sweep(args: argparse.Namespace) -> int:
     from sweeps.spec import SweepSpec, load_spec
     from sweeps.sweep import run_sweep
+    from tracking.config import ConfigError
 
+    if args.format and not args.dry_run:
+        raise ConfigError(f"--format {args.format} is for --dry-run (the plan as a table, csv or json); "
+                          f"add --dry-run or drop --format")
     spec, raw = load_spec(SweepSpec, args.spec, _sets(args, {"parallel": args.parallel,
                                                            "launcher": args.launcher,
                                                            "experiment": args.experiment}))
-    return run_sweep(spec, raw, dry_run=args.dry_run)
+    return run_sweep(spec, raw, dry_run=args.dry_run, fmt=args.format or "table")
 
 
 def _optimize(args: argparse.Namespace) -> int:
@@ -93,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "overrides.train.steps=50, matrix.train.lr=[0.01,0.1]")
     p.add_argument("--dry-run", action="store_true",
                    help="print the cells and which would run, be skipped or retried; launch nothing")
+    p.add_argument("--format", choices=("table", "csv", "json"),
+                   help="with --dry-run: table (default; the varying keys, long values shortened), "
+                        "or every cell's values in full as csv or a json array (the head line goes to stderr)")
     p.add_argument("--parallel", type=int, help="cells at once (default: the spec's parallel)")
     p.add_argument("--launcher", help=f"{names} (default: the spec's, else local)")
     p.add_argument("--experiment", help="MLflow experiment (default: the spec's, else the entry point)")

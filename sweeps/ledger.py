@@ -19,6 +19,19 @@ from typing import Any, Iterable
 from tracking import tags as T
 
 
+FRESH_START = "labrun.fresh_start"
+"""On a cell's run that did not resume although earlier attempts left checkpoints: why."""
+UNUSABLE = "labrun.checkpoint.unusable"
+"""On a run none of whose checkpoints could be loaded (the resume's CheckpointError): never
+resumed from again."""
+
+
+def resume_failed(failure: str | None) -> bool:
+    """The attempt died loading its resume source's checkpoints (corrupt, truncated, none
+    valid): the source's fault, not the cell's, so it never counts against ``retries``."""
+    return bool(failure) and failure.startswith("CheckpointError") and "resume" in failure
+
+
 @dataclass
 class Attempt:
     run_id: str
@@ -47,7 +60,7 @@ class CellState:
 
     @property
     def failures(self) -> int:
-        return sum(a.status == "FAILED" for a in self.attempts)
+        return sum(a.status == "FAILED" and not resume_failed(a.tags.get(T.FAILURE)) for a in self.attempts)
 
     def decision(self, retries: int) -> str:
         if self.finished:
@@ -65,7 +78,8 @@ class CellState:
 
 
 # The only tags the decision reads (and all the SQL fast path fetches).
-LEDGER_TAGS = (T.TASK, T.FINGERPRINT, T.HOST, T.PID, T.HEARTBEAT, T.PRUNED, T.RESUMED_FROM, T.WITHDRAWN)
+LEDGER_TAGS = (T.TASK, T.FINGERPRINT, T.HOST, T.PID, T.HEARTBEAT, T.PRUNED, T.RESUMED_FROM, T.WITHDRAWN,
+               T.FAILURE)
 
 
 def _sql_rows(client: Any, experiment_id: str) -> list[tuple[str, str, int, dict[str, str]]] | None:
@@ -156,10 +170,28 @@ class Ledger:
             return False
 
     def resume_source(self, fp: str) -> str | None:
-        """The newest earlier attempt of ``fp`` that left checkpoints (asked per retried cell)."""
+        """The newest earlier attempt of ``fp`` that left checkpoints (asked per retried cell),
+        skipping runs whose checkpoints were found unusable (:data:`UNUSABLE`)."""
+        self.skipped_unusable: dict[str, str] = getattr(self, "skipped_unusable", {})
         for attempt in self.state(fp).resume_candidates():
-            if attempt.pruned:
+            if attempt.pruned or not self.has_checkpoints(attempt.run_id):
                 continue
-            if self.has_checkpoints(attempt.run_id):
-                return attempt.run_id
+            why = self._unusable(attempt.run_id)
+            if why:
+                self.skipped_unusable[fp] = f"run {attempt.run_id}'s checkpoints cannot be loaded ({why})"
+                continue
+            return attempt.run_id
         return None
+
+    def _unusable(self, run_id: str) -> str | None:
+        try:
+            return self.client.get_run(run_id).data.tags.get(UNUSABLE)
+        except Exception:
+            return None
+
+    def mark_unusable(self, run_id: str, why: str) -> None:
+        """Tag a run whose checkpoints a resume could not load, so none resumes from it again."""
+        try:
+            self.client.set_tag(run_id, UNUSABLE, why[:5000])
+        except Exception:
+            pass

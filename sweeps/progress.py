@@ -87,3 +87,108 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 def summarize(counts: Iterable[tuple[str, int]]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts if n)
+
+
+class Labels:
+    """A cell's name in tables and progress lines: only the keys that vary between the
+    spec's cells (of a zip group, the fewest that tell its rows apart), long values cut in
+    the middle. A 600-character cell column becomes a readable one; ``--format csv|json``
+    has every value in full."""
+
+    def __init__(self, spec: Any, width: int = 24) -> None:
+        self.width = width
+        self.keys: set[str] = set()
+        if spec.seeds and len(spec.seeds) > 1:
+            self.keys.add("seed")
+        if getattr(spec, "conditions", None) and len(spec.conditions) > 1:
+            self.keys.add("condition")
+        for key, values in (spec.matrix or {}).items():
+            if len({repr(v) for v in values}) > 1:
+                self.keys.add(key)
+        for group in spec.zip or []:
+            self.keys.update(_distinguishing(group))
+
+    def short(self, value: Any) -> str:
+        text = str(value)
+        if len(text) <= self.width:
+            return text
+        keep = self.width - 1
+        return text[: keep - keep // 3] + "…" + text[len(text) - keep // 3:]
+
+    def __call__(self, cell: Any) -> str:
+        """The cell's varying values in its own order (a condition first, the seed last)."""
+        parts = [f"{k}={self.short(v)}" for k, v in cell.values.items() if k in self.keys]
+        return " ".join(parts) or cell.label
+
+    def fragments(self, spec: Any, axes: Sequence[Sequence[dict[str, Any]]]) -> tuple[list[list[str]], list[int]]:
+        """Per axis row, its part of the label, and the axes in label order (the seed last):
+        a cell's label is their join, so a plan of a million cells formats no value twice."""
+        frags: list[list[str]] = []
+        for a, axis in enumerate(axes):
+            rows = []
+            for row in axis:
+                if spec.conditions and row.get("condition") in spec.conditions:
+                    row = {"condition": row["condition"]}
+                rows.append(" ".join(f"{k}={self.short(v)}" for k, v in row.items() if k in self.keys))
+            frags.append(rows)
+        order = list(range(len(axes)))
+        if spec.seeds:
+            order = order[1:] + order[:1]
+        return frags, order
+
+
+def _distinguishing(group: dict[str, list[Any]]) -> list[str]:
+    """The fewest keys of a zip group, in order, whose values tell its rows apart (greedy:
+    a key is taken when it splits rows the keys before it did not)."""
+    rows = list(zip(*(group[k] for k in group)))
+    keys, taken = list(group), []
+    distinct = 1
+    for j, key in enumerate(keys):
+        cols = [keys.index(k) for k in taken] + [j]
+        n = len({tuple(repr(r[c]) for c in cols) for r in rows})
+        if n > distinct:
+            taken.append(key)
+            distinct = n
+        if distinct == len(rows):
+            break
+    return taken
+
+
+def plan_writer(fmt: str, out: TextIO, widths: Sequence[int]) -> Any:
+    """``write(index, label_or_cell, fingerprint, decision, plan)`` for one row of a dry run
+    (``write(None, ...)`` at the end): a fixed-width table (widths known beforehand, so no
+    row is held), or CSV / a JSON array with every value of the cell in full."""
+    import csv
+    import json
+
+    if fmt == "table":
+        header = ["#", "cell", "fingerprint", "plan"]
+        w = [max(a, len(h)) for a, h in zip(widths, header)]
+        rule = "|" + "|".join("-" * (x + 2) for x in w) + "|"
+        out.write(f"| {'#'.ljust(w[0])} | {'cell'.ljust(w[1])} | {'fingerprint'.ljust(w[2])} | "
+                  f"{'plan'.ljust(w[3])} |\n{rule}\n")
+        a, b, c, d = w
+
+        def table_row(index: Any, label: Any, fp: str, decision: str, plan: str) -> None:
+            out.write(f"| {str(index).ljust(a)} | {label.ljust(b)} | {fp.ljust(c)} | {plan.ljust(d)} |\n")
+        return table_row
+    if fmt == "csv":
+        rows = csv.writer(out)
+        rows.writerow(["index", "fingerprint", "decision", "plan", "cell", "values", "overrides"])
+
+        def csv_row(index: Any, cell: Any, fp: str, decision: str, plan: str) -> None:
+            if cell is not None:
+                rows.writerow([index, fp, decision, plan, cell.label, json.dumps(cell.values, default=str),
+                               " ".join(cell.overrides)])
+        return csv_row
+    first = [True]
+
+    def json_row(index: Any, cell: Any, fp: str, decision: str, plan: str) -> None:
+        if cell is None:
+            out.write("[]\n" if first[0] else "\n]\n")
+            return
+        out.write(("[\n" if first[0] else ",\n") + json.dumps(
+            {"index": index, "fingerprint": fp, "decision": decision, "plan": plan, "cell": cell.label,
+             "values": cell.values, "overrides": cell.overrides}, default=str))
+        first[0] = False
+    return json_row

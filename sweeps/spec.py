@@ -50,6 +50,22 @@ class BaseSpec(_Strict):
     _origin: ClassVar[type[BaseSpec] | None] = None
     """Set on the models :meth:`with_launchers` builds: the spec they extend."""
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        """The name becomes a tag, a temp folder's prefix and an Optuna study name: a path-like
+        one (``../../x``) would escape the temp dir and fail only after the parent run exists."""
+        if value is None:
+            return None
+        bad = next((c for c in value if c in "/\\" or not c.isprintable()), None)
+        if not value.strip() or value.startswith((".", "-")) or bad is not None or len(value) > 120:
+            why = (f"contains {bad!r}" if bad is not None else "is empty" if not value.strip()
+                   else "is longer than 120 characters" if len(value) > 120 else f"starts with {value[0]!r}")
+            raise ValueError(f"{why}; a name is a plain word such as my_sweep-v2 (letters, digits, "
+                             f"_ - . +, no path separators, not starting with . or -); set 'name:' in "
+                             f"the spec or --set name=...")
+        return value
+
     @field_validator("launcher")
     @classmethod
     def _known_launcher(cls, value: str) -> str:
@@ -188,16 +204,18 @@ class ObjectiveSpec(_Strict):
     """What a trial's value is: a metric its runs log, reduced per run, then averaged over seeds."""
 
     metric: str
+    """A labrun task's hierarchical name (``metric.mse.val``), or any metric a foreign
+    project logs (``rmse``): checked by :class:`StudySpec`, which knows which it is."""
     direction: Literal["minimize", "maximize"] = "minimize"
     reduce: Literal["last", "best"] = "last"
     """'last': the final logged value; 'best': the best one over the run's history."""
 
     @field_validator("metric")
     @classmethod
-    def _metric_name(cls, name: str) -> str:
-        from tracking.metrics import validate_name
-
-        validate_name(name)
+    def _metric_given(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("the objective needs a metric name, e.g. metric.mse.val (or rmse for a "
+                             "foreign project)")
         return name
 
 
@@ -216,8 +234,17 @@ class PrunerSpec(_Strict):
 
 
 class StudySpec(BaseSpec):
-    """An Optuna study over one entry point: each trial is one child run per seed."""
+    """An Optuna study over one entry point: each trial is one child run per seed. The entry
+    point is a labrun task (``space`` holds dotted config keys) or, with ``project``, any
+    MLflow project's (``space`` holds its ``-P`` parameters; trials run through ``mlflow run``)."""
 
+    project: str | None = None
+    """A foreign MLflow project: a folder with an MLproject, or a git URI (as in sweep specs)."""
+    version: str | None = None
+    """The foreign project's git commit or branch (``mlflow run --version``)."""
+    seed_param: str = "seed"
+    """Foreign projects: the parameter that ``seeds`` sets (none is passed when the project
+    declares no such parameter and ``seeds`` is left at its default)."""
     space: dict[str, ParamSpec]
     objective: ObjectiveSpec | list[ObjectiveSpec]
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -245,6 +272,29 @@ class StudySpec(BaseSpec):
         if not seeds:
             raise ValueError("seeds is empty; give a list such as [0] or leave it out")
         return seeds
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> "StudySpec":
+        """A labrun task's metrics have hierarchical names; a foreign project's runs report
+        nothing to Optuna while they run, so its trials cannot be pruned."""
+        if self.project is None:
+            from tracking.metrics import validate_name
+
+            for objective in self.objectives:
+                validate_name(objective.metric)
+            return self
+        if "pruner" in self.model_fields_set and self.pruner.type != "none":
+            raise ValueError(f"pruner {self.pruner.type!r}: a foreign MLflow project reports no intermediate "
+                             f"values to Optuna, so its trials cannot be pruned; set pruner: {{type: none}}")
+        self.pruner = PrunerSpec(type="none")
+        if self.config is not None:
+            raise ValueError("'config' is a labrun task's base YAML; a foreign project takes -P "
+                             "parameters: put fixed ones in 'overrides'")
+        return self
+
+    @property
+    def foreign(self) -> bool:
+        return self.project is not None
 
     @property
     def objectives(self) -> list[ObjectiveSpec]:

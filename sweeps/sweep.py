@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import tempfile
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from sweeps.launchers.base import Job, launcher_class, make_launcher, outcome_of
 from sweeps.ledger import Ledger
-from sweeps.matrix import Cell, expand
-from sweeps.progress import SweepProgress, summarize, table
+from sweeps.matrix import Cell, Expansion
+from sweeps.progress import Labels, SweepProgress, summarize, table
 from sweeps.spec import SweepSpec, dump
 from tracking import env
 from tracking import tags as T
 from tracking.exits import EXIT_CELLS_FAILED, EXIT_FINISHED, EXIT_SIGINT, EXIT_SIGTERM
-from tracking.signals import Terminated, raise_terminated
+from tracking.signals import Terminated, sigterm_as_exception
 
 ELSEWHERE_POLL_S = 3.0
 
@@ -62,9 +63,11 @@ def _cell_name(cell: Cell, entry: str, resume: str | None) -> str:
     return resumed_name(old)
 
 
-def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
+def _plan(spec: SweepSpec) -> tuple[str, str, Expansion | list[Cell], str]:
     """The task's name, its module, the cells and the launcher: a labrun task of this
-    checkout, or any MLflow project's entry point (then launched through ``mlflow run``)."""
+    checkout (its :class:`Expansion`, which streams the cells, so a dry run of a million
+    holds none), or any MLflow project's entry point (a list of cells, launched through
+    ``mlflow run``)."""
     from tracking.config import ConfigError
     from tracking.tasks import entry_points, load_task, project_entry, project_root
 
@@ -77,7 +80,8 @@ def _plan(spec: SweepSpec) -> tuple[str, str, list[Cell], str]:
         except (ConfigError, ImportError):
             task = None  # not a labrun task: swept as a foreign project below
         if task is not None:
-            return task.name, task.module, expand(spec, task.schema), spec.launcher
+            expansion = Expansion(spec, task.schema)  # every axis value checked here, before anything
+            return task.name, task.module, expansion, spec.launcher
     from sweeps.matrix import expand_foreign, foreign_task
 
     ep = project_entry(str(project_root()) if here else spec.project, spec.entry, spec.version)
@@ -123,6 +127,8 @@ class _Pending:
     cell: Cell
     attempt: int | None = None
     resume: str | None = None
+    fresh: str | None = None
+    """Why this attempt starts fresh although earlier ones left checkpoints (a tag on its run)."""
 
 
 class Sweep:
@@ -143,16 +149,33 @@ class Sweep:
         self.failures: dict[str, int] = {}
         self.interrupted: int | None = None  # the signal that stopped the sweep
         self.launcher: Any = None
+        self.parent_id: str | None = None
 
     # ------------------------------------------------------------------ the steps, in order
-    def run(self, *, dry_run: bool = False) -> int:
+    def run(self, *, dry_run: bool = False, fmt: str = "table") -> int:
         """EXIT_FINISHED (every cell finished), EXIT_CELLS_FAILED (some did not), or
-        EXIT_SIGINT / EXIT_SIGTERM (interrupted: the same command again finishes the rest)."""
-        self.plan(dry_run)
-        if dry_run:
-            return self.show_plan()
-        self.open()
-        old = signal.signal(signal.SIGTERM, raise_terminated)
+        EXIT_SIGINT / EXIT_SIGTERM (interrupted: the same command again finishes the rest).
+
+        SIGTERM is an exception from the first line, so a ``kill`` while planning or opening
+        the parent exits 143 as one during the cells does; any other failure once the parent
+        run exists ends it FAILED with the reason (never left RUNNING), then propagates.
+        """
+        with sigterm_as_exception():
+            try:
+                self.plan(dry_run)
+                if dry_run:
+                    return self.show_plan(fmt)
+                self.open()
+                self.loop()
+                return self.finish()
+            except KeyboardInterrupt as exc:  # outside the loop: planning, opening, finishing
+                return self.stopped_outside_loop(exc)
+            except BaseException as exc:
+                self.fail_parent(exc)
+                raise
+
+    def loop(self) -> None:
+        """Claim, launch, poll and watch until no cell is left; Ctrl-C/SIGTERM stop the cells."""
         old_int = signal.getsignal(signal.SIGINT)
         try:
             while self.busy():
@@ -164,18 +187,49 @@ class Sweep:
         except KeyboardInterrupt as exc:
             self.interrupt(exc)
         finally:
-            signal.signal(signal.SIGTERM, old)
             signal.signal(signal.SIGINT, old_int)
             self.launcher.close()
             self.progress.close()
-        return self.finish()
+
+    def stopped_outside_loop(self, exc: KeyboardInterrupt) -> int:
+        """Interrupted before any cell ran (or while finishing): the parent, if it exists,
+        ends KILLED; the exit code says which signal."""
+        code = EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+        self._end_parent("KILLED", f"Interrupted: {'SIGTERM' if code == EXIT_SIGTERM else 'Ctrl-C'} "
+                                   f"before the sweep's cells ran or after they ended")
+        print("\ninterrupted: no cell is running; run the same command again to go on",
+              file=sys.stderr, flush=True)
+        return code
+
+    def fail_parent(self, exc: BaseException) -> None:
+        """A failure of the sweep itself (not of a cell) once the parent exists: FAILED + reason."""
+        self._end_parent("FAILED", f"{type(exc).__name__}: {exc}")
+
+    def _end_parent(self, status: str, reason: str) -> None:
+        if self.launcher is not None:
+            try:
+                self.launcher.close()
+            except Exception:
+                pass
+        if self.parent_id is None:
+            return
+        from sweeps.parent import close_parent
+
+        try:
+            if self.client.get_run(self.parent_id).info.status == "RUNNING":
+                self.client.set_tag(self.parent_id, T.FAILURE, reason[:5000])
+                close_parent(self.client, self.parent_id, status, {})
+        except Exception as err:  # the store itself may be what failed
+            print(f"(could not end the parent run {self.parent_id} {status}: {err})", file=sys.stderr)
 
     def plan(self, dry_run: bool) -> None:
-        """The cells, and what the store already holds for each (one query)."""
+        """The cells, and what the store already holds for each (one query). A dry run
+        keeps no cell: :meth:`show_plan` streams them twice (counts, then rows)."""
         from tracking import store
 
         spec = self.spec
-        self.task, self.module, self.cells, self.launcher_name = _plan(spec)
+        self.task, self.module, self.source, self.launcher_name = _plan(spec)
+        self.labels = Labels(spec)
         if not dry_run and self.module:
             launcher_class(self.launcher_name).prewarm(self.module)
         env.quiet()
@@ -188,26 +242,83 @@ class Sweep:
             self.exp_name = spec.experiment or spec.entry
             self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
                                               description=spec.description or None)
+        if dry_run:
+            self.ledger = Ledger(client, self.exp_id, self.task).load(None)
+            return
+        self.cells = list(self._cells())
         fps = [c.fingerprint for c in self.cells]
-        self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=not dry_run)
+        self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=True)
         self.decisions = {c.fingerprint: self.ledger.state(c.fingerprint).decision(spec.retries)
                           for c in self.cells}
         self.n = {k: sum(v == k for v in self.decisions.values())
                   for k in ("done", "todo", "elsewhere", "exhausted")}
+        self.count = len(self.cells)
 
     def _head(self) -> str:
         spec = self.spec
-        return (f"sweep {spec.name!r}: {len(self.cells)} cells of {spec.entry!r} in experiment "
+        return (f"sweep {spec.name!r}: {self.count} cells of {spec.entry!r} in experiment "
                 f"{self.exp_name!r} ({summarize((k, self.n[k]) for k in self.n)}); "
                 f"launcher {self.launcher_name}, parallel {spec.parallel}")
 
-    def show_plan(self) -> int:
-        rows = [(c.index, c.label, c.fingerprint,
-                 _describe(self.decisions[c.fingerprint], self.ledger.state(c.fingerprint), self.spec.retries))
-                for c in self.cells]
-        print(self._head(), file=self.out)
-        print(table(rows, ["#", "cell", "fingerprint", "plan"]), file=self.out)
-        print("(dry run: nothing launched)", file=self.out)
+    def _cells(self) -> Iterable[Cell]:
+        return self.source.cells() if isinstance(self.source, Expansion) else self.source
+
+    def _decide(self, fp: str) -> tuple[str, str]:
+        state = self.ledger.states.get(fp)
+        if state is None:  # nothing in the store: the common case, kept cheap
+            return "todo", "run"
+        decision = state.decision(self.spec.retries)
+        return decision, _describe(decision, state, self.spec.retries)
+
+    def _label_rows(self) -> Iterator[tuple[int, str, str]]:
+        """``(index, label, fingerprint)`` per cell, labels joined from per-value pieces."""
+        if not isinstance(self.source, Expansion) or not self.labels.keys:
+            for cell in self._cells():
+                yield cell.index, self.labels(cell), cell.fingerprint
+            return
+        frags, order = self.labels.fragments(self.spec, self.source.axes)
+        for n, idx, fp in self.source.index_rows():
+            yield n, " ".join([f for a in order if (f := frags[a][idx[a]])]) or "base", fp
+
+    def _label_width(self) -> int:
+        if not isinstance(self.source, Expansion) or not self.labels.keys:
+            return max([len(self.labels(c)) for c in self._cells()] + [4])
+        frags, _ = self.labels.fragments(self.spec, self.source.axes)
+        longest = [max(map(len, rows)) for rows in frags if any(rows)]
+        return max(4, sum(longest) + len(longest) - 1)
+
+    def show_plan(self, fmt: str = "table") -> int:
+        """The head line, then one row per cell, written as it is made. A reader that closes
+        the pipe early (``| head``) ends it quietly."""
+        try:
+            return self._show_plan(fmt)
+        except BrokenPipeError:
+            _silence(self.out)
+            return EXIT_FINISHED
+
+    def _show_plan(self, fmt: str) -> int:
+        from sweeps.progress import plan_writer
+
+        self.n = dict.fromkeys(("done", "todo", "elsewhere", "exhausted"), 0)
+        self.count, plan_width = 0, 4
+        fps = (c.fingerprint for c in self.source) if not isinstance(self.source, Expansion) else \
+            (fp for _, _, fp in self.source.index_rows())
+        for fp in fps:  # pass 1: the counts for the head line, nothing kept
+            decision, plan = self._decide(fp)
+            self.n[decision] += 1
+            self.count += 1
+            plan_width = max(plan_width, len(plan))
+        print(self._head(), file=sys.stderr if fmt != "table" else self.out, flush=True)
+        if fmt == "table":
+            write = plan_writer(fmt, self.out, (len(str(self.count)), self._label_width(), 16, plan_width))
+            for index, label, fp in self._label_rows():  # pass 2: the rows
+                write(index, label, fp, *self._decide(fp))
+            print("(dry run: nothing launched)", file=self.out, flush=True)
+        else:
+            write = plan_writer(fmt, self.out, ())
+            for cell in self._cells():
+                write(cell.index, cell, cell.fingerprint, *self._decide(cell.fingerprint))
+            write(None, None, "", "", "")
         return EXIT_FINISHED
 
     def open(self) -> None:
@@ -267,17 +378,20 @@ class Sweep:
             self.elsewhere.add(fp)
             return None
         attempt = pending.attempt or len(state.attempts) + 1
-        resume = pending.resume
+        resume, fresh = pending.resume, pending.fresh
         if pending.attempt is None and state.resume_candidates():
             resume = self.ledger.resume_source(fp)
-        return self._job(cell, attempt, resume)
+            fresh = None if resume else getattr(self.ledger, "skipped_unusable", {}).get(fp)
+        return self._job(cell, attempt, resume, fresh)
 
-    def _job(self, cell: Cell, attempt: int, resume: str | None) -> Job:
+    def _job(self, cell: Cell, attempt: int, resume: str | None, fresh: str | None = None) -> Job:
+        from sweeps.ledger import FRESH_START
+
         spec = self.spec
+        tags = {**_cell_note(spec, cell), **({FRESH_START: fresh[:5000]} if fresh else {})}
         return cell_job(cell, entry=spec.entry, module=self.module, config=spec.config,
                         experiment=self.exp_name, experiment_id=self.exp_id, parent_run_id=self.parent_id,
-                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=self.logs,
-                        tags=_cell_note(spec, cell))
+                        sweep_name=spec.name, attempt=attempt, resume=resume, logs=self.logs, tags=tags)
 
     def poll(self) -> None:
         """Cells whose process ended: record them, or queue their retry."""
@@ -292,18 +406,35 @@ class Sweep:
         run_id = run.info.run_id if run else None
         if kind in ("finished", "pruned"):
             self.results[fp] = (kind, run_id)
-            self.progress.event(kind, cell.label, run_id)
+            self.progress.event(kind, self.labels(cell), run_id)
+            return
+        if job.resume and run is not None and self._resume_failed(job, run):
             return
         if kind != "config":
             self.failures[fp] += 1
         if kind != "config" and self.failures[fp] <= self.spec.retries:
             resume = run_id if run_id and self.ledger.has_checkpoints(run_id) else self.ledger.resume_source(fp)
-            self.progress.event("retried", f"{cell.label} ({kind}, exit {code}); attempt {job.attempt + 1}"
+            self.progress.event("retried", f"{self.labels(cell)} ({kind}, exit {code}); attempt {job.attempt + 1}"
                                 + (f" resumes {resume[:12]}" if resume else ""), run_id, final=False)
             self.queue.appendleft(_Pending(cell, job.attempt + 1, resume))
             return
         self.results[fp] = ("failed", run_id)
-        self.progress.event("failed", f"{cell.label} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
+        self.progress.event("failed", f"{self.labels(cell)} (exit {code}; log {job.log_path})\n{job.tail()}", run_id)
+
+    def _resume_failed(self, job: Job, run: Any) -> bool:
+        """The attempt died loading its source's checkpoints: mark the source unusable and run
+        the cell again from scratch (tagged why); the cell's own retries are not spent."""
+        from sweeps.ledger import resume_failed
+
+        failure = run.data.tags.get(T.FAILURE)
+        if not resume_failed(failure):
+            return False
+        why = f"run {job.resume} has no loadable checkpoint ({failure})"
+        self.ledger.mark_unusable(job.resume, failure or "")
+        self.progress.event("retried", f"{self.labels(job.cell)}: {why}; attempt {job.attempt + 1} starts fresh",
+                            run.info.run_id, final=False)
+        self.queue.appendleft(_Pending(job.cell, job.attempt + 1, None, why))
+        return True
 
     def watch(self) -> None:
         """Cells another worker holds: done there, still live, or back to us when it stopped."""
@@ -320,20 +451,23 @@ class Sweep:
                 self.elsewhere.discard(fp)
                 if state.failures > self.spec.retries:
                     self.results[fp] = ("failed", None)
-                    self.progress.event("failed", self.by_fp[fp].label)
+                    self.progress.event("failed", self.labels(self.by_fp[fp]))
                 else:  # that worker stopped or crashed: whoever claims first goes on
                     self.queue.append(_Pending(self.by_fp[fp]))
 
     def _done_elsewhere(self, fp: str, run_id: str) -> None:
         if fp not in self.results:
             self.results[fp] = ("finished", run_id)
-            self.progress.event("finished", self.by_fp[fp].label + " (by another worker)")
+            self.progress.event("finished", self.labels(self.by_fp[fp]) + " (by another worker)")
 
     def interrupt(self, exc: BaseException) -> None:
         """Ctrl-C or SIGTERM: running cells end KILLED (checkpoints kept); nothing new starts."""
         self.interrupted = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
         print("\ninterrupted: stopping running cells (they end KILLED) ...", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nor a second kill
+        self.claims.release_unsettled("Interrupted: the sweep stopped while claiming the cell")
         for job in self.launcher.stop():  # queued, never started: their claims go
             self.claims.release(job.run_id, "KILLED", "Interrupted: the sweep stopped before the cell started")
         for job, code in self.launcher.poll():
@@ -341,7 +475,7 @@ class Sweep:
             run = find_run(self.client, self.exp_id, job)
             kind = outcome_of(code) if outcome_of(code) in ("finished", "pruned") else "killed"
             self.results[job.cell.fingerprint] = (kind, run.info.run_id if run else None)
-            self.progress.event(kind, job.cell.label)
+            self.progress.event(kind, self.labels(job.cell))
 
     def finish(self) -> int:
         if any(kind == "failed" for kind, _ in self.results.values()):
@@ -351,16 +485,34 @@ class Sweep:
 
             shutil.rmtree(self.logs, ignore_errors=True)
         code = _finish(self.client, self.spec, self.cells, self.exp_id, self.parent_id, self.task, self.n,
-                       self.results, self.interrupted is not None, self.out)
+                       self.results, self.interrupted is not None, self.out, self.labels)
         if self.interrupted == signal.SIGTERM:
             return EXIT_SIGTERM
         return code
 
 
 def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
-              out: TextIO | None = None) -> int:
-    """``labrun sweep``: see :class:`Sweep`."""
-    return Sweep(spec, raw, out).run(dry_run=dry_run)
+              out: TextIO | None = None, fmt: str = "table") -> int:
+    """``labrun sweep``: see :class:`Sweep`; ``fmt`` (table, csv, json) is the dry run's."""
+    return Sweep(spec, raw, out).run(dry_run=dry_run, fmt=fmt)
+
+
+def _silence(out: TextIO) -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _outcome(counts: dict[str, int], skipped: int) -> str:
+    """`` (2 finished, 1 failed; 6 skipped as already finished)``, leaving out what is zero."""
+    bits = [summarize(counts.items()), f"{skipped} skipped as already finished" if skipped else ""]
+    text = "; ".join(b for b in bits if b)
+    return f" ({text})" if text else ""
 
 
 def _cell_note(spec: SweepSpec, cell: Cell) -> dict[str, str]:
@@ -381,7 +533,7 @@ def _params(spec: SweepSpec, n_cells: int) -> list:
 
 def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent_id: str, task: str,
             planned: dict[str, int], results: dict[str, tuple[str, str | None]], interrupted: bool,
-            out: TextIO) -> int:
+            out: TextIO, labels: Callable[[Cell], str]) -> int:
     from sweeps.parent import close_parent
 
     final = Ledger(client, exp_id, task).load([c.fingerprint for c in cells])
@@ -393,7 +545,7 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
         if best is not None and best.tags.get(T.PRUNED) == "true":
             status = "PRUNED"
         status_counts[status] = status_counts.get(status, 0) + 1
-        rows.append((c.index, c.label, c.fingerprint, status, best.run_id if best else "",
+        rows.append((c.index, labels(c), c.fingerprint, status, best.run_id if best else "",
                      len(state.attempts)))
     text = table(rows, ["#", "cell", "fingerprint", "status", "run", "attempts"])
     client.log_text(parent_id, text + "\n", "cells.md")
@@ -406,9 +558,8 @@ def _finish(client: Any, spec: SweepSpec, cells: list[Cell], exp_id: str, parent
     status = "KILLED" if interrupted else ("FAILED" if incomplete else "FINISHED")
     close_parent(client, parent_id, status, metrics)
     print(text, file=out)
-    print(f"sweep {spec.name!r}: {status_counts['FINISHED']}/{len(cells)} cells FINISHED "
-          f"({summarize((k, v) for k, v in counts.items())}; {planned['done']} skipped as already finished)",
-          file=out, flush=True)
+    print(f"sweep {spec.name!r}: {status_counts['FINISHED']}/{len(cells)} cells FINISHED"
+          + _outcome(counts, planned["done"]), file=out, flush=True)
     if interrupted:
         print(f"interrupted with {incomplete} cells unfinished: run the same command again to finish "
               f"them (finished cells are skipped, killed ones resume from their checkpoints, or run "

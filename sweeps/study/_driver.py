@@ -18,7 +18,8 @@ from sweeps.launchers.base import launcher_class, make_launcher
 from sweeps.spec import StudySpec, dump
 from sweeps.study._heartbeat import reap_stale
 from sweeps.study._parent import close_study_parent, open_study_parent
-from sweeps.study._space import check_space, make_sampler
+from sweeps.study._space import make_sampler
+from sweeps.study._target import study_target
 from sweeps.study._storage import check_storage_apart, make_storage, safe_url
 from sweeps.study._trial import CellFailed, Surplus, TrialRunner
 from tracking import env
@@ -32,13 +33,13 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
 
     Returns EXIT_FINISHED, EXIT_SIGINT (interrupted: run it again to go on) or EXIT_CONFIG
     when the objective metric is never logged (every further trial would fail the same way).
+    The target is a labrun task or, with ``project:``, any MLflow project's entry point.
     """
     from tracking import store
-    from tracking.tasks import load_task
 
-    task = load_task(spec.entry)
-    check_space(spec, task.schema)
-    launcher_class(spec.launcher).prewarm(task.module)
+    target = study_target(spec)  # the space checked against the task or the MLproject
+    if target.module:
+        launcher_class(target.launcher).prewarm(target.module)
     if spec.pruner.type != "none" and len(spec.objectives) > 1:
         raise ConfigError("pruning needs a single objective; set pruner.type: none for several")
     check_storage_apart(spec.storage, store.tracking_uri())
@@ -49,14 +50,25 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     exp_name = spec.experiment or spec.entry
     exp_id = store.experiment_id(exp_name, description=spec.description or None)
     parent_id = open_study_parent(study, client, exp_id, spec)
+    try:
+        return _work(spec, raw, study, target, client, exp_name, exp_id, parent_id)
+    except BaseException as exc:  # the study itself failed (not a trial): never leave the parent RUNNING
+        _end_parent(client, parent_id, exc)
+        raise
+
+
+def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client: Any, exp_name: str,
+          exp_id: str, parent_id: str) -> int:
+    """The study's trials, once its parent run exists; closes the parent."""
     client.log_text(parent_id, dump(raw), "study.yaml")
     done_before = len(study.get_trials(deepcopy=False, states=_counted()))
     print(f"study {spec.name!r} on {safe_url(spec.storage)}: {done_before}/{spec.n_trials} trials done; "
-          f"parent run {parent_id} in experiment {exp_name!r}\n"
+          f"parent run {parent_id} in experiment {exp_name!r}\n{target.note()}"
           f"  watch it: optuna-dashboard {safe_url(spec.storage)}", flush=True)
-    launcher = make_launcher(spec.launcher, 1, module=task.module, options=spec.launcher_options())
+    launcher = make_launcher(target.launcher, 1, module=target.module,
+                             options=spec.launcher_options() if target.launcher == spec.launcher else None)
     logs = Path(tempfile.mkdtemp(prefix=f"labrun-study-{spec.name}-"))
-    runner = TrialRunner(spec, task, client, exp_name, exp_id, parent_id, launcher, logs)
+    runner = TrialRunner(spec, target, client, exp_name, exp_id, parent_id, launcher, logs)
     try:
         interrupted = done_before < spec.n_trials and _optimize(study, runner)
     finally:
@@ -72,6 +84,19 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
         print(f"labrun optimize: error: {runner.metric_error}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_SIGINT if interrupted else EXIT_FINISHED
+
+
+def _end_parent(client: Any, parent_id: str, exc: BaseException) -> None:
+    """FAILED with the reason (KILLED for an interrupt), unless the study already closed it."""
+    from sweeps.parent import close_parent
+
+    status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+    try:
+        if client.get_run(parent_id).info.status == "RUNNING":
+            client.set_tag(parent_id, T.FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
+            close_parent(client, parent_id, status, {})
+    except Exception as err:  # the store itself may be what failed
+        print(f"(could not end the study's parent run {parent_id} {status}: {err})", file=sys.stderr)
 
 
 def _counted() -> tuple[Any, ...]:
@@ -102,10 +127,9 @@ def open_study(spec: StudySpec) -> Any:
     if existing != directions:
         raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "
                           f"asks for {directions}; use another study name")
-    # Each worker (and each resumption) seeds its sampler differently, or they would all
-    # propose the same parameters.
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + len(study.trials)
-    study.sampler = make_sampler(spec, seed)
+    # A seeded sampler is seeded per trial (study seed + trial number): workers that start
+    # together, or a resumed study, never draw in lockstep (_space.trial_seed).
+    study.sampler = make_sampler(spec, spec.sampler.seed)
     return study
 
 

@@ -12,7 +12,59 @@ from sweeps.spec import StudySpec
 from tracking.config import ConfigError, resolve_config
 
 
+def trial_seed(study_seed: int, number: int) -> int:
+    """The sampler seed of trial ``number``: a hash of the study's seed and the trial number.
+
+    Trial numbers come from the storage, so two workers never hold the same one: their
+    proposals come from different random streams by construction, never in lockstep, and
+    trial ``k`` of a seeded study draws the same way whichever worker runs it.
+    """
+    import hashlib
+
+    text = f"labrun-sampler:{study_seed}:{number}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big")
+
+
 def make_sampler(spec: StudySpec, seed: int | None) -> Any:
+    """The spec's sampler; with a seed, one seeded per trial (:func:`trial_seed`)."""
+    if seed is None:
+        return _sampler(spec, None)
+    return _trial_seeded(spec, seed)
+
+
+def _trial_seeded(spec: StudySpec, seed: int) -> Any:
+    from optuna.samplers import BaseSampler
+
+    class TrialSeededSampler(BaseSampler):
+        """The spec's sampler, made afresh for each trial with :func:`trial_seed` (a sampler
+        keeps its history in the storage, not in itself, so nothing is lost)."""
+
+        def __init__(self) -> None:
+            self.inner = _sampler(spec, seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.inner = _sampler(spec, trial_seed(seed, trial.number))
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            return self.inner.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return TrialSeededSampler()
+
+
+def _sampler(spec: StudySpec, seed: int | None) -> Any:
     import optuna
 
     kind = spec.sampler.type

@@ -15,7 +15,6 @@ from sweeps.spec import StudySpec
 from sweeps.study._space import suggest
 from sweeps.study._storage import storage_url
 from tracking import tags as T
-from tracking.config import resolve_config
 
 
 class CellFailed(RuntimeError):
@@ -30,9 +29,10 @@ class TrialRunner:
     """Optuna's objective for one trial: suggest, run each seed as a child run (or read back a
     FINISHED one), reduce the metric(s) to the trial's value."""
 
-    def __init__(self, spec: StudySpec, task: Any, client: Any, exp_name: str, exp_id: str,
+    def __init__(self, spec: StudySpec, target: Any, client: Any, exp_name: str, exp_id: str,
                  parent_id: str, launcher: Any, logs: Path) -> None:
-        self.spec, self.task, self.client = spec, task, client
+        """``target``: a :mod:`sweeps.study._target` (a labrun task, or a foreign project's entry point)."""
+        self.spec, self.task, self.client = spec, target, client
         self.exp_name, self.exp_id, self.parent_id = exp_name, exp_id, parent_id
         self.launcher, self.logs = launcher, logs
         self.fixed = [override_text(k, v) for k, v in spec.overrides.items()]
@@ -54,16 +54,11 @@ class TrialRunner:
             trial.set_user_attr(T.SURPLUS, True)
             raise Surplus(f"n_trials={self.spec.n_trials} already taken by other workers")
         values = suggest(trial, self.spec)
-        overrides = self.fixed + [override_text(k, v) for k, v in values.items()]
         run_ids: list[str] = []
         per_seed: list[list[float]] = []
         objectives = self.spec.objectives
         for i, seed in enumerate(self.spec.seeds):
-            cfg = resolve_config(self.task.schema, self.spec.config, overrides + [f"seed={seed}"])
-            from tracking.config import fingerprint, group_key
-
-            cell = Cell(i, {**values, "seed": seed}, overrides + [f"seed={seed}"], cfg,
-                        fingerprint(cfg), group_key(cfg))
+            cell = self.task.cell(i, values, seed)
             run = self._finished_run(cell.fingerprint)
             if run is None:
                 run = self._launch(trial, cell, i, run_ids)
@@ -107,7 +102,7 @@ class TrialRunner:
                        sweep_name=self.spec.name or "", logs=self.logs, env=env,
                        tags={T.OPTUNA_STUDY: self.spec.name or "", T.OPTUNA_TRIAL: str(trial.number),
                              T.OPTUNA_SEED_INDEX: str(seed_index), **self._note(trial)})
-        job.run_name = f"trial{trial.number}-s{cell.seed}"
+        job.run_name = f"{cell.name_prefix + '-' if cell.name_prefix else ''}trial{trial.number}-s{cell.seed}"
         won, _ = self.claims.claim([job])
         if not won:  # another worker runs this very cell (a retried trial's seed): use its run
             return self._await_elsewhere(trial, cell, run_ids)
