@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from tracking import tags as T
 
 
-FRESH_START = "labrun.fresh_start"
+FRESH_START = T.FRESH_START
 """On a cell's run that did not resume although earlier attempts left checkpoints: why."""
 UNUSABLE = "labrun.checkpoint.unusable"
 """On a run none of whose checkpoints could be loaded (the resume's CheckpointError): never

@@ -149,6 +149,7 @@ def test_a_dry_run_into_a_closed_pipe_ends_quietly(store, tmp_path):
     assert "exit=0" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_the_summary_reads_plainly_when_every_cell_was_already_finished(store, tmp_path):
     spec = _write(tmp_path, "entry: toy\nname: plain\nconfig: quick\noverrides: {train.steps: 2, "
                   "train.eval_every: 1}\nseeds: [0]\n")
@@ -247,6 +248,7 @@ def test_schemas_with_cross_field_validators_are_validated_whole(entry):
 
 # ------------------------------------------------------------------------------------ case 10
 
+@pytest.mark.slow
 def test_two_seeded_workers_never_propose_the_same_point(store, tmp_path):
     """Two `labrun optimize` workers started together on one storage with sampler seed 0:
     16 trials (8 each, about), no two with the same parameters; the same seed gives trial k
@@ -288,6 +290,7 @@ def test_a_trials_sampler_seed_depends_on_the_study_seed_and_the_trial_only():
 
 # ------------------------------------------------------------------------------------ case 9
 
+@pytest.mark.slow
 def test_a_cell_whose_checkpoints_are_all_corrupt_starts_fresh_and_finishes(store, tmp_path):
     """A run SIGKILLed after its checkpoints were written, then every checkpoint file
     corrupted on disk. The sweep's resume of it fails loading them; the cell is run again from
@@ -352,6 +355,7 @@ def test_a_foreign_study_spec_is_checked_against_the_mlproject_first(store, tmp_
     assert [e.name for e in store.search_experiments()] == ["Default"]
 
 
+@pytest.mark.slow
 def test_two_workers_run_an_optuna_study_over_the_elasticnet_project(store, tmp_path):
     """examples/elasticnet/study.yaml, 4 trials shared by two workers started together: each
     trial's run went through `mlflow run` with the sampled -P parameters, and its value is the

@@ -65,7 +65,8 @@ VOLATILE = frozenset({HEARTBEAT, PID})
 # The reserved tags a sweep launcher passes to its cells with --tag (the cell's description is
 # MLflow's note, as --description sets it); a user's --tag may not set any other labrun.* or
 # mlflow.* key.
-LAUNCH_TAGS = frozenset({SWEEP, ATTEMPT, JOB, "mlflow.note.content"})
+FRESH_START = "labrun.fresh_start"       # a cell rerun from scratch: why its resume source was unusable
+LAUNCH_TAGS = frozenset({SWEEP, ATTEMPT, JOB, FRESH_START, "mlflow.note.content"})
 
 
 def component(name: str) -> str:
