@@ -143,6 +143,7 @@ class Sweep:
         self.failures: dict[str, int] = {}
         self.interrupted: int | None = None  # the signal that stopped the sweep
         self.launcher: Any = None
+        self.view: str | None = None
 
     # ------------------------------------------------------------------ the steps, in order
     def run(self, *, dry_run: bool = False) -> int:
@@ -226,8 +227,12 @@ class Sweep:
                 client.log_batch(self.parent_id, params=_params(spec, len(self.cells)))
             except Exception:
                 pass
+        from tracking import views
+
+        self.view = views.save_sweep_view(client, self.exp_id, spec.name, params=_varied(self.cells),
+                                          run_ids=self.ledger_run_ids())
         print(self._head() + f"\nparent run {self.parent_id}" + (" (continued)" if reopened else "")
-              + f"; in the MLflow UI: {store.experiment_url(self.exp_id)}", file=self.out, flush=True)
+              + f"; in the MLflow UI: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         self.logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
         self.by_fp = {c.fingerprint: c for c in self.cells}
         self.failures = {c.fingerprint: self.ledger.state(c.fingerprint).failures for c in self.cells}
@@ -238,6 +243,15 @@ class Sweep:
         self.launcher = make_launcher(self.launcher_name, spec.parallel, module=self.module, options=options)
         self.claims = Claims(client, self.ledger, self.task, self.launcher)
         self.last_watch = time.time()
+
+    def ledger_run_ids(self) -> list[str]:
+        """The finished runs the store holds for these cells (their metrics name the charts)."""
+        out = []
+        for c in self.cells:
+            finished = self.ledger.state(c.fingerprint).finished
+            if finished is not None:
+                out.append(finished.run_id)
+        return out
 
     def busy(self) -> bool:
         return bool(self.queue or self.elsewhere or self.launcher.running() or self.launcher.pending())
@@ -352,6 +366,12 @@ class Sweep:
             shutil.rmtree(self.logs, ignore_errors=True)
         code = _finish(self.client, self.spec, self.cells, self.exp_id, self.parent_id, self.task, self.n,
                        self.results, self.interrupted is not None, self.out)
+        from tracking import views
+
+        ran = [rid for _, rid in self.results.values() if rid]
+        self.view = views.save_sweep_view(self.client, self.exp_id, self.spec.name, params=_varied(self.cells),
+                                          run_ids=ran + self.ledger_run_ids()) or self.view
+        print(f"runs table: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         if self.interrupted == signal.SIGTERM:
             return EXIT_SIGTERM
         return code
@@ -361,6 +381,13 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
               out: TextIO | None = None) -> int:
     """``labrun sweep``: see :class:`Sweep`."""
     return Sweep(spec, raw, out).run(dry_run=dry_run)
+
+
+def _varied(cells: list[Cell]) -> list[str]:
+    """The parameters that differ between cells: the runs table's columns."""
+    from tracking.views import varied_params
+
+    return [k for k in varied_params(c.values for c in cells) if k != "condition"]
 
 
 def _cell_note(spec: SweepSpec, cell: Cell) -> dict[str, str]:
