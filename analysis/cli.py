@@ -43,6 +43,17 @@ empty cell; a column no exported run has a value in is left out (--keep-empty-co
 """
 
 
+def _run_link(run_id: str) -> str:
+    """The analysis run's REPORT (its tables and figures) in the MLflow UI."""
+    from tracking import store, views
+
+    try:
+        exp_id = store.client().get_run(run_id).info.experiment_id
+    except Exception:
+        return run_id
+    return views.run_url(exp_id, run_id)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from analysis.report import AnalyzeOptions, analyze
 
@@ -56,6 +67,7 @@ def _analyze(args: argparse.Namespace) -> int:
     print(result.text)
     if result.run_id:
         print(f"\nanalysis run {result.run_id}: {', '.join(result.artifacts)}")
+        print(f"  in the MLflow UI: {_run_link(result.run_id)}")
     if args.out:
         print(f"written to {args.out}/")
     return 0
