@@ -50,7 +50,7 @@ def _cell_name(cell: Cell, entry: str, resume: str | None) -> str:
     """A resumed cell keeps its name with a suffix (``-r1``), as ``labrun run --resume`` does."""
     from tracking.naming import resumed_name
 
-    name = cell.run_name(getattr(cell, "name_prefix", "") or entry)
+    name = getattr(cell, "short_name", None) or cell.run_name(getattr(cell, "name_prefix", "") or entry)
     if not resume:
         return name
     try:
@@ -177,18 +177,25 @@ class Sweep:
 
         spec = self.spec
         self.task, self.module, self.cells, self.launcher_name = _plan(spec)
+        from tracking.naming import short_names
+
+        for c, name in zip(self.cells, short_names([c.values for c in self.cells],
+                                                  getattr(self.cells[0], "name_prefix", "") or spec.entry
+                                                  if self.cells else spec.entry)):
+            c.short_name = name  # unique within the sweep, <= 32 characters: the varied values
         if not dry_run and self.module:
             launcher_class(self.launcher_name).prewarm(self.module)
         env.quiet()
         self.client = client = store.client()
+        # Under `mlflow run -e sweep` the parent MLflow made may sit anywhere (Default, without
+        # --experiment-name): the cells and their ledger stay in the spec's experiment (an
+        # experiment the user chose with --experiment-name counts when the spec names none).
         adopted = env.MLFLOW_RUN_ID.get() if not dry_run else None
-        if adopted:
-            self.exp_id = client.get_run(adopted).info.experiment_id
-            self.exp_name = client.get_experiment(self.exp_id).name
-        else:
-            self.exp_name = spec.experiment or spec.entry
-            self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
-                                              description=spec.description or None)
+        chosen = client.get_run(adopted).info.experiment_id if adopted else None
+        self.exp_name = spec.experiment or (client.get_experiment(chosen).name
+                                            if chosen not in (None, "0") else spec.entry)
+        self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
+                                          description=spec.description or None)
         fps = [c.fingerprint for c in self.cells]
         self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=not dry_run)
         self.decisions = {c.fingerprint: self.ledger.state(c.fingerprint).decision(spec.retries)

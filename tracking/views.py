@@ -289,3 +289,36 @@ def save_sweep_view(client: Any, experiment_id: str, name: str, *, objective: st
         return save_view(client, experiment_id, name, state)
     except Exception:
         return None
+
+
+# ------------------------------------------------------------------------------ Optuna
+
+def name_objectives(study: Any, metrics: Sequence[str]) -> None:
+    """optuna-dashboard labels the objective with the metric's name, not "Objective 0"."""
+    import warnings
+
+    try:
+        if list(study.metric_names or []) != list(metrics):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # set_metric_names is "experimental" in Optuna 4/5
+                study.set_metric_names(list(metrics))
+    except Exception:
+        pass
+
+
+def trial_links(trial: Any, experiment_id: str, run_ids: Sequence[str]) -> None:
+    """A trial's MLflow runs: ids and URLs as user attributes (data for scripts), and a trial
+    note in Markdown, which optuna-dashboard renders with clickable links (user attributes are
+    shown as plain text there)."""
+    urls = [run_url(experiment_id, r) for r in run_ids]
+    trial.set_user_attr("mlflow_run_ids", list(run_ids))
+    trial.set_user_attr("mlflow_run_urls", urls)
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    lines = [f"- MLflow run [{r[:8]}]({u})" for r, u in zip(run_ids, urls)]
+    try:
+        save_note(trial, "\n".join(lines))
+    except Exception:
+        pass

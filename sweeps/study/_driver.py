@@ -51,8 +51,14 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     parent_id = open_study_parent(study, client, exp_id, spec)
     client.log_text(parent_id, dump(raw), "study.yaml")
     done_before = len(study.get_trials(deepcopy=False, states=_counted()))
+    from tracking import views
+
+    o = spec.objectives[0]
+    view = views.save_sweep_view(client, exp_id, spec.name or "study", objective=o.metric,
+                                 ascending=o.direction == "minimize", params=list(spec.space))
     print(f"study {spec.name!r} on {safe_url(spec.storage)}: {done_before}/{spec.n_trials} trials done; "
           f"parent run {parent_id} in experiment {exp_name!r}\n"
+          f"  runs table: {views.experiment_url(exp_id, view)}\n"
           f"  watch it: optuna-dashboard {safe_url(spec.storage)}", flush=True)
     launcher = make_launcher(spec.launcher, 1, module=task.module, options=spec.launcher_options())
     logs = Path(tempfile.mkdtemp(prefix=f"labrun-study-{spec.name}-"))
@@ -98,6 +104,9 @@ def open_study(spec: StudySpec) -> Any:
                           f"{str(exc).splitlines()[0]}") from None
     if spec.description and study.user_attrs.get("description") != spec.description:
         study.set_user_attr("description", spec.description)
+    from tracking.views import name_objectives
+
+    name_objectives(study, [o.metric for o in spec.objectives])
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "
