@@ -306,7 +306,7 @@ def analysis_experiment(client: Any, analysed: dict[str, str]) -> str:
             exp_id = client.create_experiment(name, tags={
                 **store.experiment_tags(name, f"labrun analyze results of {of}: tables, figures and "
                                               f"stats.json of each analysis. The runs themselves: "
-                                              f"{views.experiment_url(first_id)}"),
+                                              f"[{first}]({views.page_link(first_id)})"),
                 T.analysis("of"): ",".join(analysed.values())})
         except Exception:  # another process created it first
             exp_id = client.get_experiment_by_name(name).experiment_id
@@ -317,7 +317,7 @@ def analysis_experiment(client: Any, analysed: dict[str, str]) -> str:
         if tags.get(T.analysis("experiment")) != name:
             client.set_experiment_tag(first_id, T.analysis("experiment"), name)
             note = tags.get(store.NOTE, "")
-            line = f"Analyses of these runs: experiment `{name}` ({views.experiment_url(exp_id)})."
+            line = f"Analyses of these runs: [{name}]({views.page_link(exp_id)})."
             if name not in note:
                 client.set_experiment_tag(first_id, store.NOTE, f"{note}\n\n{line}".strip())
     except Exception:

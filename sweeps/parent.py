@@ -70,12 +70,13 @@ def _point(client: Any, run_id: str, experiment_id: str, parent_id: str, kind: s
     from tracking import views
 
     exp = client.get_experiment(experiment_id).name
-    line = (f"{kind} `{name}` runs in experiment `{exp}` (parent run {parent_id}): "
-            f"{views.experiment_link(client, experiment_id)}")
-    for k, v in {T.KIND: f"{kind}-launcher", T.SWEEP: name, "mlflow.note.content": line,
+    note = (f"{kind} `{name}` runs in experiment [{exp}]({views.page_link(experiment_id, views.default_view(client, experiment_id))}) "
+            f"(parent run {parent_id})")
+    for k, v in {T.KIND: f"{kind}-launcher", T.SWEEP: name, "mlflow.note.content": note,
                  T.SWEEP + ".parent": parent_id}.items():
         client.set_tag(run_id, k, v)
-    print(f"labrun: mlflow run put its run {run_id} in another experiment; the {line}",
+    print(f"labrun: mlflow run put its run {run_id} in another experiment; the {kind} {name!r} runs in "
+          f"experiment {exp!r} (parent run {parent_id}): {views.experiment_link(client, experiment_id)}",
           file=sys.stderr, flush=True)
 
 

@@ -58,7 +58,7 @@ def _store_key(uri: str) -> str:
 
 
 def _registry() -> Path:
-    return Path(tempfile.gettempdir()) / f"labrun-ui-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"labrun_ui_addresses.{os.getuid()}"  # not a labrun-* leftover
 
 
 def register(uri: str, url: str) -> Path:

@@ -87,6 +87,14 @@ def artifact_url(experiment_id: str, run_id: str, path: str, base: str | None = 
             f"?{MODEL_TRAINING_VIEW}")
 
 
+def page_link(experiment_id: str, view: str | None = None) -> str:
+    """The experiment's page as a link relative to the UI (``#/experiments/...``): for
+    descriptions, which the UI renders as Markdown, so the link holds whatever address or port
+    the UI is served on."""
+    tab = "/runs" if view else ""
+    return f"#/experiments/{experiment_id}{tab}{_query(view)}"
+
+
 def default_view(client: Any, experiment_id: str) -> str | None:
     """The key of the view labrun saved for this experiment, if any (and if it is still there)."""
     try:
@@ -189,9 +197,8 @@ def runs_table_state(objective: str | None, *, ascending: bool = True, params: S
     if objective:
         columns.append(_col("metrics", objective))
     columns += [_col("params", p) for p in params]
-    columns += [_col("metrics", m) for m in chart_order(metrics, objective)
-                if m != objective and m.startswith(("loss.", "metric."))][:3]
-    columns.append(_col("attributes", "Duration"))
+    columns.append(_col("attributes", "Duration"))  # other metrics: the charts (the grid sorts a
+    # group's columns alphabetically, so more metrics would push the parameters off screen)
     model, system = uuid.uuid4().hex, uuid.uuid4().hex
     charts: list[dict[str, Any]] = []
     if objective and params:
