@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tracking import env
 from tracking import serving
+from tracking import views
 
 DEFAULT_PORT = 5000          # ``labrun ui``'s default port (the address links use when no UI runs)
 RECENT_EXPERIMENTS = 8       # links printed under the landing address
@@ -98,12 +99,10 @@ def running_ui(uri: str) -> str | None:
     return doc.get("url") if isinstance(pid, int) and process_alive(pid) else None
 
 
-def landing(uri: str, url: str) -> list[str]:
-    """The lines ``labrun ui`` prints: the experiment list, then the runs table of each recent
+def recent(uri: str, url: str) -> list[str]:
+    """The lines ``labrun ui`` prints under the landing address: the runs table of each recent
     experiment (its saved view when labrun wrote one); analysis experiments are left out."""
-    from tracking import views
-
-    lines = [f"  open {views.experiments_url(url)}"]
+    lines: list[str] = []
     try:
         from mlflow.tracking import MlflowClient
 
@@ -154,10 +153,12 @@ def _foreground(server: serving.Foreground, uri: str, url: str) -> int:
                   f"({server.log_path}):\n{server.tail()}", file=sys.stderr)
             return 1
         mark = register(uri, url)
-        lines = landing(uri, url)
         print(f"MLflow UI on {uri}   (Ctrl-C stops it"
               f"{'' if server.log_path is None else '; --verbose shows MLflow log'})\n"
-              + "\n".join(lines), flush=True)
+              f"  open {views.experiments_url(url)}", flush=True)
+        more = recent(uri, url)  # after the server made (or migrated) the store, never beside it
+        if more:
+            print("\n".join(more), flush=True)
         return server.wait()
     except KeyboardInterrupt:
         return 0
