@@ -15,7 +15,7 @@ winner against each other group, and learning curves with ± std bands.
 Runs that are not FINISHED are left out and counted. Groups default to {T.GROUP} (the
 same config without the seed), labelled by method (and condition). Everything is printed,
 and logged as artifacts (table.md/.tex, ranks.md/.tex, paired.md/.tex, stats.json,
-runs.csv, figures/) of an analysis run tagged {T.ANALYSIS} in the first experiment.
+runs.csv, figures/) of an analysis run tagged {T.ANALYSIS} in '<first experiment> · analysis'.
 
 examples:
   labrun analyze --experiment ired --metric metric.mse.val
