@@ -133,3 +133,22 @@ def test_mlflow_run_sweep_without_experiment_name_twice_starts_no_cell_the_secon
     assert len(launched) == 2 and all(r.data.tags.get("labrun.kind") == "sweep-launcher" for r in launched)
     assert "twice_exp" in launched[0].data.tags["mlflow.note.content"]
     assert "in another experiment" in second.stderr
+
+
+def test_optuna_names_the_objective_and_links_each_trials_runs(monkeypatch):
+    import optuna
+    from optuna_dashboard import get_note
+
+    monkeypatch.setenv("LABRUN_UI_URL", "http://ui:9")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    views.name_objectives(study, ["metric.mse.val"])
+    assert study.metric_names == ["metric.mse.val"]       # optuna-dashboard's axis label and column
+    trial = study.ask()
+    views.trial_links(trial, "4", ["a" * 32, "b" * 32])
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    assert frozen.user_attrs["mlflow_run_urls"][1] == f"http://ui:9/#/experiments/4/runs/{'b' * 32}" \
+                                                       "?workflowType=machine_learning"
+    note = get_note(trial)     # Markdown: the dashboard renders these as links (user attributes as text)
+    assert f"[aaaaaaaa](http://ui:9/#/experiments/4/runs/{'a' * 32}?workflowType=machine_learning)" in note
