@@ -132,17 +132,23 @@ def larger_is_better(metric: str) -> bool:
     return bool(_LARGER_IS_BETTER.search(metric)) and "loss" not in metric
 
 
+_USUAL_RESULTS = ("rmse", "mse", "accuracy", "acc", "auc", "auroc", "f1", "mae", "r2")
+
+
 def guess_objective(metric_keys: Iterable[str]) -> str | None:
     """The metric a table of results is read by, when no spec names one: a validation metric
-    (``metric.*.val``), else any ``metric.*``, else a name with ``val``, else the first one
-    that is neither a loss, a diagnostic nor a system metric."""
+    (``metric.*.val``), else any ``metric.*``, else a name with ``val``, else a usual result
+    name (``rmse``, ``accuracy``, ...), else the first one that is neither a loss, a diagnostic
+    nor a system metric."""
     keys = sorted(k for k in set(metric_keys) if not k.startswith(("system/", "sweep.")))
     for test in (lambda k: k.startswith("metric.") and k.endswith(".val"),
                  lambda k: k.startswith("metric.") and ".val" in k,
                  lambda k: k.startswith("metric."),
                  lambda k: "val" in k and not k.startswith(("loss.", "diag.")),
+                 lambda k: k in _USUAL_RESULTS,
                  lambda k: not k.startswith(("loss.", "diag.", "dynamics.", "time"))):
-        found = [k for k in keys if test(k)]
+        found = sorted((k for k in keys if test(k)),
+                       key=lambda k: _USUAL_RESULTS.index(k) if k in _USUAL_RESULTS else len(_USUAL_RESULTS))
         if found:
             return found[0]
     return keys[0] if keys else None
