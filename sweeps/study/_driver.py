@@ -74,6 +74,9 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
 
         shutil.rmtree(logs, ignore_errors=True)
     close_study_parent(study, client, parent_id, spec, interrupted)
+    ran = [r for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("mlflow_run_ids", [])]
+    views.save_sweep_view(client, exp_id, spec.name or "study", objective=o.metric,  # with every metric
+                          ascending=o.direction == "minimize", params=list(spec.space), run_ids=ran)
     if runner.metric_error:
         print(f"labrun optimize: error: {runner.metric_error}", file=sys.stderr)
         return EXIT_CONFIG
