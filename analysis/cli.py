@@ -22,7 +22,7 @@ every group against every other instead.
 Runs that are not FINISHED are left out and counted. Groups default to {T.GROUP} (the
 same config without the seed), labelled by method (and condition). Everything is printed,
 and logged as artifacts (table.md/.tex, ranks.md/.tex, paired.md/.tex, stats.json,
-runs.csv, figures/) of an analysis run tagged {T.ANALYSIS} in the first experiment.
+runs.csv, figures/) of an analysis run tagged {T.ANALYSIS} in '<first experiment> · analysis'.
 
 examples:
   labrun analyze --experiment ired --metric metric.mse.val
@@ -51,6 +51,17 @@ empty cell; a column no exported run has a value in is left out (--keep-empty-co
 """
 
 
+def _run_link(run_id: str) -> str:
+    """The analysis run's REPORT (its tables and figures) in the MLflow UI."""
+    from tracking import store, views
+
+    try:
+        exp_id = store.client().get_run(run_id).info.experiment_id
+    except Exception:
+        return run_id
+    return views.run_url(exp_id, run_id)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from analysis.report import AnalyzeOptions, analyze
 
@@ -65,6 +76,7 @@ def _analyze(args: argparse.Namespace) -> int:
     print(result.text)
     if result.run_id:
         print(f"\nanalysis run {result.run_id}: {', '.join(result.artifacts)}")
+        print(f"  in the MLflow UI: {_run_link(result.run_id)}")
     if args.out:
         print(f"written to {args.out}/")
     return 0

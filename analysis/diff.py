@@ -111,7 +111,7 @@ def read_side(client: Any, run_id: str, *, histories: bool = True) -> RunSide:
     side = RunSide(run_id, run.info.run_name or run_id, dict(run.data.tags), cfg,
                    json.loads(env) if env else {}, git_diff)
     if histories:
-        for key in sorted(run.data.metrics):
+        for key in sorted(k for k in run.data.metrics if not k.startswith("system/")):  # the machine's, not the run's
             hist = client.get_metric_history(run_id, key)
             side.histories[key] = [(m.step, m.value) for m in sorted(hist, key=lambda m: (m.step, m.timestamp))]
     return side

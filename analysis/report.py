@@ -6,9 +6,12 @@ contributing to every output, which this module only assembles.
 Everything is computed and written to a temporary folder *before* the analysis run is
 created, so bad input (unknown experiment, metric or group key; a single seed) ends with a
 one-line error and nothing half-written in the store. The analysis run (tag
-``labrun.analysis``) lives in the analysed experiment so the MLflow UI shows its tables
-and figures beside the runs; ``runs_frame`` leaves such runs out of any later analysis.
-Under ``mlflow run -e analyze`` the run MLflow created (``MLFLOW_RUN_ID``) is adopted.
+``labrun.analysis``) lives in its own experiment beside the analysed one,
+``<experiment> · analysis``, so the training experiment's runs table and charts hold training
+runs only; the two experiments name each other (tags ``labrun.analysis.experiment`` /
+``labrun.analysis.of`` and their descriptions). ``runs_frame`` leaves analysis runs out of any
+later analysis wherever they are. Under ``mlflow run -e analyze`` the run MLflow created
+(``MLFLOW_RUN_ID``) is adopted where MLflow put it (MLflow cannot move a run).
 """
 from __future__ import annotations
 
@@ -331,7 +334,7 @@ def _log_run(out: Path, a: Analysis) -> str:
     run_id = env.MLFLOW_RUN_ID.get()
     adopted = bool(run_id)
     if not adopted:
-        run = client.create_run(next(iter(exp_ids)), run_name=f"analysis {opts.metric}",
+        run = client.create_run(analysis_experiment(client, exp_ids), run_name=f"analysis {opts.metric}",
                                 tags={mlflow_tags.MLFLOW_SOURCE_TYPE: "LOCAL",
                                       mlflow_tags.MLFLOW_SOURCE_NAME: "labrun analyze"})
         run_id = run.info.run_id
@@ -345,6 +348,41 @@ def _log_run(out: Path, a: Analysis) -> str:
     if not adopted:
         client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def analysis_experiment(client: Any, analysed: dict[str, str]) -> str:
+    """The id of ``<first analysed experiment> · analysis``, created (and linked both ways) on
+    first use."""
+    from tracking import store, views
+
+    (first_id, first), *_ = analysed.items()
+    name = views.analysis_experiment_name(first)
+    if name == first:  # analysing analysis runs' own experiment: stay there
+        return first_id
+    of = ", ".join(f"`{n}`" for n in analysed.values())
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(name, tags={
+                **store.experiment_tags(name, f"labrun analyze results of {of}: tables, figures and "
+                                              f"stats.json of each analysis. The runs themselves: "
+                                              f"[{first}]({views.page_link(first_id)})"),
+                T.analysis("of"): ",".join(analysed.values())})
+        except Exception:  # another process created it first
+            exp_id = client.get_experiment_by_name(name).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    try:
+        tags = client.get_experiment(first_id).tags
+        if tags.get(T.analysis("experiment")) != name:
+            client.set_experiment_tag(first_id, T.analysis("experiment"), name)
+            note = tags.get(store.NOTE, "")
+            line = f"Analyses of these runs: [{name}]({views.page_link(exp_id)})."
+            if name not in note:
+                client.set_experiment_tag(first_id, store.NOTE, f"{note}\n\n{line}".strip())
+    except Exception:
+        pass
+    return exp_id
 
 
 def _run_tags(a: Analysis) -> dict[str, str]:

@@ -158,11 +158,13 @@ def render(checks: list[GroupCheck], metric: str, experiment: str) -> str:
 
 
 def log_check(experiment: str, text: str, checks: list[GroupCheck], against: str, metric: str) -> str:
-    """The check as a run of the rerun's experiment, beside the cells it judged."""
+    """The check as a run in ``<rerun's experiment> · analysis``, beside the cells it judged
+    (not among them: its metric would take over their charts)."""
+    from analysis.report import analysis_experiment
     from tracking import store
 
     c = store.client()
-    exp_id = store.experiment_id(experiment)
+    exp_id = analysis_experiment(c, {store.experiment_id(experiment): experiment})
     run = c.create_run(exp_id, run_name=f"check vs {against}"[:60],
                        tags={T.ANALYSIS: "true", T.KIND: "check", "mlflow.note.content":
                              f"labrun check of {metric} against {against}: "

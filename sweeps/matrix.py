@@ -30,7 +30,7 @@ class Cell:
     """
 
     __slots__ = ("index", "values", "overrides", "_config", "fingerprint", "_group", "tags",
-                 "_resolve", "name_prefix")
+                 "_resolve", "name_prefix", "short_name")
 
     def __init__(self, index: int, values: dict[str, Any], overrides: list[str], config: TaskConfig | None,
                  fingerprint: str, group: str, tags: dict[str, str] | None = None,
@@ -42,6 +42,7 @@ class Cell:
         self.tags = dict(tags or {})
         self._resolve = resolve
         self.name_prefix = ""
+        self.short_name: str | None = None  # the sweep's readable run name, set once cells are known
 
     @property
     def config(self) -> TaskConfig:

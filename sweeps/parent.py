@@ -19,19 +19,25 @@ from tracking.store import elect_earliest
 
 
 def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
-                extra_tags: dict[str, str] | None = None, reuse: bool = True) -> tuple[str, bool]:
+                extra_tags: dict[str, str] | None = None, reuse: bool = True,
+                _adopt: bool = True) -> tuple[str, bool]:
     """Adopt ``MLFLOW_RUN_ID``, else reopen this sweep's newest parent, else create one.
 
     Returns ``(run_id, reopened)``.
     """
     tags = {T.KIND: kind, T.SWEEP: name, T.HOST: socket.gethostname(), T.PID: str(os.getpid()),
             **(extra_tags or {})}
-    adopted = env.MLFLOW_RUN_ID.get()
-    if adopted:
+    adopted = env.MLFLOW_RUN_ID.get() if _adopt else None
+    if adopted and client.get_run(adopted).info.experiment_id == experiment_id:
         client.update_run(adopted, status="RUNNING")
         for k, v in tags.items():
             client.set_tag(adopted, k, v)
         return adopted, True
+    if adopted:  # MLflow's run is elsewhere (Default): it points to the sweep's own parent
+        run_id, reopened = open_parent(client, experiment_id, kind=kind, name=name, extra_tags=extra_tags,
+                                       reuse=reuse, _adopt=False)
+        _point(client, adopted, experiment_id, run_id, kind, name)
+        return run_id, reopened
     if reuse:
         found = _parents(client, experiment_id, kind, name)
         if found:
@@ -57,6 +63,21 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
         client.delete_run(run.info.run_id)
         return first, True
     return run.info.run_id, False
+
+
+def _point(client: Any, run_id: str, experiment_id: str, parent_id: str, kind: str, name: str) -> None:
+    """The run ``mlflow run`` made outside the spec's experiment: a pointer to where the work is."""
+    from tracking import views
+
+    exp = client.get_experiment(experiment_id).name
+    note = (f"{kind} `{name}` runs in experiment [{exp}]({views.page_link(experiment_id, views.default_view(client, experiment_id))}) "
+            f"(parent run {parent_id})")
+    for k, v in {T.KIND: f"{kind}-launcher", T.SWEEP: name, "mlflow.note.content": note,
+                 T.SWEEP + ".parent": parent_id}.items():
+        client.set_tag(run_id, k, v)
+    print(f"labrun: mlflow run put its run {run_id} in another experiment; the {kind} {name!r} runs in "
+          f"experiment {exp!r} (parent run {parent_id}): {views.experiment_link(client, experiment_id)}",
+          file=sys.stderr, flush=True)
 
 
 def _parents(client: Any, experiment_id: str, kind: str, name: str) -> list[Any]:

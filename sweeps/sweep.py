@@ -51,7 +51,7 @@ def _cell_name(cell: Cell, entry: str, resume: str | None) -> str:
     """A resumed cell keeps its name with a suffix (``-r1``), as ``labrun run --resume`` does."""
     from tracking.naming import resumed_name
 
-    name = cell.run_name(getattr(cell, "name_prefix", "") or entry)
+    name = getattr(cell, "short_name", None) or cell.run_name(getattr(cell, "name_prefix", "") or entry)
     if not resume:
         return name
     try:
@@ -150,6 +150,7 @@ class Sweep:
         self.interrupted: int | None = None  # the signal that stopped the sweep
         self.launcher: Any = None
         self.parent_id: str | None = None
+        self.view: str | None = None
 
     # ------------------------------------------------------------------ the steps, in order
     def run(self, *, dry_run: bool = False, fmt: str = "table") -> int:
@@ -234,18 +235,20 @@ class Sweep:
             launcher_class(self.launcher_name).prewarm(self.module)
         env.quiet()
         self.client = client = store.client()
+        # Under `mlflow run -e sweep` the parent MLflow made may sit anywhere (Default, without
+        # --experiment-name): the cells and their ledger stay in the spec's experiment (an
+        # experiment the user chose with --experiment-name counts when the spec names none).
         adopted = env.MLFLOW_RUN_ID.get() if not dry_run else None
-        if adopted:
-            self.exp_id = client.get_run(adopted).info.experiment_id
-            self.exp_name = client.get_experiment(self.exp_id).name
-        else:
-            self.exp_name = spec.experiment or spec.entry
-            self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
-                                              description=spec.description or None)
+        chosen = client.get_run(adopted).info.experiment_id if adopted else None
+        self.exp_name = spec.experiment or (client.get_experiment(chosen).name
+                                            if chosen not in (None, "0") else spec.entry)
+        self.exp_id = store.experiment_id(self.exp_name, create=not dry_run,
+                                          description=spec.description or None)
         if dry_run:
             self.ledger = Ledger(client, self.exp_id, self.task).load(None)
             return
         self.cells = list(self._cells())
+        _name_cells(self.cells, spec.entry)
         fps = [c.fingerprint for c in self.cells]
         self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=True)
         self.decisions = {c.fingerprint: self.ledger.state(c.fingerprint).decision(spec.retries)
@@ -337,8 +340,12 @@ class Sweep:
                 client.log_batch(self.parent_id, params=_params(spec, len(self.cells)))
             except Exception:
                 pass
+        from tracking import views
+
+        self.view = views.save_sweep_view(client, self.exp_id, spec.name, params=_varied(self.cells),
+                                          run_ids=self.ledger_run_ids())
         print(self._head() + f"\nparent run {self.parent_id}" + (" (continued)" if reopened else "")
-              + f"; in the MLflow UI: {store.experiment_url(self.exp_id)}", file=self.out, flush=True)
+              + f"; in the MLflow UI: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         self.logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
         self.by_fp = {c.fingerprint: c for c in self.cells}
         self.failures = {c.fingerprint: self.ledger.state(c.fingerprint).failures for c in self.cells}
@@ -349,6 +356,15 @@ class Sweep:
         self.launcher = make_launcher(self.launcher_name, spec.parallel, module=self.module, options=options)
         self.claims = Claims(client, self.ledger, self.task, self.launcher)
         self.last_watch = time.time()
+
+    def ledger_run_ids(self) -> list[str]:
+        """The finished runs the store holds for these cells (their metrics name the charts)."""
+        out = []
+        for c in self.cells:
+            finished = self.ledger.state(c.fingerprint).finished
+            if finished is not None:
+                out.append(finished.run_id)
+        return out
 
     def busy(self) -> bool:
         return bool(self.queue or self.elsewhere or self.launcher.running() or self.launcher.pending())
@@ -486,6 +502,12 @@ class Sweep:
             shutil.rmtree(self.logs, ignore_errors=True)
         code = _finish(self.client, self.spec, self.cells, self.exp_id, self.parent_id, self.task, self.n,
                        self.results, self.interrupted is not None, self.out, self.labels)
+        from tracking import views
+
+        ran = [rid for _, rid in self.results.values() if rid]
+        self.view = views.save_sweep_view(self.client, self.exp_id, self.spec.name, params=_varied(self.cells),
+                                          run_ids=ran + self.ledger_run_ids()) or self.view
+        print(f"runs table: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         if self.interrupted == signal.SIGTERM:
             return EXIT_SIGTERM
         return code
@@ -513,6 +535,24 @@ def _outcome(counts: dict[str, int], skipped: int) -> str:
     bits = [summarize(counts.items()), f"{skipped} skipped as already finished" if skipped else ""]
     text = "; ".join(b for b in bits if b)
     return f" ({text})" if text else ""
+
+
+def _name_cells(cells: list[Cell], entry: str) -> None:
+    """Each cell's run name: its varied values, unique within the sweep, <= 32 characters."""
+    from tracking.naming import short_names
+
+    if not cells:
+        return
+    prefix = cells[0].name_prefix or entry
+    for c, name in zip(cells, short_names([c.values for c in cells], prefix)):
+        c.short_name = name
+
+
+def _varied(cells: list[Cell]) -> list[str]:
+    """The parameters that differ between cells: the runs table's columns."""
+    from tracking.views import varied_params
+
+    return [k for k in varied_params(c.values for c in cells) if k != "condition"]
 
 
 def _cell_note(spec: SweepSpec, cell: Cell) -> dict[str, str]:

@@ -68,7 +68,10 @@ def test_analyze_end_to_end_in_a_subprocess(toy):
     run_id = re.search(r"analysis run ([0-9a-f]{32})", out).group(1)
     run = client.get_run(run_id)
     assert run.data.tags["labrun.analysis"] == METRIC and run.info.status == "FINISHED"
-    assert run.info.experiment_id == client.get_experiment_by_name(EXP).experiment_id
+    analysis_exp = client.get_experiment_by_name(EXP + " · analysis")   # beside the runs, not among them
+    assert run.info.experiment_id == analysis_exp.experiment_id
+    assert analysis_exp.tags["labrun.analysis.of"] == EXP
+    assert client.get_experiment_by_name(EXP).tags["labrun.analysis.experiment"] == EXP + " · analysis"
     names = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
     for expected in ("table.md", "table.tex", "ranks.md", "ranks.tex", "paired.md", "stats.json", "runs.csv",
                      "analysis.md", "figures/curves_metric_mse_val.png", "figures/best_vs_final_metric_mse_val.png",
@@ -87,7 +90,8 @@ def test_analysis_runs_are_left_out_of_later_analyses(toy, capsys):
     assert code == 0 and "6 FINISHED runs analysed" in out      # not 7: this run's own analysis run
     code, out, _ = _cli(["analyze", "-e", EXP, "-m", METRIC, "--no-curves", "--bootstrap", "500"], capsys)
     assert code == 0 and "6 FINISHED runs analysed" in out      # nor the one made just before
-    analysis_runs = [r for r in _runs(client) if "labrun.analysis" in r.data.tags]
+    assert not [r for r in _runs(client) if "labrun.analysis" in r.data.tags]   # kept apart:
+    analysis_runs = [r for r in _runs(client, EXP + " · analysis") if "labrun.analysis" in r.data.tags]
     assert len(analysis_runs) >= 2
     frame = query.runs_frame(EXP)
     assert not set(frame["run_id"]) & {r.info.run_id for r in analysis_runs}

@@ -14,6 +14,9 @@ def test_mlflow_run_adopts_the_run_and_keeps_source_tags(store, tmp_path):
                     "-P", "config=quick", "-P", "seed=3", "-P", "train.lr=1e-3",
                     "-P", "train.steps=30"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # no --experiment-name: MLflow made the run in Default, and the run says how to avoid that
+    assert "put this run in MLflow's Default experiment" in proc.stderr
+    assert "mlflow run . -e toy --experiment-name toy" in proc.stderr
     runs = all_runs(store)
     assert len(runs) == 1
     run = runs[0]

@@ -309,10 +309,13 @@ def test_a_user_runs_a_task_a_sweep_and_an_analysis_through_the_server(server, t
         task_exp, sweep_exp = (client.get_experiment_by_name(n) for n in ("alice_toy", "alice_sweep"))
         (task_run,) = client.search_runs([task_exp.experiment_id])
         runs = client.search_runs([sweep_exp.experiment_id], max_results=100)
+        analysis_exp = client.get_experiment_by_name("alice_sweep · analysis")
+        analysis_runs = client.search_runs([analysis_exp.experiment_id]) if analysis_exp else []
     assert task_run.info.status == "FINISHED" and task_run.info.artifact_uri.startswith("mlflow-artifacts:")
     cells = [r for r in runs if r.data.tags.get("labrun.task") == "toy"]
     assert len(cells) == 4 and {r.info.status for r in cells} == {"FINISHED"}
-    assert any(r.data.tags.get("labrun.analysis") for r in runs)
+    assert any(r.data.tags.get("labrun.analysis") for r in analysis_runs)
+    assert not any(r.data.tags.get("labrun.analysis") for r in runs)
     # served artifacts: the client never wrote a file; the server put them in its destination
     stored = {p.name for p in server.artifacts.rglob("*")}
     assert {"summary.json", "REPORT.md", "config.yaml", "train.log"} <= stored

@@ -82,7 +82,7 @@ def _start_ui(tmp_path, *extra: str):
     for line in proc.stdout:  # the address is printed once the UI answers
         lines.append(line)
         if "open http://" in line:
-            return proc, line.split("open ", 1)[1].split()[0], lines
+            return proc, line.split("open ", 1)[1].split()[0].split("/#")[0], lines  # the server's root
     pytest.fail(f"labrun ui printed no address: {lines} {proc.stderr.read()[-2000:]}")
 
 

@@ -36,9 +36,9 @@ Runs the {task!r} task as one tracked MLflow run.
   --trust-checkpoints  load checkpoints without the allow-list of globals (files you made
                        yourself: another's file may run their code); also LABRUN_TRUST_CHECKPOINTS=1
   --system-metrics M   CPU/memory/GPU curves (system/*) in the run: on, off, or auto (default:
-                       after the run's first 2 minutes, so short runs pay nothing)
+                       after the run's first 3 s, so second-long test runs pay nothing)
   --log-model M        log the trained model as an MLflow model: on, off, or auto (default:
-                       runs that lasted a minute or more, or that --register-model)
+                       runs that lasted 20 s or more, or that --register-model)
   --register-model NAME  register the model the task logs in MLflow's model registry
 
 Valid config keys:

@@ -48,3 +48,63 @@ def is_generated(name: str | None) -> bool:
     from tracking import backends
 
     return backends.is_mlflow_word_pair(parts[0], parts[1])
+
+
+# ------------------------------------------------------------------------------ sweep cells
+
+MAX_NAME = 32  # what the runs table shows before it cuts a name
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(v)).strip("_") or "x"
+
+
+def _cut(text: str, n: int | None) -> str:
+    return text if n is None or len(text) <= n else text[:n]
+
+
+def short_names(values: list[dict[str, Any]], prefix: str = "", limit: int = MAX_NAME) -> list[str]:
+    """Unique, readable run names of at most ``limit`` characters for the cells of one sweep,
+    from the values that vary between them (constants say nothing): ``ired-adv-s3``.
+
+    The prefix (the task) goes first while it fits; long words are cut to the shortest
+    prefix that still tells them apart; a hash suffix is the last resort."""
+    import hashlib
+
+    keys: list[str] = []
+    for v in values:
+        keys += [k for k in v if k not in keys]
+    varying = [k for k in keys if len({_value(v.get(k, "")) for v in values}) > 1]
+    seed_last = [k for k in varying if k != "seed"] + (["seed"] if "seed" in varying else [])
+
+    def width(k: str, n: int | None) -> int | None:
+        """``n``, or more where ``n`` characters no longer tell this key's values apart."""
+        full = {_value(v[k]) for v in values if k in v}
+        if n is None:
+            return None
+        for m in range(n, max((len(x) for x in full), default=0) + 1):
+            if len({_cut(x, m) for x in full}) == len(full):
+                return m
+        return None
+
+    for n in (None, 12, 8, 6, 4, 3):
+        widths = {k: width(k, n) for k in seed_last}
+
+        def bits(v: dict[str, Any]) -> list[str]:
+            return [f"s{v[k]}" if k == "seed" else _cut(_value(v[k]), widths[k])
+                    for k in seed_last if k in v]
+
+        for pre in ([prefix] if prefix else []) + [""]:
+            names = ["-".join(x for x in [pre, *bits(v)] if x) or (prefix or "run") for v in values]
+            if all(len(x) <= limit for x in names) and len(set(names)) == len(names):
+                return names
+    out = []
+    for v in values:
+        full = "-".join([prefix, *(_value(v[k]) for k in seed_last if k in v)])
+        h = hashlib.sha1(full.encode()).hexdigest()[:5]
+        out.append(f"{full[:limit - 6]}-{h}")
+    return out

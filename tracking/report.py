@@ -162,7 +162,10 @@ def _datasets(datasets: list) -> list[str]:
 
 _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>
 body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#1f2328}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;padding:.3em .6em}}
+table{{border-collapse:collapse;margin:1em 0;max-width:100%;table-layout:auto}}
+td,th{{border:1px solid #d0d7de;padding:.3em .6em;overflow-wrap:break-word;vertical-align:top}}
+td code{{overflow-wrap:anywhere}}
+pre{{white-space:pre-wrap;overflow-wrap:anywhere}}
 th{{background:#f6f8fa}}code{{background:#f6f8fa;padding:.1em .3em;border-radius:4px}}
 img{{max-width:100%;border:1px solid #d0d7de}}</style></head><body>
 {body}</body></html>

@@ -266,8 +266,11 @@ class Run:
         self.log_text(startup.config_yaml(self), "config.yaml")
         seed_everything(self.cfg.seed, self.cfg.deterministic)
         self.watchers.start(observers)
-        log.info("run %s started: task=%s method=%s seed=%s experiment=%s", self.run_id,
-                 self.cfg.task, self.cfg.method_tag, self.cfg.seed, self.experiment_id)
+        from tracking.views import run_url
+
+        log.info("run %s started: task=%s method=%s seed=%s experiment=%s; in the MLflow UI: %s",
+                 self.run_id, self.cfg.task, self.cfg.method_tag, self.cfg.seed, self.experiment_id,
+                 run_url(self.experiment_id, self.run_id))
 
     def _finish(self, end: Outcome) -> None:
         """Everything that must happen however the run ended; each step guarded on its own."""
@@ -315,7 +318,17 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
                     fail_unbuilt(client, run_id, end)
                 else:
                     run._finish(end)
+                    _say_ended(run, end)
     end.settle(run_id)
+
+
+def _say_ended(run: Run, end: Outcome) -> None:
+    """The run's last console line: how it ended and where to look (its page, its report)."""
+    from tracking.views import run_url
+
+    took = time.time() - run.started_at
+    print(f"{time.strftime('%H:%M:%S')} run {run.run_id} {end.status} after {took:.0f} s; in the MLflow UI: "
+          f"{run_url(run.experiment_id, run.run_id)} (REPORT.html under Artifacts)", file=sys.stderr, flush=True)
 
 
 def _fetch_resume(client: Any, cfg: TaskConfig) -> Found | None:

@@ -139,11 +139,11 @@ class LaunchOptions:
     """``--trust-checkpoints``: load checkpoints without the allow-list (a user's own files)."""
     experiment: str | None = None
     system_metrics: str = "auto"
-    """on | off | auto: MLflow's system metrics (tracking.sysmetrics); auto after 2 minutes."""
+    """on | off | auto: MLflow's system metrics (tracking.sysmetrics); auto after 3 s."""
     register_model: str | None = None
     """Register the model the task logs (``run.log_model``) under this name."""
     log_model: str = "auto"
-    """on | off | auto: log the task's model; auto skips runs under a minute (tests, smoke runs)."""
+    """on | off | auto: log the task's model; auto skips runs under 20 s (tests, smoke runs)."""
 
 
 C = TypeVar("C", bound=TaskConfig)

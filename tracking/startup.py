@@ -37,6 +37,7 @@ def create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tup
     if run_id:
         run = client.get_run(run_id)
         store.mark_experiment(run.info.experiment_id, c=client)
+        _say_where(run.info.experiment_id, experiment or opts.experiment or cfg.task, cfg.task)
         return run_id, run.info.experiment_id, True
     parent = env.LABRUN_PARENT_RUN_ID.get()
     active = mlflow.active_run()
@@ -57,6 +58,14 @@ def create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tup
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, tags=tags, run_name=opts.name or _naming.run_name(client, cfg))
     return run.info.run_id, exp_id, False
+
+
+def _say_where(exp_id: str, wanted: str, task: str) -> None:
+    """``mlflow run . -e TASK`` without ``--experiment-name`` made the run in Default before
+    the task started, and MLflow cannot move a run: say so, once, with the command that works."""
+    if str(exp_id) == "0" and wanted != "Default":
+        print(f"labrun: mlflow run put this run in MLflow's Default experiment; to record it in "
+              f"{wanted!r} run: mlflow run . -e {task} --experiment-name {wanted} ...", file=sys.stderr)
 
 
 def _param_text(value: Any) -> str:

@@ -214,27 +214,30 @@ def _experiment_id(name: str, create: bool, description: str | None) -> str | No
         return exp.experiment_id
 
 
-# MLflow 3.17's UI picks GenAI or model-training pages from a global toggle (this URL
-# parameter, else the browser's last choice, else GenAI), not from the experiment's tag:
-# every link labrun prints carries it, so it opens on the runs table.
+# The links into the MLflow UI (model-training view, saved runs-table views): tracking/views.py.
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def ui_base() -> str:
-    """The MLflow UI: the tracking server itself, else ``labrun ui``'s address
-    (``LABRUN_UI_URL`` when the UI is served elsewhere)."""
-    uri = tracking_uri()
-    base = env.LABRUN_UI_URL.get() or (uri if uri.startswith(("http://", "https://"))
-                                               else "http://127.0.0.1:5000")
-    return base.rstrip("/")
+    from tracking import views
+
+    return views.ui_base()
 
 
 def experiment_url(experiment_id: str) -> str:
-    return f"{ui_base()}/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
+    """The experiment's runs table (its saved view, when labrun wrote one)."""
+    from tracking import views
+
+    try:
+        return views.experiment_link(client(), experiment_id)
+    except Exception:
+        return views.experiment_url(experiment_id)
 
 
 def run_url(experiment_id: str, run_id: str) -> str:
-    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+    from tracking import views
+
+    return views.run_url(experiment_id, run_id)
 
 
 def check_experiment_env() -> None:

@@ -62,8 +62,14 @@ def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client:
     """The study's trials, once its parent run exists; closes the parent."""
     client.log_text(parent_id, dump(raw), "study.yaml")
     done_before = len(study.get_trials(deepcopy=False, states=_counted()))
+    from tracking import views
+
+    o = spec.objectives[0]
+    view = views.save_sweep_view(client, exp_id, spec.name or "study", objective=o.metric,
+                                 ascending=o.direction == "minimize", params=list(spec.space))
     print(f"study {spec.name!r} on {safe_url(spec.storage)}: {done_before}/{spec.n_trials} trials done; "
           f"parent run {parent_id} in experiment {exp_name!r}\n{target.note()}"
+          f"  runs table: {views.experiment_url(exp_id, view)}\n"
           f"  watch it: optuna-dashboard {safe_url(spec.storage)}", flush=True)
     launcher = make_launcher(target.launcher, 1, module=target.module,
                              options=spec.launcher_options() if target.launcher == spec.launcher else None)
@@ -80,6 +86,9 @@ def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client:
 
         shutil.rmtree(logs, ignore_errors=True)
     close_study_parent(study, client, parent_id, spec, interrupted)
+    ran = [r for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("mlflow_run_ids", [])]
+    views.save_sweep_view(client, exp_id, spec.name or "study", objective=o.metric,  # with every metric
+                          ascending=o.direction == "minimize", params=list(spec.space), run_ids=ran)
     if runner.metric_error:
         print(f"labrun optimize: error: {runner.metric_error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -123,6 +132,9 @@ def open_study(spec: StudySpec) -> Any:
                           f"{str(exc).splitlines()[0]}") from None
     if spec.description and study.user_attrs.get("description") != spec.description:
         study.set_user_attr("description", spec.description)
+    from tracking.views import name_objectives
+
+    name_objectives(study, [o.metric for o in spec.objectives])
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise ConfigError(f"study {spec.name!r} already exists with directions {existing}, the spec "

@@ -112,11 +112,10 @@ class TrialRunner:
         run = find_run(self.client, self.exp_id, job)
         kind = outcome_of(code)
         if run is not None:
-            from tracking.store import run_url
+            from tracking.views import trial_links
 
             run_ids.append(run.info.run_id)
-            trial.set_user_attr("mlflow_run_ids", run_ids)
-            trial.set_user_attr("mlflow_run_urls", [run_url(self.exp_id, r) for r in run_ids])
+            trial_links(trial, self.exp_id, run_ids)
         if kind == "pruned":
             raise optuna.TrialPruned(f"run {run.info.run_id if run else '?'} pruned")
         if kind != "finished" or run is None:
