@@ -6,14 +6,13 @@ resumed three times still reads as one sweep with all its cells nested under it.
 """
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import sys
 import time
 from typing import Any
 
-from tracking import env
+from tracking import env, runs
 from tracking import tags as T
 from tracking.store import elect_earliest
 
@@ -28,35 +27,27 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
             **(extra_tags or {})}
     adopted = env.MLFLOW_RUN_ID.get()
     if adopted:
-        client.update_run(adopted, status="RUNNING")
-        for k, v in tags.items():
-            client.set_tag(adopted, k, v)
+        runs.reopen(client, adopted, tags)
         return adopted, True
     if reuse:
         found = _parents(client, experiment_id, kind, name)
         if found:
             run_id = max(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id  # the newest
-            client.update_run(run_id, status="RUNNING")
-            for k in (T.HOST, T.PID):
-                client.set_tag(run_id, k, tags[k])
+            runs.reopen(client, run_id, {k: tags[k] for k in (T.HOST, T.PID)})
             return run_id, True
-    from mlflow.utils import mlflow_tags as M
-
-    base = {M.MLFLOW_SOURCE_TYPE: "LOCAL", M.MLFLOW_SOURCE_NAME: " ".join(sys.argv[:1]) or "labrun",
-            M.MLFLOW_USER: getpass.getuser()}
-    run = client.create_run(experiment_id, tags={**base, **tags}, run_name=f"{kind}:{name}")
+    run_id = runs.create(client, experiment_id, name=f"{kind}:{name}", tags=tags,
+                         source=" ".join(sys.argv[:1]) or "labrun")
     if not reuse:
-        return run.info.run_id, False
+        return run_id, False
     # Workers that start the same sweep at the same moment each made a parent: like a cell's
     # claim (sweeps/claims.py), the earliest one is the sweep's and the others go.
     time.sleep(max(0.0, env.LABRUN_CLAIM_SETTLE_S.get() or 0.0))
     first = elect_earliest((r.info.start_time, r.info.run_id)
-                           for r in _parents(client, experiment_id, kind, name)) or run.info.run_id
-    if first != run.info.run_id:
-        client.set_terminated(run.info.run_id, "KILLED")
-        client.delete_run(run.info.run_id)
+                           for r in _parents(client, experiment_id, kind, name)) or run_id
+    if first != run_id:
+        runs.withdraw(client, run_id, first)
         return first, True
-    return run.info.run_id, False
+    return run_id, False
 
 
 def _parents(client: Any, experiment_id: str, kind: str, name: str) -> list[Any]:
@@ -75,4 +66,4 @@ def close_parent(client: Any, run_id: str, status: str, metrics: dict[str, float
     rows = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     if rows:
         client.log_batch(run_id, metrics=rows)
-    client.set_terminated(run_id, status, end_time=now)
+    runs.end(client, run_id, status, end_time=now)

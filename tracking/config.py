@@ -291,12 +291,10 @@ def _fail_adopted_run(message: str) -> None:
     if not run_id:
         return
     try:
+        from tracking import runs
         from tracking.store import client
 
-        c = client()
-        c.set_tag(run_id, T.FAILURE, f"ConfigError: {message}"[:5000])
-        c.set_tag(run_id, T.STATUS, "failed")
-        c.set_terminated(run_id, "FAILED")
+        runs.end(client(), run_id, "FAILED", reason=f"ConfigError: {message}", tags={T.STATUS: "failed"})
     except Exception:
         pass
 
