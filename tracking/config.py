@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from tracking import env
 from tracking import tags as T
-from tracking.argv import USAGE, parse_argv
+from tracking.argv import USAGE, command_name, parse_argv
 from tracking.dotted import flatten, get_dotted, set_dotted
 from tracking.exits import EXIT_CONFIG as EXIT_CONFIG_ERROR
 from tracking.identity import digest, experiment_fields, fingerprint, group_key
@@ -132,7 +132,7 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
             f"(e.g. --set train.lr=0.001)"
         )
     key, text = item.split("=", 1)
-    key = key.strip()
+    key = getattr(schema, "moved_keys", {}).get(key.strip(), key.strip())
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(
             f"malformed override {item!r}: the key must be a dotted path like train.lr "
@@ -244,9 +244,10 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
     so the continued run has the same fingerprint as the one it continues.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    prog = prog or f"labrun run {schema.task}"
+    prog = prog or command_name(schema.task)
     try:
         opts, overrides, want_help = parse_argv(argv)
+        opts.command = prog
         if want_help:
             keys = "\n".join(_describe_key(schema, k) for k in valid_keys(schema))
             print(USAGE.format(prog=prog, task=schema.task, keys=keys))
@@ -273,10 +274,13 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
     return cfg
 
 
-def exit_with_config_error(message: str, prog: str) -> "typing.NoReturn":
+def exit_with_config_error(message: str, prog: "str | TaskConfig") -> "typing.NoReturn":
     """One line on stderr, exit 2: for any user error a task finds before its run starts
-    (config, overrides, data settings). Under ``mlflow run`` the pre-created run is failed
-    with the reason, so it neither stays RUNNING nor fails silently."""
+    (config, overrides, data settings). ``prog`` is the command, or the task's config (whose
+    ``launch.command`` it is). Under ``mlflow run`` the pre-created run is failed with the
+    reason, so it neither stays RUNNING nor fails silently."""
+    if isinstance(prog, TaskConfig):
+        prog = prog.launch.command if prog._launch is not None else command_name(prog.task)
     print(f"{prog}: error: {message}", file=sys.stderr)
     _fail_adopted_run(message)
     raise SystemExit(EXIT_CONFIG_ERROR)
@@ -303,6 +307,6 @@ __all__ = [
     "EXIT_CONFIG_ERROR", "RESEARCH_STATUSES", "USAGE", "CheckpointConfig", "ConfigError", "DivergenceConfig",
     "LaunchOptions", "Section", "TaskConfig", "digest", "execution", "exists", "exit_with_config_error",
     "experiment_fields", "find_config", "fingerprint", "flatten", "get_dotted", "group_key", "is_execution",
-    "load_config", "parse_argv", "parse_override", "parse_value", "read_yaml", "resolve_config", "set_dotted",
+    "command_name", "load_config", "parse_argv", "parse_override", "parse_value", "read_yaml", "resolve_config", "set_dotted",
     "valid_keys",
 ]

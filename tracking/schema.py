@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, TypeVar
+from typing import Any, ClassVar, Literal, Mapping, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PrivateAttr, model_validator
 
 from tracking.dotted import get_dotted
 
@@ -78,6 +78,53 @@ class DivergenceConfig(Section):
     """Metric names to watch (None: the task's ``nonfinite_metrics``, ``loss.total``)."""
 
 
+class ExecutionConfig(Section):
+    """How this machine runs the task: never part of what the run computes, so out of the
+    fingerprint and the group. ``start_run`` applies it before the run exists."""
+
+    num_threads: NonNegativeInt | None = None
+    """torch CPU threads (0 or None: torch's default). When not given: the task's
+    ``default_num_threads``. Small models on a shared machine run fastest on one."""
+
+
+MOVED_KEYS: dict[str, str] = {"train.num_threads": "execution.num_threads"}
+"""Config keys that moved: the old spelling (a YAML file, ``--set``, a resumed run's config)
+still means the new key."""
+
+
+def moved(data: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with each old dotted key of ``renames`` moved to its new place (a copy when
+    anything moves); a value already given under the new key wins."""
+    for old, new in renames.items():
+        if not isinstance(_section(data, old), dict):
+            continue
+        data = _deep_copy(data)
+        value = _section(data, old).pop(old.rpartition(".")[2])
+        target = _section(data, new, create=True)
+        if isinstance(target, dict):
+            target.setdefault(new.rpartition(".")[2], value)
+    return data
+
+
+def _section(tree: dict[str, Any], key: str, create: bool = False) -> Any:
+    """The mapping that holds ``key``'s last part: None when a part is missing (or, with
+    ``create``, a new empty mapping); the value itself when it is not a mapping."""
+    node: Any = tree
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, dict):
+            return node
+        if part not in node and create:
+            node[part] = {}
+        node = node.get(part)
+    if not create and isinstance(node, dict) and key.rpartition(".")[2] not in node:
+        return None
+    return node
+
+
+def _deep_copy(tree: Any) -> Any:
+    return {k: _deep_copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
 class TaskConfig(Section):
     """Base of every task's config schema.
 
@@ -91,6 +138,10 @@ class TaskConfig(Section):
     """The task's own libraries, whose versions go into environment.json."""
     nonfinite_metrics: ClassVar[tuple[str, ...]] = ("loss.total",)
     """The training losses whose non-finite value is divergence (``divergence.metrics``)."""
+    default_num_threads: ClassVar[int | None] = None
+    """``execution.num_threads`` when the config does not say (None: torch's default)."""
+    moved_keys: ClassVar[Mapping[str, str]] = MOVED_KEYS
+    """Old dotted keys still accepted, and where they now live (:data:`MOVED_KEYS`)."""
 
     seed: int = 0
     condition: str = "default"
@@ -100,8 +151,23 @@ class TaskConfig(Section):
     """How often to save and how many files to keep: an execution setting."""
     divergence: DivergenceConfig = execution(DivergenceConfig())
     """A NaN/inf training loss: fail the run (default) or record it and finish."""
+    execution: ExecutionConfig = execution(ExecutionConfig())
+    """Threads and other settings of this machine (:class:`ExecutionConfig`)."""
 
     _launch: "LaunchOptions" = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_keys(cls, data: Any) -> Any:
+        """Old keys moved to their new place; the task's thread default where none is given."""
+        if not isinstance(data, dict):
+            return data
+        data = moved(data, cls.moved_keys)
+        exe = data.get("execution")
+        if cls.default_num_threads is not None and (exe is None or (isinstance(exe, dict)
+                                                                    and "num_threads" not in exe)):
+            data = {**data, "execution": {**(exe or {}), "num_threads": cls.default_num_threads}}
+        return data
 
     @property
     def launch(self) -> "LaunchOptions":
@@ -128,6 +194,8 @@ class TaskConfig(Section):
 class LaunchOptions:
     """Run-level options from the command line that are not part of the resolved config."""
 
+    command: str = "labrun run"
+    """The command the user typed (:func:`tracking.argv.command_name`): errors start with it."""
     base_config: str | None = None
     overrides: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)

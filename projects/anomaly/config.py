@@ -57,7 +57,6 @@ class TrainConfig(Section):
     learning_rate: PositiveFloat | None = None
     """null: the model's published rate (draem 1e-4, fastflow 1e-3, dinomaly 2e-3)."""
     checkpoint_every_epochs: PositiveInt = execution(1)
-    num_threads: PositiveInt = execution(2)
 
 
 class Backbone(Section):
@@ -134,6 +133,7 @@ class Config(TaskConfig):
     task: ClassVar[str] = "anomaly"
     method_key: ClassVar[str] = "model.model_type"
     packages: ClassVar[tuple[str, ...]] = ("anomalib", "lightning", "timm", "torchmetrics")
+    default_num_threads: ClassVar[int | None] = 2
     condition_keys: ClassVar[dict[str, str]] = {
         "model_type": "model.model_type", "source_domain": "data.source_domain",
         "target_domain": "data.target_domain", "data_root": "data.root",

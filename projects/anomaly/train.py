@@ -67,13 +67,10 @@ def _engine(run: Any, cfg: Config, spec: Any, bridge: Any) -> Any:
 
 def _fit_and_test(run: Any, cfg: Config, data: Any) -> SimpleNamespace:
     """Build, fit on the source domain, test on the target; the bridge records everything."""
-    import torch
-
     from projects.anomaly.datamodule import folder
     from projects.anomaly.factory import BuildContext, build_model
     from tracking.lightning import LightningBridge
 
-    torch.set_num_threads(cfg.train.num_threads)
     spec = _spec(cfg)
     model = build_model(cfg, BuildContext(cfg.data.image_size, cfg.train.learning_rate, data.anomaly_sources))
     bridge = LightningBridge(run, every_n_epochs=cfg.train.checkpoint_every_epochs)
@@ -111,11 +108,11 @@ def main(argv: list[str] | None = None) -> None:
 
     problem = _spec(cfg).config_error(cfg)
     if problem:
-        exit_with_config_error(problem, "labrun run anomaly")
+        exit_with_config_error(problem, cfg)
     try:
         data = plan(cfg)
     except ValueError as exc:
-        exit_with_config_error(str(exc), "labrun run anomaly")
+        exit_with_config_error(str(exc), cfg)
     blocked = _spec(cfg).unavailable(cfg.model.params())
     with start_run(cfg) as run:
         for name in TEST_METRICS:

@@ -95,7 +95,6 @@ class TrainConfig(Section):
     """Log per-layer activation summaries (mean, std, entropy) every N steps (0: never)."""
     bf16: bool = True
     """bf16 autocast on CUDA (ignored on the CPU, where runs stay fp32 and bit-exact)."""
-    num_threads: int = execution(1)
     sleep_s: float = execution(0.0)
     """Pause per step: lets a person (or a test) interrupt a run mid-way."""
 
@@ -247,6 +246,7 @@ class Config(TaskConfig):
     task: ClassVar[str] = "dynamics"
     method_key: ClassVar[str] = "train.stabiliser"
     packages: ClassVar[tuple[str, ...]] = ("zclip", "pytorch_optimizer")
+    default_num_threads: ClassVar[int | None] = 1
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

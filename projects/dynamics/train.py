@@ -24,22 +24,14 @@ COMPONENTS = Components()
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-    from pathlib import Path
-
-    direct = Path(sys.argv[0]).name == "train.py" and Path(sys.argv[0]).parent.name == "dynamics"
-    cfg = load_config(Config, argv, prog="python -m projects.dynamics.train" if direct else None)
+    cfg = load_config(Config, argv)
     with start_run(cfg) as run:
         _train(cfg, run)
 
 
 def _train(cfg: Config, run) -> None:
-    import torch
-
     from projects.dynamics.trainer import Trainer
 
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     brancher = _brancher(cfg, run) if cfg.branch.enabled else None
     t = Trainer(cfg, run.device)
     run.track_state(**t.objects(), **({"branch": brancher} if brancher is not None else {}))

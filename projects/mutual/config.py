@@ -240,8 +240,6 @@ class TrainConfig(Section):
     """weak_peer: model B is updated only during the first fraction of the epochs (then frozen)."""
     weak_peer_width_factor: float = Field(1.0, gt=0.0, le=1.0)
     """weak_peer: model B's width is multiplied by this (models with a width: mlp, cnn)."""
-    num_threads: PositiveInt | None = execution(1, gt=0)
-    """torch CPU threads (None: torch's default); small nets run fastest on one."""
     sleep_s: NonNegativeFloat = execution(0.0, ge=0.0)
     """Pause after each epoch: lets a person (or a test) interrupt a run mid-way."""
 
@@ -251,6 +249,8 @@ class Config(TaskConfig):
     method_key: ClassVar[str] = "method.name"
     packages: ClassVar[tuple[str, ...]] = ("neuraloperator", "scipy", "statsmodels")
     """Versions recorded in environment.json (the FNO's library, the PDE solvers', the series')."""
+    default_num_threads: ClassVar[int | None] = 1
+    """Small nets run fastest on one thread."""
 
     condition: str = "clean"
     """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""

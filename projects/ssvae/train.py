@@ -68,9 +68,6 @@ class TrainConfig(Section):
     lr: float = Field(1e-3, gt=0.0)
     eval_every: int = Field(1, ge=1)
     """Epochs between accuracy / k_eff evaluations (the last epoch is always evaluated)."""
-    num_threads: int | None = execution(1, ge=1)
-    """torch CPU threads; these nets are small, so one thread beats several fighting over
-    a shared machine (None: torch's default)."""
     fail_at_epoch: int | None = None
     """Raise at this epoch: shows what a crashed run leaves (and lets --resume be tried)."""
 
@@ -110,6 +107,8 @@ class DiagnosticsConfig(Section):
 class Config(TaskConfig):
     task: ClassVar[str] = "ssvae"
     method_key: ClassVar[str] = "model.prior"
+    default_num_threads: ClassVar[int | None] = 1
+    """These nets are small: one thread beats several fighting over a shared machine."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -161,18 +160,14 @@ class History(TrainerState):
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(Config, argv, prog="labrun run ssvae")
+    cfg = load_config(Config, argv)
     from projects.ssvae.data import DataError
 
     try:  # before the run exists: bad data settings leave nothing in the store
         split = load_data(cfg)
     except DataError as exc:
-        exit_with_config_error(str(exc), "labrun run ssvae")
+        exit_with_config_error(str(exc), cfg)
 
-    import torch
-
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     with start_run(cfg) as run:
         _train(cfg, run, split)
 
