@@ -42,9 +42,18 @@ def is_execution(info: Any) -> bool:
 
 
 class Section(BaseModel):
-    """Base for nested config sections: unknown keys are errors, assignments are checked."""
+    """Base for nested config sections: unknown keys are errors, assignments are checked, and
+    every float is finite (a NaN or inf learning rate is refused here, not by torch mid-run)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
+
+
+# A task's schema declares its ranges with pydantic's types (PositiveInt, NonNegativeInt,
+# PositiveFloat, Field(ge=..., le=...)); finite is every float's default (see Section). A value
+# outside them is a one-line error before any run exists, never a crash or an empty run.
+SEED_MAX = 2**32 - 1
+"""NumPy's seeds stop here; torch's and Python's take it too."""
 
 
 class CheckpointConfig(Section):
@@ -143,7 +152,8 @@ class TaskConfig(Section):
     moved_keys: ClassVar[Mapping[str, str]] = MOVED_KEYS
     """Old dotted keys still accepted, and where they now live (:data:`MOVED_KEYS`)."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    """The run's seed (0 .. 2**32-1): Python, NumPy and torch are seeded from it."""
     condition: str = "default"
     device: str = "auto"
     deterministic: bool = True

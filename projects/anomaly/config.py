@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from tracking import Section, TaskConfig, execution
+from tracking.schema import SEED_MAX
 
 MODEL_TYPES = ("patchcore", "padim", "fastflow", "draem", "dinomaly")
 
@@ -27,7 +28,7 @@ class GeneratedConfig(Section):
     n_test_good: PositiveInt = 16
     n_per_defect: PositiveInt = 6
     """Test images per defect kind (scratch, spot, missing, blob) per domain."""
-    seed: NonNegativeInt = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     """Seed of the images themselves: the same set for every run seed."""
 
 

@@ -23,6 +23,7 @@ from pydantic import (BaseModel, Field, NonNegativeFloat, NonNegativeInt, Positi
                       ValidationInfo, field_validator, model_validator)
 
 from tracking import Section, TaskConfig, execution
+from tracking.schema import SEED_MAX
 
 from projects.mutual.conditions import CORRUPTIONS, Condition, check_fits, condition_name, parse_condition
 from projects.mutual.data import DATASET_PROBLEMS, DATASETS
@@ -103,7 +104,7 @@ class DataConfig(Section):
     """Use at most this many training images (quick runs)."""
     max_test: PositiveInt | None = None
     """Evaluate on at most this many test images."""
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=SEED_MAX)
     """Seed of the train/val/test split (operator: of the generated samples); the same for
     every run seed and condition."""
     image_size: PositiveInt = 32
