@@ -132,7 +132,7 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
             f"(e.g. --set train.lr=0.001)"
         )
     key, text = item.split("=", 1)
-    key = getattr(schema, "moved_keys", {}).get(key.strip(), key.strip())
+    key = _canonical_key(schema, key.strip(), text)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(
             f"malformed override {item!r}: the key must be a dotted path like train.lr "
@@ -145,6 +145,19 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
             f"unknown config key {key!r} (from {item!r}); {_closest(key, valid_keys(schema))}"
         ) from None
     return key, value
+
+
+def _canonical_key(schema: type[BaseModel], key: str, text: str) -> str:
+    """A moved key's new place; a shorthand's key when its value is not a mapping."""
+    key = getattr(schema, "moved_keys", {}).get(key, key)
+    target = getattr(schema, "shorthands", {}).get(key)
+    if target is None:
+        return key
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return key if isinstance(value, dict) else target
 
 
 def exists(path: Path) -> bool:
@@ -195,17 +208,38 @@ def find_config(schema: type[TaskConfig], name: str | None) -> Path | None:
 def _explain(schema: type[BaseModel], exc: ValidationError, origin: Mapping[str, str]) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
-    given = origin.get(key)
+    parts = key.split(".")
+    given = next((origin[k] for k in (".".join(parts[:i]) for i in range(len(parts), 0, -1)) if k in origin),
+                 None)
     if err["type"] == "extra_forbidden":
         src = f" (from {given})" if given else ""
         return f"unknown config key {key!r}{src}; {_closest(key, valid_keys(schema))}"
     try:
-        expected = _type_name(_field_annotation(schema, key))
+        annotation = _field_annotation(schema, key) if key else schema
     except KeyError:
-        expected = "a valid value"
+        annotation = None
+    if not key or (_is_model(annotation) and err["type"] in ("value_error", "assertion_error")):
+        # A section's (or the whole config's) own check: its message names the keys at fault;
+        # the section's values, often dozens of them, would bury it.
+        return _message(err)
+    expected = _type_name(annotation) if annotation is not None else "a valid value"
     got = err.get("input")
     src = f" from {given}" if given else ""
     return f"{key} expects {expected}, got {got!r}{src} ({err['msg']})"
+
+
+def _is_model(annotation: Any) -> bool:
+    model = _unwrap_model(annotation)
+    return isinstance(model, type) and issubclass(model, BaseModel)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """A validator's own words, without pydantic's ``Value error, `` prefix."""
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
 
 
 def resolve_config(
@@ -228,6 +262,8 @@ def resolve_config(
     for item in overrides:
         key, value = parse_override(schema, item)
         set_dotted(tree, key, value)
+        for below in [k for k in origin if k.startswith(key + ".")]:
+            del origin[below]  # the override replaced that part of the file
         origin[key] = repr(item)
     try:
         return schema.model_validate(tree)

@@ -151,6 +151,11 @@ class TaskConfig(Section):
     """``execution.num_threads`` when the config does not say (None: torch's default)."""
     moved_keys: ClassVar[Mapping[str, str]] = MOVED_KEYS
     """Old dotted keys still accepted, and where they now live (:data:`MOVED_KEYS`)."""
+    shorthands: ClassVar[Mapping[str, str]] = {}
+    """Command-line names for a dotted key, given a plain value: ``{"method": "method.name"}``
+    makes ``--set method=naive`` (and ``mlflow run -P method=naive``) set ``method.name``. An
+    MLproject passes them as ordinary overrides, never as declared parameters with defaults,
+    so a key the user did not give never overrides the config file."""
 
     seed: int = Field(0, ge=0, le=SEED_MAX)
     """The run's seed (0 .. 2**32-1): Python, NumPy and torch are seeded from it."""

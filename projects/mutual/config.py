@@ -252,6 +252,8 @@ class Config(TaskConfig):
     """Versions recorded in environment.json (the FNO's library, the PDE solvers', the series')."""
     default_num_threads: ClassVar[int | None] = 1
     """Small nets run fastest on one thread."""
+    shorthands: ClassVar[dict[str, str]] = {"task": "problem", "method": "method.name"}
+    """``mlflow run . -e mutual -P task=operator -P method=ssmo-soft`` (or ``--set task=...``)."""
 
     condition: str = "clean"
     """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""
