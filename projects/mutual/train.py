@@ -127,7 +127,7 @@ def _train(run, p: Pair) -> None:
                        keys=[f"loss.{m}.total" for m in NAMES] + [f"metric.{m}.{key}.val" for m in NAMES])
         if cfg.train.sleep_s:
             time.sleep(cfg.train.sleep_s)
-    from projects.mutual.report import record
+    from projects.mutual.components import record
 
     record(run, p, best, key, direction)
     for m in NAMES:
