@@ -25,7 +25,7 @@ from pydantic import (BaseModel, Field, NonNegativeFloat, NonNegativeInt, Positi
 from tracking import Section, TaskConfig, execution
 from tracking.schema import SEED_MAX
 
-from projects.mutual.conditions import CORRUPTIONS, Condition, check_fits, condition_name, parse_condition
+from projects.mutual.conditions import CORRUPTIONS, Perturbation, check_fits, condition_name, parse_condition
 from projects.mutual.data import DATASET_PROBLEMS, DATASETS
 from projects.mutual.data.series.schema import SeriesConfig
 from projects.mutual.data.segmentation.schema import SegConfig
@@ -212,8 +212,8 @@ class PerturbationConfig(Section):
         return self
 
     def knobs(self) -> dict[str, Any]:
-        """The base knobs, and each shift knob that is on (:meth:`Condition.named_knobs`)."""
-        return Condition(**self.model_dump()).named_knobs()
+        """The base knobs, and each shift knob that is on (:meth:`Perturbation.named_knobs`)."""
+        return Perturbation(**self.model_dump()).named_knobs()
 
 
 class TrainConfig(Section):
@@ -291,7 +291,7 @@ class Config(TaskConfig):
             full = pert.model_dump()
         elif isinstance(pert, dict) or pert is None:
             given = dict(pert or {})
-            full = {**Condition().knobs(), **given}
+            full = {**Perturbation().knobs(), **given}
         else:
             return data
         name = data.get("condition")
@@ -381,7 +381,7 @@ class Config(TaskConfig):
     def _condition_fits_problem(cls, value: PerturbationConfig, info: ValidationInfo) -> PerturbationConfig:
         problem, data = info.data.get("problem"), info.data.get("data")
         if problem is not None and data is not None:
-            check_fits(Condition(**value.model_dump()), problem, data.dataset)
+            check_fits(Perturbation(**value.model_dump()), problem, data.dataset)
         return value
 
     @field_validator("pde")
@@ -400,8 +400,8 @@ class Config(TaskConfig):
         return value
 
     @property
-    def condition_spec(self) -> Condition:
-        return Condition(**self.perturbation.model_dump())
+    def perturbation_spec(self) -> Perturbation:
+        return Perturbation(**self.perturbation.model_dump())
 
     def model_b_sizes(self) -> dict[str, Any]:
         """model_b's sizes with the weak-peer width factor applied (when the condition says so)."""
