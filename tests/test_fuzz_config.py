@@ -144,3 +144,38 @@ def test_the_real_command_line_exits_2_in_one_line_and_makes_no_run(store, capsy
     fuzz()
     with capsys.disabled():
         print(f"\nfuzz labrun run toy (subprocess): {len(tried)} inputs tried")
+
+
+RESERVED = ["labrun.fingerprint", "labrun.task", "labrun.status", "labrun.group", "mlflow.user",
+            "mlflow.parentRunId", "labrun.", "mlflow."]
+
+
+def tag_args() -> st.SearchStrategy[list[str]]:
+    """``--tag`` with reserved, empty, over-long and odd keys and values."""
+    key = st.one_of(st.sampled_from(RESERVED), st.text(max_size=12), st.just("k" * 251), st.just("ok"),
+                    st.sampled_from(["/a", "a//b", "..", "a:b", "a b", "x/../y"]))
+    value = st.one_of(values(), st.just("v" * 8001))
+    return st.tuples(key, st.sampled_from(["=", ""]), value).map(lambda t: ["--tag", "".join(t)])
+
+
+def test_tags_and_resume_ids_are_checked_before_any_run(store, capsys):
+    """Reserved/over-long/odd tag keys and any --resume id (unknown, another task's, not a
+    labrun run, a real one) end in a config or one line, before a run exists."""
+    other = store.create_run(store.create_experiment("ired"), tags={"labrun.task": "ired"}).info.run_id
+    bare = store.create_run("0").info.run_id
+    own = store.create_run("0", tags={"labrun.task": "toy"}).info.run_id
+    ids = st.one_of(st.sampled_from([other, bare, own, other.upper(), own[:-1], "0" * 32]), st.text(max_size=40))
+    resume = ids.map(lambda i: ["--resume", i])
+    schema = _schema("toy")
+    seen: dict[str, int] = {"ok": 0, "error": 0}
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(parts=st.lists(st.one_of(tag_args(), resume), min_size=1, max_size=3))
+    def fuzz(parts):
+        seen[check_argv(schema, ["--config", "quick", *itertools.chain(*parts)], capsys)] += 1
+
+    fuzz()
+    assert seen["error"] > 0 and seen["ok"] > 0
+    assert len(all_runs(store)) == 3  # the three made above: no input created a run
+    with capsys.disabled():
+        print(f"\nfuzz --tag/--resume: {sum(seen.values())} inputs ({seen['ok']} valid, {seen['error']} one-line errors)")

@@ -202,3 +202,32 @@ def test_a_sigkilled_runs_leftovers_go_when_it_is_resumed_or_collected(store, tm
     assert not (tmp / "labrun-journal" / second).exists()
     run = store.get_run(second)
     assert run.info.status == "KILLED" and "logs/train.log" in {a.path for a in store.list_artifacts(second, "logs")}
+
+
+@pytest.mark.parametrize("tag,needle", [
+    ("labrun.fingerprint=x", "reserved"), ("labrun.task=ired", "reserved"), ("labrun.status=bogus", "--status"),
+    ("mlflow.user=x", "reserved"), ("=v", "key before '=' is empty"), ("k" * 251 + "=v", "up to 250"),
+    ("k=" + "v" * 8001, "up to 8000"), ("a$b=1", "not one MLflow accepts"),
+])
+def test_a_tag_that_would_overwrite_bookkeeping_or_break_mlflow_is_refused(tmp_path, tag, needle):
+    """Case 3/4: exit 2 in one line and no run, where a reserved tag used to overwrite the
+    fingerprint (exit 0) and an over-long key used to fail the run with a traceback."""
+    proc = run_cli([*LABRUN, "run", "toy", "--config", "quick", "--tag", tag], cwd=tmp_path, timeout=120,
+                   env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    _one_line_exit_2(proc, needle)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_resuming_another_tasks_run_names_its_task(store, tmp_path):
+    """Case 6: `labrun run ired --resume <toy run>` said 'unknown config key' or made a FAILED
+    run with a CheckpointError traceback; now one line naming the run's task, and no run."""
+    run_cli([*LABRUN, "run", "toy", "--config", "quick", "--set", "train.steps=2"], cwd=store.root,
+            timeout=120, check=True)
+    (toy_run,) = all_runs(store)
+    for argv in (["ired", "--resume", toy_run.info.run_id], ["ired", "--config", "quick", "--resume", toy_run.info.run_id]):
+        proc = run_cli([*LABRUN, "run", *argv], cwd=store.root, timeout=120)
+        _one_line_exit_2(proc, f"run {toy_run.info.run_id} is a run of task 'toy', not 'ired'",
+                         f"labrun run toy --resume {toy_run.info.run_id}")
+    proc = run_cli([*LABRUN, "run", "toy", "--resume", "f" * 32], cwd=store.root, timeout=120)
+    _one_line_exit_2(proc, "no run 'ffffffffffffffffffffffffffffffff'")
+    assert len(all_runs(store)) == 1

@@ -3,11 +3,19 @@
 values; the override grammar itself is :mod:`tracking.config`'s."""
 from __future__ import annotations
 
+import posixpath
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from tracking import tags as T
 from tracking.schema import RESEARCH_STATUSES, ConfigError, LaunchOptions
+
+# MLflow's own limits (mlflow.utils.validation): longer keys fail the run, longer values are cut.
+TAG_KEY_MAX, TAG_VALUE_MAX = 250, 8000
+RESERVED_PREFIXES = (T.PREFIX, "mlflow.")
+_TAG_KEY = re.compile(r"^[/\w.\- :]*$")  # the characters MLflow accepts in a key
 
 USAGE = """usage: {prog} [--config PATH] [--set key.path=value ...] [--key.path value ...]
        [--seed N] [--tag key=value ...] [--status exploratory|keep|baseline|failed]
@@ -85,10 +93,8 @@ def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
         elif name == "--seed":
             overrides.append(f"seed={value}")
         elif name == "--tag":
-            if "=" not in value:
-                raise ConfigError(f"malformed tag {value!r}: expected --tag key=value")
-            k, v = value.split("=", 1)
-            opts.tags[k.strip()] = v
+            k, v = _tag(value)
+            opts.tags[k] = v
         elif name == "--status":
             if value not in RESEARCH_STATUSES:
                 raise ConfigError(
@@ -117,3 +123,34 @@ def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
             overrides.append(f"{name[2:]}={value}")
     opts.overrides = overrides
     return opts, overrides, False
+
+
+def _tag(value: str) -> tuple[str, str]:
+    """One ``--tag key=value``, checked before any run exists.
+
+    ``labrun.*`` and ``mlflow.*`` keys are the platform's bookkeeping (fingerprints, task,
+    status, parent links): a user's tag must not overwrite them. The few a sweep launcher
+    passes to its cells (:data:`tracking.tags.LAUNCH_TAGS`) are let through.
+    """
+    if "=" not in value:
+        raise ConfigError(f"malformed tag {value!r}: expected --tag key=value")
+    k, v = value.split("=", 1)
+    k = k.strip()
+    if not k:
+        raise ConfigError(f"malformed tag {value!r}: the key before '=' is empty (--tag key=value)")
+    if k == T.STATUS:
+        raise ConfigError(f"tag {k!r} is reserved: set the research status with --status "
+                          f"{'|'.join(RESEARCH_STATUSES)}")
+    if k.startswith(RESERVED_PREFIXES) and k not in T.LAUNCH_TAGS:
+        raise ConfigError(f"tag {k!r} is reserved: keys starting with 'labrun.' or 'mlflow.' are "
+                          f"the platform's own; choose another key (e.g. {k.split('.', 1)[1]!r})")
+    if not _TAG_KEY.match(k) or posixpath.normpath(k) != k or k.startswith(("/", "..")):
+        raise ConfigError(f"tag key {k!r} is not one MLflow accepts: use letters, digits, '_', '-', "
+                          f"'.', ' ', ':' and '/' (not at the start, no '..' or '//')")
+    if len(k) > TAG_KEY_MAX:
+        raise ConfigError(f"tag key of {len(k)} characters is too long: MLflow keeps keys up to "
+                          f"{TAG_KEY_MAX} ({k[:40]!r}...)")
+    if len(v) > TAG_VALUE_MAX:
+        raise ConfigError(f"tag {k!r}: a value of {len(v)} characters is too long: MLflow keeps "
+                          f"up to {TAG_VALUE_MAX}; put long text in --description or a file")
+    return k, v

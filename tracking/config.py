@@ -289,10 +289,12 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
             print(USAGE.format(prog=prog, task=schema.task, keys=keys))
             raise SystemExit(0)
         base = None
-        if opts.resume and opts.base_config is None:
-            from tracking.store import resolved_config_of
+        if opts.resume:
+            from tracking.store import check_reachable, check_resumable, resolved_config_of, tracking_uri
 
-            base = resolved_config_of(opts.resume)
+            check_reachable(tracking_uri())
+            check_resumable(opts.resume, schema.task)
+            base = resolved_config_of(opts.resume) if opts.base_config is None else None
         cfg = resolve_config(schema, opts.base_config, overrides, base=base)
         if base is None:
             found = find_config(schema, opts.base_config)

@@ -237,6 +237,27 @@ def run_url(experiment_id: str, run_id: str) -> str:
     return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
+def check_resumable(run_id: str, task: str) -> None:
+    """``--resume RUN_ID`` names a run of this task in this store, or one line says what it is.
+
+    Checked before the config is read, so another task's run is named as such rather than
+    failing later on its config keys or its checkpoint."""
+    from tracking.config import ConfigError
+    from tracking.tags import TASK
+
+    try:
+        run = client().get_run(run_id)
+    except Exception:
+        raise ConfigError(f"cannot resume: no run {run_id!r} in the tracking store {tracking_uri()} "
+                          f"(a run id is the 32 hex characters in the run's UI page and in 'labrun export')") from None
+    other = run.data.tags.get(TASK)
+    if other is None:
+        raise ConfigError(f"cannot resume: run {run_id} is not a labrun task run (no {TASK} tag)")
+    if other != task:
+        raise ConfigError(f"cannot resume: run {run_id} is a run of task {other!r}, not {task!r} "
+                          f"(labrun run {other} --resume {run_id})")
+
+
 def resolved_config_of(run_id: str) -> dict[str, Any]:
     """The resolved config a run logged in ``config.yaml`` (for ``--resume``).
 
@@ -249,12 +270,6 @@ def resolved_config_of(run_id: str) -> dict[str, Any]:
     from tracking.config import ConfigError
 
     c = client()
-    try:
-        c.get_run(run_id)
-    except Exception:
-        raise ConfigError(
-            f"cannot resume: no run {run_id!r} in the tracking store {tracking_uri()}"
-        ) from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = c.download_artifacts(run_id, "config.yaml", tmp)
