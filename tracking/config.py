@@ -14,6 +14,7 @@ importable from here as before.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import sys
 import typing
@@ -71,8 +72,10 @@ def valid_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _describe_key(schema: type[BaseModel], key: str) -> str:
-    """``  train.lr (float, default 0.001): what the field's docstring says``"""
+def _describe_key(schema: type[BaseModel], key: str, defaults: Mapping[str, Any] | None = None) -> str:
+    """``  train.lr (float, default 0.001): what the field's docstring says``
+
+    ``defaults``: the schema's resolved defaults (a task's ``default_num_threads`` included)."""
     model: Any = schema
     info = None
     for part in key.split("."):
@@ -80,9 +83,18 @@ def _describe_key(schema: type[BaseModel], key: str) -> str:
         model = _unwrap_model(info.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return f"  {key}:"
-    default = info.get_default(call_default_factory=True)
+    default = (defaults or {}).get(key, info.get_default(call_default_factory=True))
     doc = f" — {info.description}" if info.description else ""
     return f"  {key} ({_type_name(info.annotation)}, default {default!r}){doc}"
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(schema: type[BaseModel]) -> dict[str, Any]:
+    """The flattened config a schema gives when nothing is set ({} if it needs something)."""
+    try:
+        return flatten(schema.model_validate({}).model_dump(mode="json"))
+    except ValidationError:
+        return {}
 
 
 def _closest(key: str, keys: Sequence[str]) -> str:
@@ -285,7 +297,7 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
         opts, overrides, want_help = parse_argv(argv)
         opts.command = prog
         if want_help:
-            keys = "\n".join(_describe_key(schema, k) for k in valid_keys(schema))
+            keys = "\n".join(_describe_key(schema, k, _defaults(schema)) for k in valid_keys(schema))
             print(USAGE.format(prog=prog, task=schema.task, keys=keys))
             raise SystemExit(0)
         base = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from tracking.dotted import get_dotted
 
@@ -91,9 +91,8 @@ class ExecutionConfig(Section):
     """How this machine runs the task: never part of what the run computes, so out of the
     fingerprint and the group. ``start_run`` applies it before the run exists."""
 
-    num_threads: NonNegativeInt | None = None
-    """torch CPU threads (0 or None: torch's default). When not given: the task's
-    ``default_num_threads``. Small models on a shared machine run fastest on one."""
+    num_threads: Optional[int] = Field(None, ge=0)
+    """torch CPU threads (0 or None: torch's default; not given: the task's default_num_threads)."""
 
 
 MOVED_KEYS: dict[str, str] = {"train.num_threads": "execution.num_threads"}
