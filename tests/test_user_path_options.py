@@ -108,6 +108,46 @@ def test_the_old_thread_key_still_works(capsys):
     assert fingerprint(old) == fingerprint(resumed) == fingerprint(load_config(schema, ["--config", "quick"]))
 
 
+NUMBERS = st.one_of(st.integers(-(2**80), 2**80).map(str), st.floats().map(repr),
+                    st.sampled_from([".nan", ".inf", "-.inf", "nan", "inf", "1e400", "-0", "0", "1", "0.5"]))
+POSITIVE = ("train.eval_every", "train.steps", "train.epochs", "train.max_epochs", "train.batch_size",
+            "train.lr", "train.learning_rate")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fuzzed_range_keys_of_every_task_validate_or_fail_in_one_line(task, capsys):
+    """Any number in a case-5 key of any task: one line and exit 2, or a config whose value is in
+    range (positive, finite, a seed NumPy and torch accept). In-process: a run per example would
+    take minutes for the bigger tasks; the subprocess fuzz below covers the toy task end to end."""
+    from tracking.config import get_dotted, load_config
+    from tracking.tasks import load_task
+
+    schema, keys = load_task(task).schema, sorted(_range_keys(task))
+    seen = {"ok": 0, "error": 0}
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(key=st.sampled_from(keys), value=NUMBERS)
+    def fuzz(key, value):
+        capsys.readouterr()
+        try:
+            cfg = load_config(schema, ["--config", "quick", "--set", f"{key}={value}"])
+        except SystemExit as exc:
+            err = capsys.readouterr().err
+            assert exc.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (key, value, err)
+            seen["error"] += 1
+            return
+        got = get_dotted(cfg.model_dump(), key)
+        if got is not None:
+            assert math.isfinite(got), (key, value, got)
+            assert got > 0 if key in POSITIVE else 0 <= got <= 2**32 - 1, (key, value, got)
+        seen["ok"] += 1
+
+    fuzz()
+    with capsys.disabled():
+        print(f"\nfuzz {task} range-checked keys: {seen}")
+    assert seen["error"] > 0
+
+
 # --------------------------------------------------------------------------- case 7: MLproject defaults
 
 def test_no_task_entry_point_declares_a_default_that_overrides_the_config():
