@@ -12,6 +12,13 @@ a paper asks: mean ± std over seeds, t-based and bootstrap 95% CIs, per-seed ra
 Kendall's W (does the ranking hold from seed to seed?), paired t / Wilcoxon tests of the
 winner against each other group, and learning curves with ± std bands.
 
+When the groups differ by the method and by other axes (cells, conditions, model pairs), the
+methods are compared within each setting of the other axes, as Demšar (2006) does for methods
+over datasets: a blocks x methods table of means over seeds, average ranks, the Friedman test
+(Iman-Davenport corrected), Nemenyi's critical difference and Holm's test against a control,
+and a critical-difference diagram. --compare-by/--within choose the axes; --all-groups ranks
+every group against every other instead.
+
 Runs that are not FINISHED are left out and counted. Groups default to {T.GROUP} (the
 same config without the seed), labelled by method (and condition). Everything is printed,
 and logged as artifacts (table.md/.tex, ranks.md/.tex, paired.md/.tex, stats.json,
@@ -22,6 +29,7 @@ examples:
   labrun analyze --experiment toy --metric metric.mse.val --group-by train.optimizer train.lr
   labrun analyze --experiment toy --metric metric.mse.val --value best --filter "train.lr<0.05"
   labrun analyze --experiment ired --metric metric.mse.val --compare adversarial none
+  labrun analyze -e mutual -m metric.acc --compare-by labrun.method --within labrun.condition params.problem
   labrun analyze --experiment wine --metric rmse --group-by params.alpha,params.l1_ratio --seed-key params.seed
 
 Any experiment works, also one of an MLflow project labrun did not write: with no
@@ -48,7 +56,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
     opts = AnalyzeOptions(experiments=args.experiment, metric=args.metric, direction=args.direction,
                           group_by=_keys(args.group_by), seed_key=args.seed_key, value=args.value, filters=args.filter or [],
-                          compare=args.compare or [],
+                          compare=args.compare or [], compare_by=args.compare_by, within=_keys(args.within),
+                          control=args.control, all_groups=args.all_groups,
                           confidence=args.confidence, n_boot=args.bootstrap, seed=args.seed,
                           curves=not args.no_curves, log_run=not args.no_log,
                           out_dir=Path(args.out) if args.out else None)
@@ -96,6 +105,16 @@ def register(subparsers) -> None:
                    help="keep runs where KEY OP VALUE holds (OP: = != < <= > >=); repeatable, ANDed")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="paired tests of group A against group B only (labels as printed in the table)")
+    p.add_argument("--compare-by", metavar="KEY",
+                   help=f"the competitors (e.g. {T.METHOD}), compared within each block of --within: average "
+                        "ranks, Friedman/Iman-Davenport, Nemenyi and Holm vs --control, a CD diagram")
+    p.add_argument("--within", nargs="+", metavar="KEY",
+                   help=f"the keys of a block (e.g. {T.CONDITION} params.model_b.name); default: what varies "
+                        "within a method")
+    p.add_argument("--control", metavar="NAME", help="the method Holm's test compares the others to (default: "
+                                                     "the best average rank)")
+    p.add_argument("--all-groups", action="store_true",
+                   help="rank every group against every other instead of methods within blocks")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the CIs (default 0.95)")
     p.add_argument("--bootstrap", type=int, default=10_000, metavar="N", help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")

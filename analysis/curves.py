@@ -110,3 +110,17 @@ def plot_rank_heatmap(ranks: "pd.DataFrame", metric: str, path: str | Path) -> P
     fig.colorbar(im, ax=ax, label="rank (1 = best)")
     ax.set_title(f"per-seed ranks on {metric}")
     return _save(fig, path)
+
+
+def plot_cd_diagram(mean_rank: "pd.Series", nemenyi_p: "pd.DataFrame", cd: float, metric: str, n_blocks: int,
+                    path: str | Path) -> Path:
+    """Demšar's critical-difference diagram (scikit-posthocs draws it): methods on the rank
+    axis, a bar joining those Nemenyi's test does not separate."""
+    import scikit_posthocs as sp
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.3 * len(mean_rank)))
+    sp.critical_difference_diagram(mean_rank.to_dict(), nemenyi_p, ax=ax, alpha=0.05)
+    ax.set_title(f"average rank on {metric} over {n_blocks} blocks (Nemenyi CD = {cd:.2f} at alpha 0.05)",
+                 fontsize=9)
+    return _save(fig, path)

@@ -335,7 +335,8 @@ def resolve_column(frame: "pd.DataFrame", key: str, *, what: str = "key") -> str
     import difflib
 
     options = [c for c in frame.columns if _tag_column(c) and c not in (*BASE_COLUMNS, "description")
-               and not c.startswith(("final.", "best.", "step."))]
+               and not c.startswith(("final.", "best.", "step.", T.ANALYSIS))]
+    options.sort(key=lambda c: not c.startswith("params."))       # what a user groups by first
     short = [c[len("params."):] if c.startswith("params.") else c for c in options]
     close = difflib.get_close_matches(key, short, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"valid: {', '.join(short[:12])}"

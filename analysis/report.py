@@ -48,6 +48,14 @@ class AnalyzeOptions:
     filters: list[str] = field(default_factory=list)
     compare: list[str] = field(default_factory=list)
     """Two group labels: test exactly this pair instead of the winner against each other group."""
+    compare_by: str | None = None
+    """The competitors' key (e.g. ``labrun.method``): compared within each block (``within``)."""
+    within: list[str] = field(default_factory=list)
+    """The keys of a block; default: the axes that vary within a method."""
+    control: str | None = None
+    """The method Holm's test compares every other one against (default: the best ranked)."""
+    all_groups: bool = False
+    """Rank every group against every other, as before blocked comparisons were the default."""
     confidence: float = 0.95
     n_boot: int = stats.N_BOOT
     seed: int = stats.SEED
@@ -88,6 +96,8 @@ class Analysis:
     default_group: bool = True
     order: list[str] = field(default_factory=list)           # group labels, first run first
     strata: dict[str, "pd.DataFrame"] = field(default_factory=dict)   # condition -> its runs, or "all"
+    within: list[str] = field(default_factory=list)          # block columns: methods compared within each
+    note: str = ""                                           # how the groups were formed, when not plainly
     summary: "pd.DataFrame | None" = None  # one row per group, best first (sections.Summary)
     rankings: dict[str, "Ranking"] = field(default_factory=dict)      # sections.Ranks
     paired: list[stats.Paired] = field(default_factory=list)          # sections.Paired
@@ -183,21 +193,60 @@ def _group(a: Analysis) -> None:
     under another; pooled, that would be hidden).
     """
     a.default_group = not a.opts.group_by
-    if a.default_group:
-        a.keys = [T.GROUP if T.GROUP in a.runs.columns else T.METHOD]
-        if a.keys[0] not in a.runs.columns:
-            raise ConfigError(f"these runs have neither {T.GROUP} nor {T.METHOD}; pass --group-by KEY")
-    else:
-        a.keys = [query.resolve_column(a.runs, k, what="group key") for k in a.opts.group_by]
     a.runs = a.runs.copy()
-    a.runs["group"] = labels(a.runs, a.keys, a.default_group)
-    a.order = list(dict.fromkeys(a.runs["group"]))
-    line = diverged_line(a.frame, a.keys, a.default_group)
+    a.strata = {"all": a.runs}
+    blocked = _block(a)
+    if not blocked:
+        if a.default_group:
+            a.keys = [T.GROUP if T.GROUP in a.runs.columns else T.METHOD]
+            if a.keys[0] not in a.runs.columns:
+                raise ConfigError(f"these runs have neither {T.GROUP} nor {T.METHOD}; pass --group-by KEY")
+        else:
+            a.keys = [query.resolve_column(a.runs, k, what="group key") for k in a.opts.group_by]
+        a.runs["group"] = labels(a.runs, a.keys, a.default_group)
+        a.order = list(dict.fromkeys(a.runs["group"]))
+    line = diverged_line(a.frame, a.keys, a.default_group and not blocked)
     if line:
         a.warnings.append(line)
-    a.strata = {"all": a.runs}
-    if a.default_group and T.CONDITION in a.runs.columns and a.runs[T.CONDITION].nunique() > 1:
+    if not blocked and a.default_group and T.CONDITION in a.runs.columns and a.runs[T.CONDITION].nunique() > 1:
         a.strata = {str(c): part for c, part in a.runs.groupby(T.CONDITION, sort=True)}
+
+
+def _block(a: Analysis) -> bool:
+    """Methods compared within each setting of the other axes (Demšar's blocks), when asked
+    (``--compare-by``/``--within``) or when the default groups differ by more than the method.
+
+    Ranking every (method, setting) group against every other asks which *setting* is best;
+    a study asks which method wins within each, and whether that holds across them.
+    """
+    from analysis import blocked
+
+    opts = a.opts
+    asked = bool(opts.compare_by or opts.within)
+    if opts.all_groups or not (asked or a.default_group):
+        return False
+    method = query.resolve_column(a.runs, opts.compare_by or T.METHOD, what="--compare-by key") \
+        if asked or T.METHOD in a.runs.columns else None
+    if method is None or a.runs[method].nunique() < 2:
+        if asked:
+            raise ConfigError(f"--compare-by {method}: every run has the same value, nothing to compare; "
+                              f"name the key that tells the methods apart (e.g. {T.METHOD})")
+        return False
+    seed_cols = [T.SEED] + ([query.resolve_column(a.runs, opts.seed_key, what="seed key")] if opts.seed_key else [])
+    within = [query.resolve_column(a.runs, k, what="--within key") for k in opts.within] or \
+        blocked.other_axes(a.runs, method, seed_cols)
+    if not within:
+        if asked:
+            raise ConfigError(f"--compare-by {method}: nothing else varies between these runs to compare "
+                              f"within; drop --compare-by, or name the blocks with --within KEY")
+        return False
+    a.keys, a.within = [method], within
+    a.runs["group"] = a.runs[method].astype(str).astype(object)
+    a.runs["block"] = blocked.block_labels(a.runs, within)
+    a.order = list(dict.fromkeys(a.runs["group"]))
+    how = "as asked" if asked else "the groups differ by more than the method; --all-groups ranks every group"
+    a.note = f"comparing {method} within each {', '.join(within)} ({a.runs['block'].nunique()} blocks; {how})"
+    return True
 
 
 def _warn_many_groups(a: Analysis) -> None:
@@ -215,6 +264,8 @@ def _header(a: Analysis) -> list[str]:
              f"{a.opts.metric} ({a.opts.value} value, {a.better} is better), grouped by {', '.join(a.keys)}"]
     if a.excluded:
         lines.append("; ".join(f"{n} {what} excluded" for what, n in a.excluded.items()))
+    if a.note:
+        lines.append(a.note)
     return lines
 
 
@@ -242,12 +293,21 @@ def _render_markdown(a: Analysis, sections: list[Section], figures: list[str]) -
 def _write(out: Path, a: Analysis, sections: list[Section]) -> list[str]:
     """All artifacts into ``out``; returns their relative paths."""
     written = [path for section in sections for path in section.write(out, a)]
-    a.runs.to_csv(out / "runs.csv", index=False)
-    (out / "stats.json").write_text(json.dumps(_stats_doc(a, sections), indent=2, default=_f))
+    a.runs[_runs_columns(a)].to_csv(out / "runs.csv", index=False)
+    (out / "stats.json").write_text(json.dumps(_stats_doc(a, sections), separators=(",", ":"), default=_f))
     figures = [path for section in sections for path in section.figures(out, a)]
     (out / "analysis.md").write_text(_render_markdown(a, sections, figures))
     (out / "analysis.txt").write_text(a.text + "\n")
     return written + ["runs.csv", "stats.json", *figures, "analysis.md", "analysis.txt"]
+
+
+def _runs_columns(a: Analysis) -> list[str]:
+    """runs.csv: the analysed runs as the analysis saw them (who, which group and block, which
+    seed, which value); every other column is one ``labrun export`` away, and at 10,000 runs
+    all of them made a 5 MB artifact per analysis."""
+    wanted = ["run_id", "run_name", "status", "group", "block", T.SEED, T.METHOD, T.CONDITION, T.GROUP,
+              *a.keys, *a.within, a.value_col]
+    return [c for c in dict.fromkeys(wanted) if c in a.runs.columns]
 
 
 def _stats_doc(a: Analysis, sections: list[Section]) -> dict[str, Any]:

@@ -297,9 +297,15 @@ def group_stats(frame: "pd.DataFrame", value: str, by: str = "group", *, confide
         for size in sorted(set(n[many].tolist())):
             rows = np.flatnonzero((n == size) & many)
             idx = np.random.default_rng(seed).integers(0, size, size=(n_boot, size))
-            # resampled means as a product: weights[b, i] = times value i is drawn in resample b
-            weights = np.zeros((n_boot, size))
-            np.add.at(weights, (np.repeat(np.arange(n_boot), size), idx.ravel()), 1.0 / size)
+            if len(rows) * 8 < size:      # a few large groups: gather, as bootstrap_ci does
+                for r in rows:
+                    means = padded[r, :size][idx].mean(axis=1)
+                    boot[r] = np.quantile(means, [alpha, 1 - alpha])
+                continue
+            # many groups of one size: resampled means as a product, weights[b, i] = times value
+            # i is drawn in resample b / size (one matrix for all of them)
+            draws = (np.arange(n_boot)[:, None] * size + idx).ravel()     # bincount: np.add.at is slow
+            weights = np.bincount(draws, minlength=n_boot * size).reshape(n_boot, size) / size
             for lo in range(0, len(rows), 64):
                 chunk = rows[lo:lo + 64]
                 means = padded[chunk, :size] @ weights.T                   # groups x n_boot

@@ -24,6 +24,24 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+RUN_CONTEXT = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "LABRUN_PARENT_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_run_context():
+    """``mlflow.set_experiment`` (and ``mlflow run``'s helpers) write MLFLOW_EXPERIMENT_ID into
+    this process's environment; left there, the next test's subprocess started in a fresh
+    store looked for experiment 1 ("No Experiment with id=1 exists"), depending on which tests
+    an xdist worker ran before it. Each test leaves the run context as it found it."""
+    before = {k: os.environ.get(k) for k in RUN_CONTEXT}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def _template_db(tmp_path_factory):
     """A migrated, empty MLflow database: creating one costs seconds of migrations, a copy none."""

@@ -27,8 +27,15 @@ def _opts(uri, **kw):
     return report.AnalyzeOptions(**base)
 
 
-def test_cells_sharing_a_method_get_distinct_labels_and_conditions_rank_apart(syn):
+def test_by_default_methods_are_compared_within_each_cell_and_condition(syn):
     res = report.analyze(_opts(syn))
+    assert sorted(res.summary["group"]) == ["a", "b"]
+    assert "comparing labrun.method within each labrun.condition, params.train.cell (4 blocks" in res.text
+    assert "methods across 4 blocks" in res.text and "a (control)" in res.text
+
+
+def test_cells_sharing_a_method_get_distinct_labels_and_conditions_rank_apart(syn):
+    res = report.analyze(_opts(syn, all_groups=True))
     labels = list(res.summary["group"])
     assert sorted(labels) == ["a/c0 (train.cell=0)", "a/c0 (train.cell=2)", "a/c1 (train.cell=1)",
                               "a/c1 (train.cell=3)", "b/c0 (train.cell=0)", "b/c0 (train.cell=2)",

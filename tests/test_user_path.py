@@ -231,3 +231,12 @@ def test_resuming_another_tasks_run_names_its_task(store, tmp_path):
     proc = run_cli([*LABRUN, "run", "toy", "--resume", "f" * 32], cwd=store.root, timeout=120)
     _one_line_exit_2(proc, "no run 'ffffffffffffffffffffffffffffffff'")
     assert len(all_runs(store)) == 1
+
+
+def test_a_stale_experiment_id_in_the_environment_is_one_line(store):
+    """``mlflow.set_experiment`` leaves MLFLOW_EXPERIMENT_ID behind; in another store it named
+    nothing and the run died inside create_run with MLflow's traceback."""
+    proc = run_cli([*LABRUN, "run", "toy", "--config", "quick"], cwd=store.root, timeout=120,
+                   env_extra={"MLFLOW_EXPERIMENT_ID": "7"})
+    _one_line_exit_2(proc, "MLFLOW_EXPERIMENT_ID=7 names no experiment", "--experiment NAME")
+    assert all_runs(store) == []

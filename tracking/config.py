@@ -314,10 +314,12 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
         else:
             opts.base_config = f"run:{opts.resume}"
         from tracking.seeding import check_device
-        from tracking.store import check_reachable, tracking_uri
+        from tracking.store import check_experiment_env, check_reachable, tracking_uri
 
         check_device(cfg.device)
         check_reachable(tracking_uri())  # before any run exists: one line, not a long retry loop
+        if not opts.experiment:
+            check_experiment_env()
     except ConfigError as exc:
         exit_with_config_error(str(exc), prog)
     cfg._launch = opts

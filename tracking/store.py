@@ -237,6 +237,22 @@ def run_url(experiment_id: str, run_id: str) -> str:
     return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
+def check_experiment_env() -> None:
+    """``MLFLOW_EXPERIMENT_ID`` left in a shell (``mlflow.set_experiment`` writes it) may name an
+    experiment of another store; said in one line before a run is attempted, not as MLflow's
+    traceback from inside ``create_run``."""
+    from tracking.config import ConfigError
+
+    exp_id = env.MLFLOW_EXPERIMENT_ID.get()
+    if not exp_id or env.MLFLOW_RUN_ID.is_set() or env.MLFLOW_EXPERIMENT_NAME.is_set():
+        return
+    try:
+        client().get_experiment(exp_id)
+    except Exception:
+        raise ConfigError(f"MLFLOW_EXPERIMENT_ID={exp_id} names no experiment in the tracking store "
+                          f"{tracking_uri()}; unset it, or pass --experiment NAME") from None
+
+
 def check_resumable(run_id: str, task: str) -> None:
     """``--resume RUN_ID`` names a run of this task in this store, or one line says what it is.
 

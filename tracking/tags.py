@@ -62,9 +62,10 @@ ANALYSIS_PREFIX = "labrun.analysis."
 
 # Tags that change while a run lives: left out of config.yaml's header.
 VOLATILE = frozenset({HEARTBEAT, PID})
-# The reserved tags a sweep launcher passes to its cells with --tag; a user's --tag may not
-# set any other labrun.* or mlflow.* key.
-LAUNCH_TAGS = frozenset({SWEEP, ATTEMPT, JOB})
+# The reserved tags a sweep launcher passes to its cells with --tag (the cell's description is
+# MLflow's note, as --description sets it); a user's --tag may not set any other labrun.* or
+# mlflow.* key.
+LAUNCH_TAGS = frozenset({SWEEP, ATTEMPT, JOB, "mlflow.note.content"})
 
 
 def component(name: str) -> str:

@@ -40,7 +40,8 @@ class Paired(Section):
         if self.table is None:
             return []
         what = "A − B" if a.opts.compare else "winner − other"
-        return [f"paired comparisons ({what}, over shared seeds):", self.table.text, ""]
+        over = "shared (block, seed) pairs" if a.within else "shared seeds"
+        return [f"paired comparisons ({what}, over {over}):", self.table.text, ""]
 
     def markdown(self, a: "Analysis") -> list[str]:
         return [] if self.table is None else ["", "## Paired comparisons", "", self.table.markdown]
@@ -87,8 +88,11 @@ def _winner_pairs(a: "Analysis") -> None:
 
 
 def _per_seed(runs: "pd.DataFrame", value_col: str) -> "pd.DataFrame":
-    """Seeds x groups; repeats of one group and seed are averaged so that each seed is one pair."""
-    return runs.pivot_table(index=T.SEED, columns="group", values=value_col, aggfunc="mean")
+    """Seeds x groups; repeats of one group and seed are averaged so that each seed is one pair.
+
+    With blocks (methods compared within settings), a pair is one seed of one block."""
+    index = ["block", T.SEED] if "block" in runs.columns else T.SEED
+    return runs.pivot_table(index=index, columns="group", values=value_col, aggfunc="mean")
 
 
 def _add_pair(a: "Analysis", table: "pd.DataFrame", x: str, y: str) -> None:

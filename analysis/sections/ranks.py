@@ -8,6 +8,8 @@ from analysis import tables
 from analysis.sections.base import MAX_FIGURE_GROUPS, Section, Table, json_number, slug
 from tracking import tags as T
 
+MAX_PAIRWISE = 50          # groups in a pairwise matrix of stats.json
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -101,14 +103,24 @@ class Ranks(Section):
         return written
 
     def document(self, a: "Analysis") -> dict[str, Any]:
-        import json
-
         f = json_number
         return {"rankings": {name: {"kendall_w": f(r.kendall_w), "chi2": f(r.chi2), "p_value": f(r.p_value),
                                     "note": r.note, "winner": r.winner, "winner_wins": r.winner_wins, "n_seeds": r.n_seeds,
                                     "mean_rank": {k: f(v) for k, v in r.mean_rank.items()},
-                                    "pairwise_win_rate": json.loads(r.pairwise.to_json())}
+                                    **_pairwise(r)}
                              for name, r in a.rankings.items()}}
+
+
+def _pairwise(r: "Ranking") -> dict[str, Any]:
+    """The win-rate matrix, among the best :data:`MAX_PAIRWISE` groups only: it grows as the
+    square of the groups (2,000 groups made a 148 MB stats.json)."""
+    import json
+
+    keys = list(r.mean_rank.sort_values(kind="stable").index[:MAX_PAIRWISE])
+    doc: dict[str, Any] = {"pairwise_win_rate": json.loads(r.pairwise.loc[keys, keys].to_json())}
+    if r.n_methods > MAX_PAIRWISE:
+        doc["pairwise_note"] = f"among the {MAX_PAIRWISE} best of {r.n_methods} groups by mean rank"
+    return doc
 
 
 def _cells(r: "Ranking") -> "pd.DataFrame":
