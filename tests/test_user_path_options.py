@@ -198,20 +198,20 @@ def test_a_section_error_is_its_message_alone(store, module, argv, needle):
 
 # --------------------------------------------------------------------------- fuzz: range-checked keys
 
-def _texts(ints: st.SearchStrategy[int]) -> st.SearchStrategy[str]:
-    edges = st.sampled_from(["0", "-1", ".nan", ".inf", "-.inf", "nan", "1e400", "1.5", "x", "", "null",
-                             str(2**32), str(2**70), "-0"])
-    return st.one_of(ints.map(str), edges)
+def _texts(ints: st.SearchStrategy[int], huge: bool = True) -> st.SearchStrategy[str]:
+    edges = ["0", "-1", ".nan", ".inf", "-.inf", "nan", "1e400", "1.5", "x", "", "null", "-0", str(-(2**70))]
+    return st.one_of(ints.map(str), st.sampled_from(edges + ([str(2**32), str(2**70)] if huge else [])))
 
 
-# Values drawn where a valid one stays a seconds-long run (a million steps is valid, and slow).
+# Values drawn where a valid one stays a seconds-long run: 2**70 steps (or a batch of 2**70
+# samples) is a valid config, and a run that would never end; it is left out for those keys.
 RANGED = {
-    "train.steps": _texts(st.integers(-3, 12)),
+    "train.steps": _texts(st.integers(-3, 12), huge=False),
     "train.eval_every": _texts(st.integers(-3, 6)),
-    "train.batch_size": _texts(st.integers(-3, 16)),
+    "train.batch_size": _texts(st.integers(-3, 16), huge=False),
     "train.lr": st.one_of(st.floats(-1.0, 0.5, allow_nan=False).map(repr),
                           st.sampled_from([".nan", "-.inf", ".inf", "0", "-0.1", "1e-3", "nan", "1e400"])),
-    "seed": _texts(st.integers(-2, 10)).filter(lambda s: s not in ("1e400",)) | st.sampled_from(
+    "seed": _texts(st.integers(-2, 10)) | st.sampled_from(
         [str(2**32 - 1), str(2**32), str(-(2**63))]),
     "data.noise": st.one_of(st.floats(-1.0, 1.0, allow_nan=False).map(repr), st.sampled_from([".nan", ".inf"])),
     "train.fail_at_step": _texts(st.integers(-2, 15)),
@@ -261,7 +261,7 @@ def test_fuzzed_range_keys_end_in_a_run_or_one_line(store, capsys):
 
 @pytest.mark.slow
 def test_fuzzed_range_keys_longer(store, capsys):
-    seen = _fuzz_real_runs(store, 60)
+    seen = _fuzz_real_runs(store, 40)  # ~6 s each: inside pytest-timeout's 600 s
     with capsys.disabled():
         print(f"\nfuzz labrun run toy, range-checked keys (subprocess, long): {seen}")
     assert not math.isnan(sum(seen.values()))
