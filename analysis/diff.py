@@ -18,7 +18,7 @@ from tracking import tags as T
 from tracking.config import ConfigError, flatten
 
 # Settings that change how a run executes, not what it computes (fingerprint leaves them out).
-EXECUTION_PREFIXES = ("checkpoint.", "train.num_threads", "train.sleep_s")
+EXECUTION_PREFIXES = ("checkpoint.", "execution.", "train.num_threads", "train.sleep_s")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from analysis import query, stats
 from analysis.sections import CURVE_GROUPS, MAX_FIGURE_GROUPS, SECTIONS, Section
 from analysis.sections.base import json_number as _f
 from analysis.selection import diverged_line, diverged_mask, labels, select
-from tracking import env
+from tracking import env, runs
 from tracking import tags as T
 from tracking.config import ConfigError
 
@@ -334,19 +334,17 @@ def _log_run(out: Path, a: Analysis) -> str:
     run_id = env.MLFLOW_RUN_ID.get()
     adopted = bool(run_id)
     if not adopted:
-        run = client.create_run(analysis_experiment(client, exp_ids), run_name=f"analysis {opts.metric}",
-                                tags={mlflow_tags.MLFLOW_SOURCE_TYPE: "LOCAL",
-                                      mlflow_tags.MLFLOW_SOURCE_NAME: "labrun analyze"})
-        run_id = run.info.run_id
+        run_id = runs.create(client, analysis_experiment(client, exp_ids), name=f"analysis {opts.metric}",
+                             source="labrun analyze")
     tags = {**_run_tags(a), mlflow_tags.MLFLOW_RUN_NOTE: (out / "analysis.md").read_text()[:4000]}
     try:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         client.log_artifacts(run_id, str(out))
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException as exc:
+        runs.end(client, run_id, "FAILED", reason=f"{type(exc).__name__}: {exc}", quiet=True)
         raise
     if not adopted:
-        client.set_terminated(run_id, "FINISHED")
+        runs.end(client, run_id, "FINISHED")
     return run_id
 
 

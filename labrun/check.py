@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tracking import runs
 from tracking import tags as T
 from tracking.config import ConfigError
 
@@ -165,11 +166,10 @@ def log_check(experiment: str, text: str, checks: list[GroupCheck], against: str
 
     c = store.client()
     exp_id = analysis_experiment(c, {store.experiment_id(experiment): experiment})
-    run = c.create_run(exp_id, run_name=f"check vs {against}"[:60],
-                       tags={T.ANALYSIS: "true", T.KIND: "check", "mlflow.note.content":
-                             f"labrun check of {metric} against {against}: "
-                             f"{sum(x.regression for x in checks)} regression(s) in {len(checks)} groups"})
-    c.log_text(run.info.run_id, text, "check.txt")
-    c.log_metric(run.info.run_id, "check.regressions", float(sum(x.regression for x in checks)))
-    c.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    tags = {T.ANALYSIS: "true", T.KIND: "check", "mlflow.note.content":
+            f"labrun check of {metric} against {against}: "
+            f"{sum(x.regression for x in checks)} regression(s) in {len(checks)} groups"}
+    with runs.recorded(c, exp_id, name=f"check vs {against}"[:60], tags=tags, source="labrun check") as run_id:
+        c.log_text(run_id, text, "check.txt")
+        c.log_metric(run_id, "check.regressions", float(sum(x.regression for x in checks)))
+    return run_id

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.diff import RunDiff, RunSide, compare, read_side
-from tracking import store
+from tracking import runs, store
 from tracking import tags as T
 from tracking.config import ConfigError
 
@@ -120,22 +120,22 @@ def _launch(client: Any, side: RunSide, tree: Path) -> str:
     """The new run, created here (so it is tagged whatever the code at that commit knows),
     then adopted by the entry point in a subprocess."""
     exp_id = client.get_run(side.run_id).info.experiment_id
-    run = client.create_run(exp_id, run_name=f"{side.name[:24]}-repro",
-                            tags={REPRODUCES: side.run_id, "mlflow.note.content": f"reproduces {side.run_id}"})
-    cmd = _command(side, tree, run.info.run_id)
+    run_id = runs.create(client, exp_id, name=f"{side.name[:24]}-repro", source="labrun reproduce",
+                         tags={REPRODUCES: side.run_id, "mlflow.note.content": f"reproduces {side.run_id}"})
+    cmd = _command(side, tree, run_id)
     path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
-    child = dict(os.environ, MLFLOW_RUN_ID=run.info.run_id, PYTHONPATH=path,
+    child = dict(os.environ, MLFLOW_RUN_ID=run_id, PYTHONPATH=path,
                  MLFLOW_TRACKING_URI=_absolute(store.tracking_uri()), LABRUN_PROGRESS="0")
     child.pop("LABRUN_PARENT_RUN_ID", None)
-    print(f"labrun reproduce: running {' '.join(cmd[1:4])} at {tree} into run {run.info.run_id}",
+    print(f"labrun reproduce: running {' '.join(cmd[1:4])} at {tree} into run {run_id}",
           file=sys.stderr, flush=True)
     code = subprocess.run(cmd, cwd=tree, env=child).returncode
-    status = client.get_run(run.info.run_id).info.status
-    if status == "RUNNING":  # the entry point died before it could end its run
-        client.set_terminated(run.info.run_id, "FAILED")
+    # the entry point died before it could end its run
+    runs.end(client, run_id, "FAILED", reason=f"the entry point exited {code} without ending its run",
+             if_running=True)
     if code != 0:
         print(f"labrun reproduce: the entry point exited {code}", file=sys.stderr)
-    return run.info.run_id
+    return run_id
 
 
 def _command(side: RunSide, tree: Path, run_id: str) -> list[str]:

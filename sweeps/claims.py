@@ -26,14 +26,13 @@ after claiming on another host is judged dead and its cell taken over.
 """
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import time
 from typing import Any, Iterable
 
 from sweeps.ledger import Ledger
-from tracking import env
+from tracking import env, runs
 from tracking import tags as T
 from tracking.store import elect_earliest
 
@@ -89,40 +88,20 @@ class Claims:
                               if a.status == "RUNNING" and not a.stale)
 
     def _create(self, job: Any) -> str:
-        from mlflow.utils import mlflow_tags as M
-
         own = self.launcher.claim_tags(job) if self.launcher is not None else {}
-        tags = {**job.all_tags(), **own,
-                M.MLFLOW_PARENT_RUN_ID: job.parent_run_id, M.MLFLOW_USER: getpass.getuser(),
-                T.TASK: self.task, T.FINGERPRINT: job.cell.fingerprint, T.CLAIM: worker_id(),
-                # Until the task adopts the run, the worker answers for it: if the worker dies
-                # first, the claim is stale by this pid (or, elsewhere, by its heartbeat).
-                T.HOST: socket.gethostname(), T.PID: str(os.getpid()), T.HEARTBEAT: f"{time.time():.0f}"}
-        tags.setdefault(M.MLFLOW_SOURCE_TYPE, "LOCAL")
-        tags.setdefault(M.MLFLOW_SOURCE_NAME, job.entry)
-        run = self.client.create_run(job.experiment_id, tags=tags, run_name=job.run_name)
-        return run.info.run_id
+        # Until the task adopts the run, the worker answers for it: if the worker dies
+        # first, the claim is stale by this pid (or, elsewhere, by its heartbeat).
+        tags = {**job.all_tags(), **own, **runs.owner_tags(heartbeat=True),
+                T.TASK: self.task, T.FINGERPRINT: job.cell.fingerprint, T.CLAIM: worker_id()}
+        return runs.create(self.client, job.experiment_id, name=job.run_name, tags=tags,
+                           parent=job.parent_run_id, source=job.entry)
 
     def withdraw(self, run_id: str, winner: str) -> None:
         """A losing claim: never a result, never an attempt; kept in the trash for audit."""
-        try:
-            self.client.set_tag(run_id, T.WITHDRAWN, winner)
-            self.client.set_terminated(run_id, "KILLED")
-            self.client.delete_run(run_id)
-        except Exception:
-            pass
+        runs.withdraw(self.client, run_id, winner)
 
     def release(self, run_id: str | None, status: str, reason: str) -> None:
         """A claimed run whose process ended without ending it (it never started, or died
         before the task took the run over): end it, so it is not read as live."""
-        if not run_id:
-            return
-        try:
-            run = self.client.get_run(run_id)
-            if run.info.status != "RUNNING":
-                return
-            if T.FAILURE not in run.data.tags:
-                self.client.set_tag(run_id, T.FAILURE, reason)
-            self.client.set_terminated(run_id, status)
-        except Exception:
-            pass
+        if run_id:
+            runs.end(self.client, run_id, status, reason=reason, if_running=True, quiet=True)

@@ -6,14 +6,13 @@ resumed three times still reads as one sweep with all its cells nested under it.
 """
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import sys
 import time
 from typing import Any
 
-from tracking import env
+from tracking import env, runs
 from tracking import tags as T
 from tracking.store import elect_earliest
 
@@ -29,9 +28,7 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
             **(extra_tags or {})}
     adopted = env.MLFLOW_RUN_ID.get() if _adopt else None
     if adopted and client.get_run(adopted).info.experiment_id == experiment_id:
-        client.update_run(adopted, status="RUNNING")
-        for k, v in tags.items():
-            client.set_tag(adopted, k, v)
+        runs.reopen(client, adopted, tags)
         return adopted, True
     if adopted:  # MLflow's run is elsewhere (Default): it points to the sweep's own parent
         run_id, reopened = open_parent(client, experiment_id, kind=kind, name=name, extra_tags=extra_tags,
@@ -42,27 +39,21 @@ def open_parent(client: Any, experiment_id: str, *, kind: str, name: str,
         found = _parents(client, experiment_id, kind, name)
         if found:
             run_id = max(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id  # the newest
-            client.update_run(run_id, status="RUNNING")
-            for k in (T.HOST, T.PID):
-                client.set_tag(run_id, k, tags[k])
+            runs.reopen(client, run_id, {k: tags[k] for k in (T.HOST, T.PID)})
             return run_id, True
-    from mlflow.utils import mlflow_tags as M
-
-    base = {M.MLFLOW_SOURCE_TYPE: "LOCAL", M.MLFLOW_SOURCE_NAME: " ".join(sys.argv[:1]) or "labrun",
-            M.MLFLOW_USER: getpass.getuser()}
-    run = client.create_run(experiment_id, tags={**base, **tags}, run_name=f"{kind}:{name}")
+    run_id = runs.create(client, experiment_id, name=f"{kind}:{name}", tags=tags,
+                         source=" ".join(sys.argv[:1]) or "labrun")
     if not reuse:
-        return run.info.run_id, False
+        return run_id, False
     # Workers that start the same sweep at the same moment each made a parent: like a cell's
     # claim (sweeps/claims.py), the earliest one is the sweep's and the others go.
     time.sleep(max(0.0, env.LABRUN_CLAIM_SETTLE_S.get() or 0.0))
     first = elect_earliest((r.info.start_time, r.info.run_id)
-                           for r in _parents(client, experiment_id, kind, name)) or run.info.run_id
-    if first != run.info.run_id:
-        client.set_terminated(run.info.run_id, "KILLED")
-        client.delete_run(run.info.run_id)
+                           for r in _parents(client, experiment_id, kind, name)) or run_id
+    if first != run_id:
+        runs.withdraw(client, run_id, first)
         return first, True
-    return run.info.run_id, False
+    return run_id, False
 
 
 def _point(client: Any, run_id: str, experiment_id: str, parent_id: str, kind: str, name: str) -> None:
@@ -72,9 +63,8 @@ def _point(client: Any, run_id: str, experiment_id: str, parent_id: str, kind: s
     exp = client.get_experiment(experiment_id).name
     note = (f"{kind} `{name}` runs in experiment [{exp}]({views.page_link(experiment_id, views.default_view(client, experiment_id))}) "
             f"(parent run {parent_id})")
-    for k, v in {T.KIND: f"{kind}-launcher", T.SWEEP: name, "mlflow.note.content": note,
-                 T.SWEEP + ".parent": parent_id}.items():
-        client.set_tag(run_id, k, v)
+    runs.set_tags(client, run_id, {T.KIND: f"{kind}-launcher", T.SWEEP: name, "mlflow.note.content": note,
+                                   T.SWEEP + ".parent": parent_id})
     print(f"labrun: mlflow run put its run {run_id} in another experiment; the {kind} {name!r} runs in "
           f"experiment {exp!r} (parent run {parent_id}): {views.experiment_link(client, experiment_id)}",
           file=sys.stderr, flush=True)
@@ -96,4 +86,4 @@ def close_parent(client: Any, run_id: str, status: str, metrics: dict[str, float
     rows = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     if rows:
         client.log_batch(run_id, metrics=rows)
-    client.set_terminated(run_id, status, end_time=now)
+    runs.end(client, run_id, status, end_time=now)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+import sys
+from pathlib import Path
 from typing import Sequence
 
 from tracking import tags as T
@@ -44,6 +46,16 @@ Runs the {task!r} task as one tracked MLflow run.
 Valid config keys:
 {keys}
 """
+
+
+def command_name(task: str, argv0: str | None = None) -> str:
+    """The command the user typed, named in every error and in ``--help``: the task's module
+    when it is the program (``python -m projects.ired.train``, also what ``mlflow run``
+    starts), else ``labrun run <task>``. Derived here once for every task."""
+    path = Path(sys.argv[0] if argv0 is None else argv0)
+    if path.stem == "train" and path.parent.parent.name == "projects":
+        return f"python -m projects.{path.parent.name}.train"
+    return f"labrun run {task}"
 
 
 def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:

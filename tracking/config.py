@@ -14,6 +14,7 @@ importable from here as before.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import sys
 import typing
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from tracking import env
 from tracking import tags as T
-from tracking.argv import USAGE, parse_argv
+from tracking.argv import USAGE, command_name, parse_argv
 from tracking.dotted import flatten, get_dotted, set_dotted
 from tracking.exits import EXIT_CONFIG as EXIT_CONFIG_ERROR
 from tracking.identity import digest, experiment_fields, fingerprint, group_key
@@ -71,8 +72,10 @@ def valid_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _describe_key(schema: type[BaseModel], key: str) -> str:
-    """``  train.lr (float, default 0.001): what the field's docstring says``"""
+def _describe_key(schema: type[BaseModel], key: str, defaults: Mapping[str, Any] | None = None) -> str:
+    """``  train.lr (float, default 0.001): what the field's docstring says``
+
+    ``defaults``: the schema's resolved defaults (a task's ``default_num_threads`` included)."""
     model: Any = schema
     info = None
     for part in key.split("."):
@@ -80,9 +83,18 @@ def _describe_key(schema: type[BaseModel], key: str) -> str:
         model = _unwrap_model(info.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return f"  {key}:"
-    default = info.get_default(call_default_factory=True)
+    default = (defaults or {}).get(key, info.get_default(call_default_factory=True))
     doc = f" — {info.description}" if info.description else ""
     return f"  {key} ({_type_name(info.annotation)}, default {default!r}){doc}"
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(schema: type[BaseModel]) -> dict[str, Any]:
+    """The flattened config a schema gives when nothing is set ({} if it needs something)."""
+    try:
+        return flatten(schema.model_validate({}).model_dump(mode="json"))
+    except ValidationError:
+        return {}
 
 
 def _closest(key: str, keys: Sequence[str]) -> str:
@@ -132,7 +144,7 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
             f"(e.g. --set train.lr=0.001)"
         )
     key, text = item.split("=", 1)
-    key = key.strip()
+    key = _canonical_key(schema, key.strip(), text)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(
             f"malformed override {item!r}: the key must be a dotted path like train.lr "
@@ -145,6 +157,19 @@ def parse_override(schema: type[BaseModel], item: str) -> tuple[str, Any]:
             f"unknown config key {key!r} (from {item!r}); {_closest(key, valid_keys(schema))}"
         ) from None
     return key, value
+
+
+def _canonical_key(schema: type[BaseModel], key: str, text: str) -> str:
+    """A moved key's new place; a shorthand's key when its value is not a mapping."""
+    key = getattr(schema, "moved_keys", {}).get(key, key)
+    target = getattr(schema, "shorthands", {}).get(key)
+    if target is None:
+        return key
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return key if isinstance(value, dict) else target
 
 
 def exists(path: Path) -> bool:
@@ -195,17 +220,38 @@ def find_config(schema: type[TaskConfig], name: str | None) -> Path | None:
 def _explain(schema: type[BaseModel], exc: ValidationError, origin: Mapping[str, str]) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
-    given = origin.get(key)
+    parts = key.split(".")
+    given = next((origin[k] for k in (".".join(parts[:i]) for i in range(len(parts), 0, -1)) if k in origin),
+                 None)
     if err["type"] == "extra_forbidden":
         src = f" (from {given})" if given else ""
         return f"unknown config key {key!r}{src}; {_closest(key, valid_keys(schema))}"
     try:
-        expected = _type_name(_field_annotation(schema, key))
+        annotation = _field_annotation(schema, key) if key else schema
     except KeyError:
-        expected = "a valid value"
+        annotation = None
+    if not key or (_is_model(annotation) and err["type"] in ("value_error", "assertion_error")):
+        # A section's (or the whole config's) own check: its message names the keys at fault;
+        # the section's values, often dozens of them, would bury it.
+        return _message(err)
+    expected = _type_name(annotation) if annotation is not None else "a valid value"
     got = err.get("input")
     src = f" from {given}" if given else ""
     return f"{key} expects {expected}, got {got!r}{src} ({err['msg']})"
+
+
+def _is_model(annotation: Any) -> bool:
+    model = _unwrap_model(annotation)
+    return isinstance(model, type) and issubclass(model, BaseModel)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """A validator's own words, without pydantic's ``Value error, `` prefix."""
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
 
 
 def resolve_config(
@@ -228,6 +274,8 @@ def resolve_config(
     for item in overrides:
         key, value = parse_override(schema, item)
         set_dotted(tree, key, value)
+        for below in [k for k in origin if k.startswith(key + ".")]:
+            del origin[below]  # the override replaced that part of the file
         origin[key] = repr(item)
     try:
         return schema.model_validate(tree)
@@ -244,11 +292,12 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
     so the continued run has the same fingerprint as the one it continues.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    prog = prog or f"labrun run {schema.task}"
+    prog = prog or command_name(schema.task)
     try:
         opts, overrides, want_help = parse_argv(argv)
+        opts.command = prog
         if want_help:
-            keys = "\n".join(_describe_key(schema, k) for k in valid_keys(schema))
+            keys = "\n".join(_describe_key(schema, k, _defaults(schema)) for k in valid_keys(schema))
             print(USAGE.format(prog=prog, task=schema.task, keys=keys))
             raise SystemExit(0)
         base = None
@@ -277,10 +326,13 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
     return cfg
 
 
-def exit_with_config_error(message: str, prog: str) -> "typing.NoReturn":
+def exit_with_config_error(message: str, prog: "str | TaskConfig") -> "typing.NoReturn":
     """One line on stderr, exit 2: for any user error a task finds before its run starts
-    (config, overrides, data settings). Under ``mlflow run`` the pre-created run is failed
-    with the reason, so it neither stays RUNNING nor fails silently."""
+    (config, overrides, data settings). ``prog`` is the command, or the task's config (whose
+    ``launch.command`` it is). Under ``mlflow run`` the pre-created run is failed with the
+    reason, so it neither stays RUNNING nor fails silently."""
+    if isinstance(prog, TaskConfig):
+        prog = prog.launch.command if prog._launch is not None else command_name(prog.task)
     print(f"{prog}: error: {message}", file=sys.stderr)
     _fail_adopted_run(message)
     raise SystemExit(EXIT_CONFIG_ERROR)
@@ -295,12 +347,10 @@ def _fail_adopted_run(message: str) -> None:
     if not run_id:
         return
     try:
+        from tracking import runs
         from tracking.store import client
 
-        c = client()
-        c.set_tag(run_id, T.FAILURE, f"ConfigError: {message}"[:5000])
-        c.set_tag(run_id, T.STATUS, "failed")
-        c.set_terminated(run_id, "FAILED")
+        runs.end(client(), run_id, "FAILED", reason=f"ConfigError: {message}", tags={T.STATUS: "failed"})
     except Exception:
         pass
 
@@ -309,6 +359,6 @@ __all__ = [
     "EXIT_CONFIG_ERROR", "RESEARCH_STATUSES", "USAGE", "CheckpointConfig", "ConfigError", "DivergenceConfig",
     "LaunchOptions", "Section", "TaskConfig", "digest", "execution", "exists", "exit_with_config_error",
     "experiment_fields", "find_config", "fingerprint", "flatten", "get_dotted", "group_key", "is_execution",
-    "load_config", "parse_argv", "parse_override", "parse_value", "read_yaml", "resolve_config", "set_dotted",
+    "command_name", "load_config", "parse_argv", "parse_override", "parse_value", "read_yaml", "resolve_config", "set_dotted",
     "valid_keys",
 ]

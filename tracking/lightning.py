@@ -33,14 +33,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from tracking.metrics import NAMESPACES, higher_is_better
+
 if TYPE_CHECKING:
     from tracking.run import Run
 
 STAGE_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "test": "test", "predict": "predict"}
-_FAMILIES = ("loss", "metric", "dynamics", "diag", "perf")
-_MAX_WORDS = ("auroc", "aupro", "auprc", "auc", "accuracy", "acc", "f1", "iou", "dice",
-              "precision", "recall", "ap", "map")
 _IGNORED = {"epoch"}  # Lightning adds it to every dict it logs; the step already says it
 
 
@@ -54,7 +53,7 @@ def metric_name(key: str, stage: str | None = None) -> str:
     platform namespace (``diag.lr``) pass unchanged.
     """
     low = key.strip().lower()
-    if low.split(".", 1)[0] in _FAMILIES and "." in low:
+    if low.split(".", 1)[0] in NAMESPACES and "." in low:
         return re.sub(r"[^a-z0-9_.\-]", "_", low)
     words = [w for w in re.split(r"[/._\-\s]+", low) if w]
     found = next((w for w in words if w in STAGE_WORDS), None)
@@ -70,12 +69,6 @@ def metric_name(key: str, stage: str | None = None) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", "_".join(words)) or ("total" if family == "loss" else "value")
     parts = [family, name, stage or "fit"] + (["epoch"] if agg == "epoch" else [])
     return ".".join(parts)
-
-
-def higher_is_better(name: str) -> bool:
-    """AUROC, accuracy, F1...: ``best`` in the summary is their maximum."""
-    words = set(re.split(r"[._]", name))
-    return not name.startswith("loss.") and bool(words & set(_MAX_WORDS))
 
 
 @functools.cache

@@ -31,10 +31,12 @@ from typing import Any, Callable, Mapping
 from tracking.journal import Journal, journal_root, pid_alive, read_journal
 
 NAMESPACES = ("loss", "metric", "dynamics", "diag", "perf", "sweep", "study")
+"""The first segment of every metric name (the one list: the Lightning bridge maps into it)."""
 _SEGMENT = re.compile(r"^[a-z0-9_][a-z0-9_\-]*$")
-_MAXIMIZE_WORDS = {"accuracy", "acc", "f1", "auc", "precision", "recall", "r2", "score",
-                   "reward", "k_eff", "confidence", "iou", "miou", "psnr", "ssim", "win_rate",
-                   "auroc", "aupro", "auprc"}
+MAXIMIZE_WORDS = frozenset({
+    "accuracy", "acc", "f1", "auc", "auroc", "aupro", "auprc", "ap", "map", "precision", "recall",
+    "r2", "score", "reward", "k_eff", "confidence", "iou", "miou", "dice", "psnr", "ssim", "win_rate"})
+"""A metric whose name holds one of these words (between dots or underscores) is better high."""
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_SQL_BATCH = 20_000
 """Rows per transaction of the bulk SQL writer: big enough for SQLite's full speed, small
@@ -52,9 +54,15 @@ def validate_name(name: str) -> str:
     return name
 
 
+def higher_is_better(name: str) -> bool:
+    """Accuracy-like names (AUROC, F1, ``metric.image_auroc.test``); never a ``loss.*``."""
+    words = set(name.split(".")) | set(re.split(r"[._]", name))
+    return not name.startswith("loss.") and bool(words & MAXIMIZE_WORDS)
+
+
 def default_direction(name: str) -> str:
     """'max' for accuracy-like names, else 'min' (losses, errors)."""
-    return "max" if any(p in _MAXIMIZE_WORDS for p in name.split(".")) else "min"
+    return "max" if higher_is_better(name) else "min"
 
 
 @dataclass

@@ -39,7 +39,7 @@ from tracking.metrics import MetricLogger
 from tracking.outcome import Outcome, OutcomeRecorder, end_mlflow_run, fail_unbuilt
 from tracking.progress import epoch_line, progress
 from tracking.provenance import GitInfo, git_info
-from tracking.seeding import resolve_device, seed_everything
+from tracking.seeding import resolve_device, seed_everything, set_threads
 from tracking.signals import Terminated, sigterm_as_exception
 
 log = logging.getLogger("labrun")
@@ -297,6 +297,7 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
     ``observers`` watch this run (besides those named in ``LABRUN_OBSERVERS``).
     """
     store.quiet_environment()
+    set_threads(cfg.execution.num_threads)
     client = store.client()
     trust = "--trust-checkpoints" if cfg.launch.trust_checkpoints else None
     with ckpt.trusting(trust):  # the run's own loads only, not the rest of the process
@@ -341,7 +342,7 @@ def _fetch_resume(client: Any, cfg: TaskConfig) -> Found | None:
     except ckpt.UnsafeCheckpoint as exc:
         from tracking.config import exit_with_config_error
 
-        exit_with_config_error(str(exc), f"labrun run {cfg.task}")
+        exit_with_config_error(str(exc), cfg)
 
 
 def set_research_status(run_id: str, status: str) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, TypeVar
+from typing import Any, ClassVar, Literal, Mapping, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from tracking.dotted import get_dotted
 
@@ -42,9 +42,18 @@ def is_execution(info: Any) -> bool:
 
 
 class Section(BaseModel):
-    """Base for nested config sections: unknown keys are errors, assignments are checked."""
+    """Base for nested config sections: unknown keys are errors, assignments are checked, and
+    every float is finite (a NaN or inf learning rate is refused here, not by torch mid-run)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
+
+
+# A task's schema declares its ranges with pydantic's types (PositiveInt, NonNegativeInt,
+# PositiveFloat, Field(ge=..., le=...)); finite is every float's default (see Section). A value
+# outside them is a one-line error before any run exists, never a crash or an empty run.
+SEED_MAX = 2**32 - 1
+"""NumPy's seeds stop here; torch's and Python's take it too."""
 
 
 class CheckpointConfig(Section):
@@ -78,6 +87,52 @@ class DivergenceConfig(Section):
     """Metric names to watch (None: the task's ``nonfinite_metrics``, ``loss.total``)."""
 
 
+class ExecutionConfig(Section):
+    """How this machine runs the task: never part of what the run computes, so out of the
+    fingerprint and the group. ``start_run`` applies it before the run exists."""
+
+    num_threads: Optional[int] = Field(None, ge=0)
+    """torch CPU threads (0 or None: torch's default; not given: the task's default_num_threads)."""
+
+
+MOVED_KEYS: dict[str, str] = {"train.num_threads": "execution.num_threads"}
+"""Config keys that moved: the old spelling (a YAML file, ``--set``, a resumed run's config)
+still means the new key."""
+
+
+def moved(data: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with each old dotted key of ``renames`` moved to its new place (a copy when
+    anything moves); a value already given under the new key wins."""
+    for old, new in renames.items():
+        if not isinstance(_section(data, old), dict):
+            continue
+        data = _deep_copy(data)
+        value = _section(data, old).pop(old.rpartition(".")[2])
+        target = _section(data, new, create=True)
+        if isinstance(target, dict):
+            target.setdefault(new.rpartition(".")[2], value)
+    return data
+
+
+def _section(tree: dict[str, Any], key: str, create: bool = False) -> Any:
+    """The mapping that holds ``key``'s last part: None when a part is missing (or, with
+    ``create``, a new empty mapping); the value itself when it is not a mapping."""
+    node: Any = tree
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, dict):
+            return node
+        if part not in node and create:
+            node[part] = {}
+        node = node.get(part)
+    if not create and isinstance(node, dict) and key.rpartition(".")[2] not in node:
+        return None
+    return node
+
+
+def _deep_copy(tree: Any) -> Any:
+    return {k: _deep_copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
 class TaskConfig(Section):
     """Base of every task's config schema.
 
@@ -91,8 +146,18 @@ class TaskConfig(Section):
     """The task's own libraries, whose versions go into environment.json."""
     nonfinite_metrics: ClassVar[tuple[str, ...]] = ("loss.total",)
     """The training losses whose non-finite value is divergence (``divergence.metrics``)."""
+    default_num_threads: ClassVar[int | None] = None
+    """``execution.num_threads`` when the config does not say (None: torch's default)."""
+    moved_keys: ClassVar[Mapping[str, str]] = MOVED_KEYS
+    """Old dotted keys still accepted, and where they now live (:data:`MOVED_KEYS`)."""
+    shorthands: ClassVar[Mapping[str, str]] = {}
+    """Command-line names for a dotted key, given a plain value: ``{"method": "method.name"}``
+    makes ``--set method=naive`` (and ``mlflow run -P method=naive``) set ``method.name``. An
+    MLproject passes them as ordinary overrides, never as declared parameters with defaults,
+    so a key the user did not give never overrides the config file."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    """The run's seed (0 .. 2**32-1): Python, NumPy and torch are seeded from it."""
     condition: str = "default"
     device: str = "auto"
     deterministic: bool = True
@@ -100,8 +165,23 @@ class TaskConfig(Section):
     """How often to save and how many files to keep: an execution setting."""
     divergence: DivergenceConfig = execution(DivergenceConfig())
     """A NaN/inf training loss: fail the run (default) or record it and finish."""
+    execution: ExecutionConfig = execution(ExecutionConfig())
+    """Threads and other settings of this machine (:class:`ExecutionConfig`)."""
 
     _launch: "LaunchOptions" = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_keys(cls, data: Any) -> Any:
+        """Old keys moved to their new place; the task's thread default where none is given."""
+        if not isinstance(data, dict):
+            return data
+        data = moved(data, cls.moved_keys)
+        exe = data.get("execution")
+        if cls.default_num_threads is not None and (exe is None or (isinstance(exe, dict)
+                                                                    and "num_threads" not in exe)):
+            data = {**data, "execution": {**(exe or {}), "num_threads": cls.default_num_threads}}
+        return data
 
     @property
     def launch(self) -> "LaunchOptions":
@@ -128,6 +208,8 @@ class TaskConfig(Section):
 class LaunchOptions:
     """Run-level options from the command line that are not part of the resolved config."""
 
+    command: str = "labrun run"
+    """The command the user typed (:func:`tracking.argv.command_name`): errors start with it."""
     base_config: str | None = None
     overrides: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)

@@ -30,6 +30,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def set_threads(num_threads: int | None) -> None:
+    """``execution.num_threads`` (0 or None: leave torch's default). Applied by ``start_run``
+    for every task, so no task sets threads by hand."""
+    if not num_threads:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(num_threads)
+
+
 def resolve_device(name: str = "auto"):
     """'auto' -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
     import torch

@@ -6,17 +6,15 @@ SIGKILL left RUNNING, closed KILLED.
 from __future__ import annotations
 
 import datetime as _dt
-import getpass
 import json
 import os
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tracking import env, store
+from tracking import env, runs, store
 from tracking import naming as _naming
 from tracking import tags as T
 from tracking.config import TaskConfig, fingerprint, flatten, group_key
@@ -52,12 +50,8 @@ def create_or_adopt(client: Any, cfg: TaskConfig, experiment: str | None) -> tup
         store.mark_experiment(exp_id, c=client)
     else:
         exp_id = store.experiment_id(name or cfg.task)  # marks it (kind, description) itself
-    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(sys.argv[:1]) or "python",
-            "mlflow.user": getpass.getuser()}
-    if parent:
-        tags["mlflow.parentRunId"] = parent
-    run = client.create_run(exp_id, tags=tags, run_name=opts.name or _naming.run_name(client, cfg))
-    return run.info.run_id, exp_id, False
+    run_id = runs.create(client, exp_id, name=opts.name or _naming.run_name(client, cfg), parent=parent)
+    return run_id, exp_id, False
 
 
 def _say_where(exp_id: str, wanted: str, task: str) -> None:

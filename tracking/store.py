@@ -318,16 +318,12 @@ def process_alive(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) is all we know
 
 
-STALE_REASON = "stale: its process is gone (crashed launcher or SIGKILL); marked KILLED by a sweep"
-
-
 def mark_stale_killed(client: Any, run_id: str) -> None:
-    """A dead RUNNING run would read as running forever in the UI and in analysis."""
-    client.set_tag(run_id, T.FAILURE, STALE_REASON)
-    client.set_terminated(run_id, "KILLED", end_time=int(time.time() * 1000))
-    from tracking.leftovers import clean_run
+    """A dead RUNNING run would read as running forever in the UI and in analysis
+    (:func:`tracking.runs.close_stale`, kept here for the callers that know this name)."""
+    from tracking.runs import close_stale
 
-    clean_run(client, run_id)  # its journal replayed, its last log uploaded, its temp folder gone
+    close_stale(client, run_id)
 
 
 def close_if_stale(client: Any, run_id: str, *, grace_s: float = 300.0) -> bool:

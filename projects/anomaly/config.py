@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from tracking import Section, TaskConfig, execution
+from tracking.schema import SEED_MAX
 
 MODEL_TYPES = ("patchcore", "padim", "fastflow", "draem", "dinomaly")
 
@@ -27,7 +28,7 @@ class GeneratedConfig(Section):
     n_test_good: PositiveInt = 16
     n_per_defect: PositiveInt = 6
     """Test images per defect kind (scratch, spot, missing, blob) per domain."""
-    seed: NonNegativeInt = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     """Seed of the images themselves: the same set for every run seed."""
 
 
@@ -57,7 +58,6 @@ class TrainConfig(Section):
     learning_rate: PositiveFloat | None = None
     """null: the model's published rate (draem 1e-4, fastflow 1e-3, dinomaly 2e-3)."""
     checkpoint_every_epochs: PositiveInt = execution(1)
-    num_threads: PositiveInt = execution(2)
 
 
 class Backbone(Section):
@@ -134,6 +134,7 @@ class Config(TaskConfig):
     task: ClassVar[str] = "anomaly"
     method_key: ClassVar[str] = "model.model_type"
     packages: ClassVar[tuple[str, ...]] = ("anomalib", "lightning", "timm", "torchmetrics")
+    default_num_threads: ClassVar[int | None] = 2
     condition_keys: ClassVar[dict[str, str]] = {
         "model_type": "model.model_type", "source_domain": "data.source_domain",
         "target_domain": "data.target_domain", "data_root": "data.root",

@@ -18,15 +18,12 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from projects.anomaly.components import COMPONENTS
 from projects.anomaly.config import Config
-from tracking import ComponentResult, Components, Gate, load_config, start_run
+from tracking import ComponentResult, load_config, start_run
 from tracking.config import exit_with_config_error
 
 TEST_METRICS = ("metric.image_auroc.test", "metric.pixel_auroc.test", "metric.pixel_aupro.test")
-COMPONENTS = Components()
-MEMORY_BANK = Gate(lambda cfg: _spec(cfg).memory_bank,
-                   "a memory-bank model: one pass over the normal images builds it, there is no loss "
-                   "to watch", "use a trained model type (draem, fastflow, dinomaly)")
 
 
 def _spec(cfg: Config) -> Any:
@@ -67,13 +64,10 @@ def _engine(run: Any, cfg: Config, spec: Any, bridge: Any) -> Any:
 
 def _fit_and_test(run: Any, cfg: Config, data: Any) -> SimpleNamespace:
     """Build, fit on the source domain, test on the target; the bridge records everything."""
-    import torch
-
     from projects.anomaly.datamodule import folder
     from projects.anomaly.factory import BuildContext, build_model
     from tracking.lightning import LightningBridge
 
-    torch.set_num_threads(cfg.train.num_threads)
     spec = _spec(cfg)
     model = build_model(cfg, BuildContext(cfg.data.image_size, cfg.train.learning_rate, data.anomaly_sources))
     bridge = LightningBridge(run, every_n_epochs=cfg.train.checkpoint_every_epochs)
@@ -111,11 +105,11 @@ def main(argv: list[str] | None = None) -> None:
 
     problem = _spec(cfg).config_error(cfg)
     if problem:
-        exit_with_config_error(problem, "labrun run anomaly")
+        exit_with_config_error(problem, cfg)
     try:
         data = plan(cfg)
     except ValueError as exc:
-        exit_with_config_error(str(exc), "labrun run anomaly")
+        exit_with_config_error(str(exc), cfg)
     blocked = _spec(cfg).unavailable(cfg.model.params())
     with start_run(cfg) as run:
         for name in TEST_METRICS:
@@ -127,38 +121,6 @@ def main(argv: list[str] | None = None) -> None:
         ctx = _fit_and_test(run, cfg, data)
         _record(ctx)
         run.report_components(COMPONENTS, ctx)
-
-
-@COMPONENTS.provider("model")
-def _model(ctx: SimpleNamespace) -> ComponentResult:
-    n = sum(p.numel() for p in ctx.model.parameters())
-    return ComponentResult.success({"model_type": ctx.cfg.model.model_type, "parameters": n,
-                                    "memory_bank": ctx.spec.memory_bank,
-                                    **ctx.cfg.model.params().model_dump(mode="json")})
-
-
-@COMPONENTS.provider("training.early_stopping", gates=(
-        MEMORY_BANK, Gate(lambda cfg: cfg.train.early_stopping_patience == 0,
-                          "train.early_stopping_patience is 0", "--set train.early_stopping_patience=3")))
-def _early_stopping(ctx: SimpleNamespace) -> ComponentResult:
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    stopper = next(c for c in ctx.engine.trainer.callbacks if isinstance(c, EarlyStopping))
-    best = float(stopper.best_score)
-    return ComponentResult.success({"monitor": "loss.total.val (val_loss)", "stopped_epoch": int(stopper.stopped_epoch),
-                                    "best_val_loss": best, "patience": stopper.patience,
-                                    "epochs_trained": int(ctx.engine.trainer.current_epoch)})
-
-
-@COMPONENTS.provider("figures.heatmaps", enabled_by="figures.heatmaps", why="it draws a figure")
-def _heatmaps(ctx: SimpleNamespace) -> ComponentResult:
-    from projects.anomaly.figures import heatmap_figure
-
-    title = (f"{ctx.cfg.model.model_type}: train {ctx.data.source.name}, test {ctx.data.target.name}, "
-             f"image AUROC {ctx.scores.get('image_AUROC', float('nan')):.3f}")
-    fig = heatmap_figure(ctx.model, ctx.test_dm.test_data, ctx.cfg.figures.n_examples, title)
-    return ComponentResult.success({"examples": ctx.cfg.figures.n_examples},
-                                   figures=[ctx.run.log_figure(fig, "heatmaps.png")])
 
 
 if __name__ == "__main__":

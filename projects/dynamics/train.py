@@ -16,30 +16,21 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from tracking import ComponentResult, Components, load_config, start_run
+from tracking import load_config, start_run
 
+from projects.dynamics.components import COMPONENTS
 from projects.dynamics.config import Config  # noqa: F401  (the schema is the contract)
-
-COMPONENTS = Components()
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-    from pathlib import Path
-
-    direct = Path(sys.argv[0]).name == "train.py" and Path(sys.argv[0]).parent.name == "dynamics"
-    cfg = load_config(Config, argv, prog="python -m projects.dynamics.train" if direct else None)
+    cfg = load_config(Config, argv)
     with start_run(cfg) as run:
         _train(cfg, run)
 
 
 def _train(cfg: Config, run) -> None:
-    import torch
-
     from projects.dynamics.trainer import Trainer
 
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     brancher = _brancher(cfg, run) if cfg.branch.enabled else None
     t = Trainer(cfg, run.device)
     run.track_state(**t.objects(), **({"branch": brancher} if brancher is not None else {}))
@@ -135,30 +126,6 @@ def _final_ppl(t) -> float:
     import math
 
     return math.exp(min(t.state.val[-1][1], 50.0)) if t.state.val else t.evaluate()["metric.perplexity.val"]
-
-
-@COMPONENTS.provider("monitor", enabled_by="monitor.enabled", why="the uncertainty index is off")
-def _monitor(ctx) -> ComponentResult:
-    """Trigger precision/recall against events, index vs the loss-only trigger (ablation D)."""
-    t = ctx.t
-    ant = t.anticipation()
-    metrics = {f"dynamics.anticipation.{who}.{k}": v for who, d in ant.items() for k, v in d.items()
-               if k in ("precision", "recall", "mean_lead") and v == v}
-    steps = max(1, len(t.state.losses))
-    data = {**{f"{who}.{k}": v for who, d in ant.items() for k, v in d.items()},
-            "lead_window": t.cfg.events.lead, "triggers": t.state.triggers,
-            "monitor_ms_per_step_this_process": 1e3 * t.monitor_s / steps}
-    return ComponentResult.success(data, metrics=metrics)
-
-
-@COMPONENTS.provider("figures.timeline")
-def _timeline(ctx) -> ComponentResult:
-    from projects.dynamics.figures import timeline
-
-    t = ctx.t
-    fig = timeline(t.state.losses, t.state.index, t.state.triggers, t.state.loss_triggers,
-                   t.events.events, t.cfg.monitor.tau, title=f"dynamics / {t.cfg.train.stabiliser}")
-    return ComponentResult.success({"steps": len(t.state.losses)}, figures=[ctx.run.log_figure(fig, "timeline.png")])
 
 
 if __name__ == "__main__":

@@ -82,9 +82,6 @@ class TrainConfig(Section):
     early_stopping_patience: NonNegativeInt = 0
     """Stop after this many evaluations without val improvement (0: never)."""
     early_stopping_min_delta: NonNegativeFloat = 0.0
-    num_threads: NonNegativeInt = execution(0, ge=0)
-    """CPU threads for torch (0: torch's default). Small models on a busy machine run far
-    faster on 1 thread: OpenMP workers spin waiting for each other."""
     flush_denormal: bool = True
     """Flush denormal floats to zero on CPU: without it, mining gradients drift into
     denormals and an adversarial step slowed ~5x after a few hundred steps (measured)."""

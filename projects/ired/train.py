@@ -59,12 +59,7 @@ def _lr_lambda(cfg: TrainConfig):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-    from pathlib import Path
-
-    # Name the command the user typed in errors and --help: this module, or `labrun run ired`.
-    direct = Path(sys.argv[0]).name == "train.py" and Path(sys.argv[0]).parent.name == "ired"
-    cfg = load_config(Config, argv, prog="python -m projects.ired.train" if direct else None)
+    cfg = load_config(Config, argv)
     with start_run(cfg) as run:
         _train(cfg, run)
 
@@ -112,8 +107,6 @@ def _build(cfg: Config, run) -> Trainer:
     from projects.ired.model import EMA, build_model
 
     dev = run.device
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     torch.set_flush_denormal(cfg.train.flush_denormal)
     data = MatrixInverseData(cfg.data.n, cfg.seed, n_val=cfg.data.n_val, n_test=cfg.data.n_test,
                              ood_shift=cfg.data.ood_shift, device=dev)

@@ -58,7 +58,7 @@ SEG_SHIFTS = ("domain_shift",)
 """``missing_<kind><NN>``: knob ``missing_<kind>`` = NN / 100 (share of the inputs dropped)."""
 BASE_KNOBS = ("label_noise", "weak_peer", "corruption", "severity")
 """The knobs every perturbation section reports (those the first problem needed); the
-shift knobs are reported when on (:meth:`Condition.named_knobs`)."""
+shift knobs are reported when on (:meth:`Perturbation.named_knobs`)."""
 
 ATOM_FITS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "noise": {"classification": None},
@@ -85,8 +85,9 @@ GRAMMAR = (f"{CLEAN}, noise<NN> (NN = % of training labels flipped, 1-99: noise2
 
 
 @dataclass(frozen=True)
-class Condition:
-    """The knobs of a condition (the ``perturbation`` config section's values)."""
+class Perturbation:
+    """What a named condition perturbs: the knobs of the ``perturbation`` section. (A "condition"
+    is the run's name for its cell, the ``labrun.condition`` tag; this is what mutual parses it to.)"""
 
     label_noise: float = 0.0
     weak_peer: bool = False
@@ -155,8 +156,8 @@ def condition_name(label_noise: float = 0.0, weak_peer: bool = False, corruption
     return "+".join(atoms) or CLEAN
 
 
-def parse_condition(name: str) -> Condition:
-    """``"noise20+weak_peer"`` -> ``Condition(label_noise=0.2, weak_peer=True)``.
+def parse_condition(name: str) -> Perturbation:
+    """``"noise20+weak_peer"`` -> ``Perturbation(label_noise=0.2, weak_peer=True)``.
 
     Raises :class:`UnknownNameError` (one line, with the grammar) for anything else.
     """
@@ -186,13 +187,13 @@ def parse_condition(name: str) -> Condition:
         else:
             what = f"condition atom {atom!r} in {name!r}" if len(atoms) > 1 else f"condition {name!r}"
             raise UnknownNameError(f"unknown {what}; valid: {GRAMMAR}")
-    return Condition(**knobs)
+    return Perturbation(**knobs)
 
 
-def check_fits(condition: Condition, problem: str, dataset: str) -> None:
-    """Raise a one-line :class:`ValueError` when an atom of ``condition`` does not fit the
+def check_fits(perturbation: Perturbation, problem: str, dataset: str) -> None:
+    """Raise a one-line :class:`ValueError` when an atom of ``perturbation`` does not fit the
     problem or dataset (e.g. label noise on an operator, a viscosity shift on Darcy)."""
-    for kind in condition.atoms():
+    for kind in perturbation.atoms():
         if kind not in ATOM_FITS:
             continue
         if not _fits(kind, problem, dataset):
@@ -202,7 +203,7 @@ def check_fits(condition: Condition, problem: str, dataset: str) -> None:
             valid = ", ".join([CLEAN, WEAK_PEER] + [names.get(k, k) for k in fits])
             where = " or ".join(f"problem={p}" + (f" with data.dataset={'/'.join(ds)}" if ds else "")
                                 for p, ds in _problems(kind).items())
-            raise ValueError(f"condition={condition.name} does not fit problem={problem}, "
+            raise ValueError(f"condition={perturbation.name} does not fit problem={problem}, "
                              f"data.dataset={dataset}: {names.get(kind, kind)} needs {where}; "
                              f"valid here: {valid}")
 

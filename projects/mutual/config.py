@@ -23,8 +23,9 @@ from pydantic import (BaseModel, Field, NonNegativeFloat, NonNegativeInt, Positi
                       ValidationInfo, field_validator, model_validator)
 
 from tracking import Section, TaskConfig, execution
+from tracking.schema import SEED_MAX
 
-from projects.mutual.conditions import CORRUPTIONS, Condition, check_fits, condition_name, parse_condition
+from projects.mutual.conditions import CORRUPTIONS, Perturbation, check_fits, condition_name, parse_condition
 from projects.mutual.data import DATASET_PROBLEMS, DATASETS
 from projects.mutual.data.series.schema import SeriesConfig
 from projects.mutual.data.segmentation.schema import SegConfig
@@ -103,7 +104,7 @@ class DataConfig(Section):
     """Use at most this many training images (quick runs)."""
     max_test: PositiveInt | None = None
     """Evaluate on at most this many test images."""
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=SEED_MAX)
     """Seed of the train/val/test split (operator: of the generated samples); the same for
     every run seed and condition."""
     image_size: PositiveInt = 32
@@ -211,8 +212,8 @@ class PerturbationConfig(Section):
         return self
 
     def knobs(self) -> dict[str, Any]:
-        """The base knobs, and each shift knob that is on (:meth:`Condition.named_knobs`)."""
-        return Condition(**self.model_dump()).named_knobs()
+        """The base knobs, and each shift knob that is on (:meth:`Perturbation.named_knobs`)."""
+        return Perturbation(**self.model_dump()).named_knobs()
 
 
 class TrainConfig(Section):
@@ -240,8 +241,6 @@ class TrainConfig(Section):
     """weak_peer: model B is updated only during the first fraction of the epochs (then frozen)."""
     weak_peer_width_factor: float = Field(1.0, gt=0.0, le=1.0)
     """weak_peer: model B's width is multiplied by this (models with a width: mlp, cnn)."""
-    num_threads: PositiveInt | None = execution(1, gt=0)
-    """torch CPU threads (None: torch's default); small nets run fastest on one."""
     sleep_s: NonNegativeFloat = execution(0.0, ge=0.0)
     """Pause after each epoch: lets a person (or a test) interrupt a run mid-way."""
 
@@ -251,6 +250,10 @@ class Config(TaskConfig):
     method_key: ClassVar[str] = "method.name"
     packages: ClassVar[tuple[str, ...]] = ("neuraloperator", "scipy", "statsmodels")
     """Versions recorded in environment.json (the FNO's library, the PDE solvers', the series')."""
+    default_num_threads: ClassVar[int | None] = 1
+    """Small nets run fastest on one thread."""
+    shorthands: ClassVar[dict[str, str]] = {"task": "problem", "method": "method.name"}
+    """``mlflow run . -e mutual -P task=operator -P method=ssmo-soft`` (or ``--set task=...``)."""
 
     condition: str = "clean"
     """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""
@@ -288,7 +291,7 @@ class Config(TaskConfig):
             full = pert.model_dump()
         elif isinstance(pert, dict) or pert is None:
             given = dict(pert or {})
-            full = {**Condition().knobs(), **given}
+            full = {**Perturbation().knobs(), **given}
         else:
             return data
         name = data.get("condition")
@@ -378,7 +381,7 @@ class Config(TaskConfig):
     def _condition_fits_problem(cls, value: PerturbationConfig, info: ValidationInfo) -> PerturbationConfig:
         problem, data = info.data.get("problem"), info.data.get("data")
         if problem is not None and data is not None:
-            check_fits(Condition(**value.model_dump()), problem, data.dataset)
+            check_fits(Perturbation(**value.model_dump()), problem, data.dataset)
         return value
 
     @field_validator("pde")
@@ -397,8 +400,8 @@ class Config(TaskConfig):
         return value
 
     @property
-    def condition_spec(self) -> Condition:
-        return Condition(**self.perturbation.model_dump())
+    def perturbation_spec(self) -> Perturbation:
+        return Perturbation(**self.perturbation.model_dump())
 
     def model_b_sizes(self) -> dict[str, Any]:
         """model_b's sizes with the weak-peer width factor applied (when the condition says so)."""

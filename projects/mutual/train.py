@@ -64,7 +64,7 @@ class Pair:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(Config, argv, prog="labrun run mutual")
+    cfg = load_config(Config, argv)
     from projects.mutual.data import DataError
     from projects.mutual.tasks import get_task
 
@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     try:  # before the run exists: a missing dataset path leaves nothing in the store
         data = task.load_data()
     except DataError as exc:
-        exit_with_config_error(str(exc), "labrun run mutual")
-    import torch
-
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
+        exit_with_config_error(str(exc), cfg)
     with start_run(cfg) as run:
         _train(run, _build(cfg, run, task, data))
 
@@ -131,7 +127,7 @@ def _train(run, p: Pair) -> None:
                        keys=[f"loss.{m}.total" for m in NAMES] + [f"metric.{m}.{key}.val" for m in NAMES])
         if cfg.train.sleep_s:
             time.sleep(cfg.train.sleep_s)
-    from projects.mutual.report import record
+    from projects.mutual.components import record
 
     record(run, p, best, key, direction)
     for m in NAMES:

@@ -12,112 +12,12 @@ success, disabled (with the reason and the override that enables it) or failed.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-from pydantic import Field, ValidationInfo, field_validator
-
-from tracking import Section, TaskConfig, TrainerState, execution, load_config, start_run
+from tracking import TrainerState, load_config, start_run
 from tracking.config import exit_with_config_error
 
-
-
-class DataConfig(Section):
-    dataset: Literal["digits", "mnist", "fashion_mnist", "kmnist"] = "digits"
-    """digits ships with scikit-learn; the torchvision ones need data.root (never downloaded)."""
-    root: str | None = None
-    """Folder that already holds the torchvision files (e.g. <root>/MNIST/raw)."""
-    labelled_fraction: float = Field(0.1, gt=0.0, le=1.0)
-    """Share of the training images whose labels the model sees (stratified, fixed per seed)."""
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    """digits only: held-out share (metric.accuracy.val is measured on it)."""
-    max_train: int | None = Field(None, ge=10)
-    """Use at most this many training images (quick runs on MNIST)."""
-
-
-class ModelConfig(Section):
-    encoder: Literal["mlp", "conv"] = "mlp"
-    hidden: int = Field(256, ge=1)
-    latent_dim: int = Field(8, ge=1)
-    num_components: int = Field(10, ge=1)
-    """K; the tau-classifier needs K >= number of classes."""
-    prior: Literal["mixture", "normal"] = "mixture"
-    """mixture: learnable Gaussian per component (GMVAE); normal: N(0, I), decoder sees c (M2)."""
-    prior_spread: float = Field(1.0, ge=0.0)
-    """Scale of the random initial component means."""
-    learn_pi: bool = False
-    """Learn the mixture weights pi (else uniform)."""
-    decoder: Literal["bernoulli", "gaussian"] = "bernoulli"
-    """gaussian: heteroscedastic, per-pixel sigma clamped to [sigma_min, sigma_max]."""
-    sigma_min: float = Field(0.05, gt=0.0)
-    sigma_max: float = Field(1.0, gt=0.0)
-    kl_weight: float = Field(1.0, ge=0.0)
-    """Weight of KL(q(z|x,c) || p(z|c)) (beta)."""
-
-    @field_validator("sigma_max")
-    @classmethod
-    def _above_min(cls, v: float, info: ValidationInfo) -> float:
-        lo = info.data.get("sigma_min")
-        if lo is not None and v <= lo:
-            raise ValueError(f"must be larger than model.sigma_min={lo}")
-        return v
-
-
-class TrainConfig(Section):
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    eval_every: int = Field(1, ge=1)
-    """Epochs between accuracy / k_eff evaluations (the last epoch is always evaluated)."""
-    num_threads: int | None = execution(1, ge=1)
-    """torch CPU threads; these nets are small, so one thread beats several fighting over
-    a shared machine (None: torch's default)."""
-    fail_at_epoch: int | None = None
-    """Raise at this epoch: shows what a crashed run leaves (and lets --resume be tried)."""
-
-
-class TauConfig(Section):
-    enabled: bool = True
-
-
-class ClassifierConfig(Section):
-    weight: float = 10.0
-    """Mean cross-entropy over a batch's labelled images, component k read as label
-    k mod classes; 0 = off."""
-
-
-class DiversityConfig(Section):
-    weight: float = 0.0
-    """> 0 rewards entropy of the average responsibilities (against collapse), < 0 penalises it."""
-
-
-class DirichletConfig(Section):
-    weight: float = 0.0
-    """Prior on pi (needs model.learn_pi); 0 = off."""
-    alpha: float = Field(2.0, gt=0.0)
-    """> 1 keeps pi spread out, < 1 pushes it to few components."""
-
-
-class DiagnosticsConfig(Section):
-    figures: bool = True
-    points: int = Field(1000, ge=10)
-    """Held-out images in the latent-space figure."""
-    reconstructions: int = Field(10, ge=1)
-    samples_per_component: int = Field(8, ge=1)
-    active_threshold: float = Field(0.01, ge=0.0, le=1.0)
-    """A component is active when its average responsibility is at least this."""
-
-
-class Config(TaskConfig):
-    task: ClassVar[str] = "ssvae"
-    method_key: ClassVar[str] = "model.prior"
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    tau_classifier: TauConfig = TauConfig()
-    classifier: ClassifierConfig = ClassifierConfig()
-    diversity: DiversityConfig = DiversityConfig()
-    dirichlet: DirichletConfig = DirichletConfig()
-    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+# The schema lives in config.py (torch-free); re-exported because `Config` here is the contract.
+from projects.ssvae.config import (ClassifierConfig, Config, DataConfig, DiagnosticsConfig,  # noqa: F401
+                                   DirichletConfig, DiversityConfig, ModelConfig, TauConfig, TrainConfig)
 
 
 def load_data(cfg: Config):
@@ -161,18 +61,14 @@ class History(TrainerState):
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(Config, argv, prog="labrun run ssvae")
+    cfg = load_config(Config, argv)
     from projects.ssvae.data import DataError
 
     try:  # before the run exists: bad data settings leave nothing in the store
         split = load_data(cfg)
     except DataError as exc:
-        exit_with_config_error(str(exc), "labrun run ssvae")
+        exit_with_config_error(str(exc), cfg)
 
-    import torch
-
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     with start_run(cfg) as run:
         _train(cfg, run, split)
 

@@ -8,49 +8,13 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
-from typing import ClassVar, Literal
 
-from tracking import ComponentResult, Components, Section, TaskConfig, execution, load_config, start_run
+from tracking import load_config, start_run
 
-
-class DataConfig(Section):
-    n_train: int = 512
-    n_val: int = 256
-    n_features: int = 8
-    noise: float = 0.1
-
-
-class ModelConfig(Section):
-    hidden: int = 32
-    activation: Literal["relu", "tanh"] = "relu"
-
-
-class TrainConfig(Section):
-    steps: int = 200
-    batch_size: int = 32
-    lr: float = 1e-2
-    optimizer: Literal["adam", "sgd"] = "adam"
-    eval_every: int = 20
-    sleep_s: float = execution(0.0)
-    """Pause per step: lets a person (or a test) interrupt a run mid-way."""
-    fail_at_step: int | None = None
-    """Raise at this step: shows what a crashing run leaves in the store."""
-
-
-class DiagnosticsConfig(Section):
-    weight_norms: bool = True
-    residuals: bool = False
-    broken_probe: bool = False
-    """A diagnostic whose code raises: the run must still finish, reporting it failed."""
-
-
-class Config(TaskConfig):
-    task: ClassVar[str] = "toy"
-    method_key: ClassVar[str] = "train.optimizer"
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+from projects.toy.components import COMPONENTS
+# The schema lives in config.py (torch-free); re-exported because `Config` here is the contract.
+from projects.toy.config import (Config, DataConfig, DiagnosticsConfig, ModelConfig,  # noqa: F401
+                                 TrainConfig)
 
 
 def _data(cfg: Config, device):
@@ -100,40 +64,6 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(cfg.train.sleep_s)
         run.report_components(COMPONENTS, SimpleNamespace(run=run, model=model, xva=xva, yva=yva))
         run.log_model(model, xva[:4])
-
-
-COMPONENTS = Components()
-
-
-@COMPONENTS.provider("diagnostics.weight_norms", enabled_by="diagnostics.weight_norms")
-def _weight_norms(ctx) -> ComponentResult:
-    norms = {f"diag.weight_norm.layer{i}": float(p.detach().norm()) for i, p in
-             enumerate(q for q in ctx.model.parameters() if q.dim() == 2)}
-    return ComponentResult.success({"layers": len(norms)}, metrics=norms)
-
-
-@COMPONENTS.provider("diagnostics.residuals", enabled_by="diagnostics.residuals", why="it draws a figure")
-def _residuals(ctx) -> ComponentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    with torch.no_grad():
-        res = (ctx.model(ctx.xva) - ctx.yva).flatten().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(4, 3))
-    ax.hist(res, bins=30)
-    ax.set(title="validation residuals", xlabel="prediction - target", ylabel="count")
-    path = ctx.run.log_figure(fig, "residuals.png")
-    return ComponentResult.success({"mean": float(res.mean()), "std": float(res.std())},
-                                   figures=[path])
-
-
-@COMPONENTS.provider("diagnostics.broken_probe", enabled_by="diagnostics.broken_probe",
-                     why="a deliberately failing probe")
-def _broken(ctx) -> ComponentResult:
-    raise ValueError("probe exploded on purpose")
 
 
 if __name__ == "__main__":

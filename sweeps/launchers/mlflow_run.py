@@ -7,10 +7,8 @@ run tracking and labrun's agree on one run.
 """
 from __future__ import annotations
 
-import getpass
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -68,21 +66,15 @@ class MlflowRunLauncher(Launcher):
                 M.MLFLOW_PROJECT_ENTRY_POINT: job.entry}
 
     def _create_run(self, job: Job) -> str:
-        from mlflow.utils import mlflow_tags as M
+        from tracking import runs, store
 
-        from tracking import store
-
-        client = store.client()
-        tags = {**job.all_tags(), **self.claim_tags(job), M.MLFLOW_PARENT_RUN_ID: job.parent_run_id,
-                M.MLFLOW_USER: getpass.getuser(),
-                # Until the task starts, the launcher answers for the run: if it dies first,
-                # the run is judged stale by this pid instead of lingering for minutes.
-                T.HOST: socket.gethostname(), T.PID: str(os.getpid()),
-                T.TASK: job.tags.get(T.TASK, job.entry)}
+        # Until the task starts, the launcher answers for the run (owned): if it dies first,
+        # the run is judged stale by this pid instead of lingering for minutes.
+        tags = {**job.all_tags(), **self.claim_tags(job), T.TASK: job.tags.get(T.TASK, job.entry)}
         if job.cell is not None:  # so the ledger sees the run even if the task never starts
             tags[T.FINGERPRINT] = job.cell.fingerprint
-        run = client.create_run(job.experiment_id, tags=tags, run_name=job.run_name)
-        return run.info.run_id
+        return runs.create(store.client(), job.experiment_id, name=job.run_name, tags=tags,
+                           parent=job.parent_run_id, owned=True)
 
     def _start(self, job: Job) -> subprocess.Popen:
         if job.run_id is None:  # a sweep's claim already made it (sweeps/claims.py)
@@ -115,7 +107,7 @@ class MlflowRunLauncher(Launcher):
         """``mlflow run`` exits 1 for any failure; the run's status says what happened."""
         if code == EXIT_FINISHED:
             return EXIT_FINISHED
-        from tracking import store
+        from tracking import runs, store
 
         try:
             run = store.client().get_run(job.run_id)
@@ -126,17 +118,17 @@ class MlflowRunLauncher(Launcher):
         if pruned or tags.get(T.FAILURE, "").startswith("Interrupted"):
             # `mlflow run` marks any non-zero exit FAILED after the task said KILLED.
             if run.info.status != "KILLED":
-                store.client().set_terminated(job.run_id, "KILLED")
+                runs.end(store.client(), job.run_id, "KILLED")
             return EXIT_PRUNED if pruned else EXIT_SIGTERM
         if run.info.status == "KILLED":
             return EXIT_SIGTERM
         if run.info.status == "FINISHED":  # killed while `mlflow run` wrapped up: it did finish
             return EXIT_FINISHED
         if getattr(self, "_stopping", False):  # a foreign task knows no KILLED: say it for it
-            store.client().set_terminated(job.run_id, "KILLED")
+            runs.end(store.client(), job.run_id, "KILLED")
             return EXIT_SIGTERM
         if run.info.status == "RUNNING":  # the task never started (bad -P, missing env)
-            store.client().set_terminated(job.run_id, "FAILED")
+            runs.end(store.client(), job.run_id, "FAILED")
         return EXIT_FAILED
 
     def stop(self, grace_s: float = 30.0) -> list[Job]:

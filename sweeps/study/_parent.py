@@ -11,7 +11,7 @@ from typing import Any
 
 from sweeps.spec import StudySpec
 from sweeps.study._storage import safe_url
-from tracking import env
+from tracking import env, runs
 from tracking import tags as T
 
 
@@ -31,7 +31,7 @@ def open_study_parent(study: Any, client: Any, exp_id: str, spec: StudySpec) -> 
     if known:
         try:
             client.get_run(known)
-            client.update_run(known, status="RUNNING")
+            runs.reopen(client, known)
             return known
         except Exception:
             pass
@@ -42,7 +42,7 @@ def open_study_parent(study: Any, client: Any, exp_id: str, spec: StudySpec) -> 
     time.sleep(0.05)
     winner = optuna_attr(study, "mlflow_parent_run_id") or run_id
     if winner != run_id:  # another worker created the parent at the same moment
-        client.delete_run(run_id)
+        runs.withdraw(client, run_id, winner)
     return winner
 
 

@@ -40,19 +40,16 @@ class MlflowEpisodes:
         self.run_ids: list[str] = []
 
     def __call__(self, plan: Plan) -> None:
-        tags = {"mlflow.parentRunId": self.parent, "labrun.branch.trigger_step": str(plan.trigger),
+        from tracking import runs
+
+        tags = {"labrun.branch.trigger_step": str(plan.trigger),
                 "labrun.branch.no_change": str(plan.chosen.is_null).lower()}
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"branch.{plan.trigger}")
-        rid = run.info.run_id
-        try:
+        with runs.recorded(self.client, self.experiment_id, name=f"branch.{plan.trigger}", tags=tags,
+                           parent=self.parent) as rid:
             with tempfile.TemporaryDirectory() as tmp:
                 self.client.log_artifacts(rid, str(write_episode(plan, tmp)))
             self.client.log_metric(rid, "perf.branch.proxy_ms", 1e3 * plan.proxy_cpu_s, step=plan.trigger)
             self.client.log_metric(rid, "perf.branch.verify_s", plan.verify_cpu_s, step=plan.trigger)
-            self.client.set_terminated(rid, "FINISHED")
-        except BaseException:
-            self.client.set_terminated(rid, "FAILED")
-            raise
         self.run_ids.append(rid)
 
 

@@ -38,7 +38,7 @@ def cache_key(cfg: Any) -> str:
     events) and the branch keys the collection reads; not the run's seed or mode."""
     d = cfg.model_dump(mode="json")
     keep = {k: d[k] for k in ("data", "model", "train", "instability", "monitor", "events")}
-    keep["train"] = {k: v for k, v in keep["train"].items() if k not in ("num_threads", "sleep_s")}
+    keep["train"] = {k: v for k, v in keep["train"].items() if k != "sleep_s"}
     keep["branch"] = {k: d["branch"][k] for k in ("k", "horizon", "hold", "window", "pretrain_seed", "pretrain_points",
                                                  "pretrain_actions", "allow_skip")}
     return hashlib.blake2b(json.dumps(keep, sort_keys=True).encode(), digest_size=8).hexdigest()

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from tracking import Section
+from tracking.schema import SEED_MAX
 
 
 class SyntheticConfig(Section):
@@ -38,7 +39,7 @@ class SyntheticConfig(Section):
     (a channel's sign fixed per channel) and the seasonal amplitude is multiplied by regime_scale."""
     regime_level: float = 1.5
     regime_scale: PositiveFloat = 1.5
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
     """Generator seed (None: data.split_seed); the same for every run seed and condition."""
 
     @model_validator(mode="after")
