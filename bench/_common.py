@@ -3,13 +3,19 @@
 
 The statistics come from :mod:`analysis.stats` and the tables from :mod:`analysis.tables`, as
 in ``labrun analyze``, so a bench prints the same numbers the analysis would, and a
-statistic the data cannot support as a dash with a footnote, never as 0.000.
+statistic the data cannot support as a dash with a footnote, never as 0.000. The benches that
+go through HTTP start and stop a plain ``mlflow server`` here.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,3 +91,43 @@ def print_table(rows: Sequence[Sequence[object]], head: Sequence[str], notes: "F
     print(render(rows, head, align=align))
     for line in notes.lines if notes is not None else ():
         print(line)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path, db: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A plain ``mlflow server`` on 127.0.0.1 over ``db`` (default ``folder/server.db``); stop it
+    with :func:`stop_server` (its whole process group)."""
+    import urllib.request
+
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "LABRUN_PROGRESS": "0", "GIT_PYTHON_REFRESH": "quiet"}
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{db or folder / 'server.db'}", "--serve-artifacts",
+           "--artifacts-destination", str(folder / "artifacts"), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=folder, env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except Exception:
+            time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError("the tracking server did not come up in 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)

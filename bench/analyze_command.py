@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,25 +42,6 @@ def _size(folder: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), stats.stat().st_size if stats.exists() else 0
 
 
-def _server(db: Path, artifacts: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{db}", "--default-artifact-root", str(artifacts),
-                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise SystemExit("mlflow server did not answer /health within 60 s")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10_000)
@@ -82,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labrun analyze on SQLite: {wall:.1f} s wall (fresh process); artifacts {total / 1e6:.2f} MB, "
               f"stats.json {stats / 1e3:.1f} kB; load {os.getloadavg()[0]:.2f}")
         if args.server:
-            proc, url = _server(root / "mlflow.db", root / "mlruns")
+            from bench._common import start_server, stop_server
+
+            proc, url = start_server(root, root / "mlflow.db")
             try:
                 wall = _analyze(url, root / "out-http", root)
                 print(f"labrun analyze through mlflow server ({url}): {wall:.1f} s wall; load {os.getloadavg()[0]:.2f}")
             finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
+                stop_server(proc)
     return 0
 
 

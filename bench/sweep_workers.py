@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench._common import start_server, stop_server  # noqa: E402
+
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_MODE": "disabled", "LABRUN_PROGRESS": "0",
        "GIT_PYTHON_REFRESH": "quiet", "PYTHONPATH": str(ROOT)}
 
@@ -62,42 +64,6 @@ def audit(uri: str, experiment: str, cells: int) -> dict[str, int]:
             "missing": cells - len(done), "running": sum(r.info.status == "RUNNING" for r in runs),
             "withdrawn": sum(bool(r.data.tags.get("labrun.withdrawn")) for r in cellruns),
             "workers": len({r.data.tags.get("labrun.claim") for r in live})}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    import urllib.request
-
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{folder}/server.db", "--serve-artifacts",
-           "--artifacts-destination", str(folder / "artifacts"), "--workers", "2"]
-    proc = subprocess.Popen(cmd, cwd=folder, env=dict(os.environ, **ENV), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            return proc, url
-        except Exception:
-            time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError("the tracking server did not come up in 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def bench(label: str, uri_for, folder: Path, cells: int, steps: int, workers: list[int]) -> None:

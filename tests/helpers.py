@@ -60,3 +60,13 @@ def sigkill_after_checkpoint(store, module, argv, checkpoint, *, reference, time
     reference()
     (ref,) = [r for r in all_runs(store) if r.data.tags.get("labrun.pid") == str(os.getpid())]
     return victim_id, ref.info.run_id
+
+
+def one_line_exit_2(proc, *needles: str) -> str:
+    """A user error as labrun promises it: exit 2, one stderr line holding every needle, no traceback."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

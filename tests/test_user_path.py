@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from tests.helpers import PYTHON, REPO, all_runs, run_cli
+from tests.helpers import PYTHON, REPO, all_runs, one_line_exit_2 as _one_line_exit_2, run_cli
 
 LABRUN = [PYTHON, "-m", "labrun"]
 
@@ -21,13 +21,6 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
-def _one_line_exit_2(proc, *needles: str) -> str:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv", [

@@ -13,19 +13,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import PYTHON, REPO, all_runs, run_cli
+from tests.helpers import PYTHON, REPO, all_runs, one_line_exit_2 as _one_line_exit_2, run_cli
 
 LABRUN = [PYTHON, "-m", "labrun"]
 TASKS = ("toy", "ired", "ssvae", "mutual", "dynamics", "anomaly")
 
 
-def _one_line_exit_2(proc, *needles: str) -> str:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- case 5: ranges
