@@ -23,6 +23,12 @@ from pydantic import BaseModel
 _MARK = "\x00slot{}\x00"
 
 
+# TaskConfig's own "before" validator only moves old keys to their new place and fills the
+# task's thread default: a row it rewrites changes keys other than its own, which the template
+# already refuses (and a few cells of every template are checked against full validation).
+PLATFORM_VALIDATORS = frozenset({"_platform_keys"})
+
+
 @functools.cache
 def separable(schema: type[BaseModel]) -> bool:
     """True when no validator of ``schema`` (at any depth) can see two fields at once."""
@@ -33,7 +39,7 @@ def separable(schema: type[BaseModel]) -> bool:
             return True
         seen.add(model)
         decorators = model.__pydantic_decorators__
-        if decorators.model_validators:
+        if any(name not in PLATFORM_VALIDATORS for name in decorators.model_validators):
             return False
         for dec in decorators.field_validators.values():
             if len(inspect.signature(dec.func).parameters) > 1 + (dec.info.mode == "wrap"):

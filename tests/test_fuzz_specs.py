@@ -43,7 +43,7 @@ STUDY_KEYS = ["entry", "name", "config", "overrides", "space", "objective", "see
 
 
 def scalars() -> st.SearchStrategy:
-    return st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True),
+    return st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True, allow_subnormal=False),
                      st.text(max_size=12), st.sampled_from(["adam", "sgd", "toy", "ired", "local", "mlflow",
                                                             "submitit", "ray", "quick", "float", "int",
                                                             "categorical", "tpe", "grid", "cmaes", "none",

@@ -108,6 +108,8 @@ class CheckpointConnector:
         source = client.get_run(source_run)
         saved_at = (self.resume.extra or {}).get(SAVED_AT_KEY) if self.resume else None
         for key in source.data.metrics:
+            if key.startswith("system/"):  # the source process's own machine samples, not its series
+                continue
             history = [m for m in client.get_metric_history(source_run, key)
                        if m.step <= until_step and (saved_at is None or m.timestamp <= saved_at)]
             for m in sorted(history, key=lambda m: (m.step, m.timestamp)):

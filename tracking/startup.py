@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
