@@ -7,6 +7,7 @@ module level, so that ``labrun --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import typing
 import importlib
 import sys
 from pathlib import Path
@@ -195,11 +196,19 @@ def _provenance_parsers(sub: Any) -> None:
     p.set_defaults(func=_check)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit 2, like every other user error of labrun; the usage
+    is one ``--help`` away instead of four lines above the message."""
+
+    def error(self, message: str) -> "typing.NoReturn":
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labrun", description=DESCRIPTION,
+    parser = _Parser(prog="labrun", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print labrun's version (and commit) and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("run", help="run a task in-process (same as python -m projects.TASK.train)",
                        description="Run TASK as one tracked run. Everything after TASK goes to the task: "

@@ -112,7 +112,10 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
     from labrun.cli import main
 
     capsys.readouterr()
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own refusals (``--set -1e400``: a value that looks like an option)
+        code = exc.code
     return code, capsys.readouterr().err
 
 
