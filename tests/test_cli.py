@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -65,8 +66,10 @@ def test_ui_serves_the_store_on_localhost(store, tmp_path):
                 time.sleep(0.5)
         assert body is not None, "the UI did not answer"
         assert '"name": "Default"' in body or '"name":"Default"' in body
+        # labrun ui prints once its own health check answers, which may come just after ours
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        first = proc.stdout.readline() if ready else ""
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    first = proc.stdout.readline()
     assert f"MLflow UI on {store.uri}" in first
