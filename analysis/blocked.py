@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from analysis import tolerance as tol
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -59,24 +58,26 @@ def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:
 
 
 def friedman(ranks: np.ndarray) -> tuple[float, float, float, float]:
-    """Friedman's chi-square (tie-corrected) and the Iman–Davenport F, with p-values.
-
-    Iman and Davenport showed Friedman's chi-square is conservative; their F statistic,
-    ``(N-1) chi2 / (N(k-1) - chi2)`` on (k-1, (k-1)(N-1)) df, is the one Demšar recommends.
-    """
-    from scipy import stats as st
-
+    """Friedman's chi-square (tie-corrected) and the Iman–Davenport F, with p-values."""
     from analysis.ranking import kendall_w
 
     n, k = ranks.shape
     _, chi2, p = kendall_w(ranks)     # m (n-1) W is Friedman's statistic, ties corrected
+    return (chi2, p, *iman_davenport(chi2, n, k))
+
+
+def iman_davenport(chi2: float, n: int, k: int) -> tuple[float, float]:
+    """Iman and Davenport showed Friedman's chi-square is conservative; their F statistic,
+    ``(N-1) chi2 / (N(k-1) - chi2)`` on (k-1, (k-1)(N-1)) df, is the one Demšar recommends."""
+    from scipy import stats as st
+
     if math.isnan(chi2):
-        return (math.nan,) * 4
+        return math.nan, math.nan
     denom = n * (k - 1) - chi2
     if denom <= 0:                    # every block ranks the methods the same way
-        return chi2, p, math.inf, 0.0
+        return math.inf, 0.0
     f = (n - 1) * chi2 / denom
-    return chi2, p, float(f), float(st.f.sf(f, k - 1, (k - 1) * (n - 1)))
+    return float(f), float(st.f.sf(f, k - 1, (k - 1) * (n - 1)))
 
 
 def holm_vs_control(mean_rank: "pd.Series", control: str, n_blocks: int) -> "pd.DataFrame":
@@ -100,30 +101,29 @@ def compare_blocks(runs: "pd.DataFrame", value: str, *, method: str = "group", b
     import pandas as pd
     import scikit_posthocs as sp
 
-    table = runs.pivot_table(index=block, columns=method, values=value, aggfunc="mean", sort=True)
-    table.columns = [str(c) for c in table.columns]
-    complete = table.dropna(axis=0, how="any")
-    dropped = [str(b) for b in table.index if b not in complete.index]
-    snapped = pd.DataFrame([tol.snap(row) for row in complete.to_numpy()], index=complete.index,
-                           columns=complete.columns) if len(complete) else complete
-    ranks = snapped.rank(axis=1, method="average", ascending=(direction == "min"))
-    mean_rank = ranks.mean(axis=0).sort_values(kind="stable")
-    k, n = len(complete.columns), len(complete)
+    from analysis.ranking import rank_methods
+
+    # the blocks are the raters of analysis.ranking: same pivot, ties up to rounding, chi2 = Friedman's
+    r = rank_methods(runs, value, item=method, block=block, direction=direction)
+    complete, ranks = r.values, r.ranks
+    mean_rank = r.mean_rank.sort_values(kind="stable")
+    k, n = r.n_methods, r.n_seeds
+    dropped = [str(b) for b in r.dropped_seeds]
     if control is not None and control not in complete.columns:
         from tracking.config import ConfigError
 
         raise ConfigError(f"--control: no method {control!r}; methods: {', '.join(complete.columns)}")
-    control = control or (str(mean_rank.index[0]) if len(mean_rank) else "")
+    control = control or (str(mean_rank.index[0]) if n else "")
     note = _note(k, n)
     if note:
         nan = pd.DataFrame(np.nan, index=complete.columns, columns=complete.columns)
         return BlockedComparison(complete, ranks, mean_rank, *(math.nan,) * 5, nan, control,
                                  pd.DataFrame(columns=["z", "p", "holm_p"]), dropped, note)
-    chi2, p, f, f_p = friedman(ranks.to_numpy())
-    nemenyi = sp.posthoc_nemenyi_friedman(snapped.to_numpy() * (1 if direction == "min" else -1))
+    nemenyi = sp.posthoc_nemenyi_friedman(ranks.to_numpy())   # it ranks each row again: the same ranks
     nemenyi.index = nemenyi.columns = list(complete.columns)
-    return BlockedComparison(complete, ranks, mean_rank, chi2, p, f, f_p, critical_difference(k, n), nemenyi,
-                             control, holm_vs_control(mean_rank, control, n), dropped, None)
+    return BlockedComparison(complete, ranks, mean_rank, r.chi2, r.p_value, *iman_davenport(r.chi2, n, k),
+                             critical_difference(k, n), nemenyi, control, holm_vs_control(mean_rank, control, n),
+                             dropped, None)
 
 
 def _note(k: int, n: int) -> str | None:

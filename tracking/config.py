@@ -302,10 +302,9 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
             raise SystemExit(0)
         base = None
         if opts.resume:
-            from tracking.store import check_reachable, check_resumable, resolved_config_of, tracking_uri
+            from tracking.store import check_resumable, resolved_config_of
 
-            check_reachable(tracking_uri())
-            check_resumable(opts.resume, schema.task)
+            check_resumable(opts.resume, schema.task)   # its client() checks the store answers first
             base = resolved_config_of(opts.resume) if opts.base_config is None else None
         cfg = resolve_config(schema, opts.base_config, overrides, base=base)
         if base is None:
