@@ -458,3 +458,35 @@ def test_a_torn_deferred_save_is_skipped_tagged_and_the_run_goes_on_with_full_co
     dest = Path(store.download_artifacts(run_id, "checkpoints", str(tmp_path)))
     saved, ref = ckpt.load(dest / "cp_2.ptz"), ckpt.load(ckpt.save(reference, tmp_path / "ref.ptz"))
     assert _same(saved["objects"], ref["objects"])
+
+
+_SIGNAL_AT_START = """
+import os, signal, sys, time
+from pathlib import Path
+from tracking.signals import Terminated, sigterm_as_exception
+from tracking.writer import CheckpointWriter
+
+marker = Path(sys.argv[1])
+def job(cancel):
+    os.kill(os.getpid(), signal.SIGTERM)   # while the main thread is still inside Thread.start()
+    time.sleep(0.5)
+    marker.write_text("written")
+
+writer = CheckpointWriter()
+with sigterm_as_exception():
+    try:
+        writer.submit(job)
+        time.sleep(5)
+    except Terminated:
+        pass
+writer.close()
+print(marker.exists())
+"""
+
+
+def test_a_signal_while_the_writer_starts_still_waits_for_its_file(tmp_path):
+    """The CI race: SIGTERM landed inside Thread.start(); the run ended without its checkpoint."""
+    out = subprocess.run([PYTHON, "-c", _SIGNAL_AT_START, str(tmp_path / "m")], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"

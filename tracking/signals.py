@@ -37,4 +37,25 @@ def sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-__all__ = ["Terminated", "raise_terminated", "sigterm_as_exception"]
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is over (they are blocked, then delivered).
+
+    For the few steps that must not be cut in half by :class:`Terminated`: starting a
+    writer thread, whose ``Thread.start()`` an interrupt could leave with the thread
+    running but the caller believing it never started (the run then ended without
+    waiting for its in-flight checkpoint). A thread started inside inherits the mask, so
+    signals keep going to the main thread, where Python runs its handlers anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+__all__ = ["Terminated", "raise_terminated", "sigterm_as_exception", "signals_held"]

@@ -26,6 +26,7 @@ import time
 from typing import Callable
 
 from tracking.checkpoint import SaveCancelled, UnsafeCheckpoint, settle_pending
+from tracking.signals import signals_held
 
 log = logging.getLogger("labrun")
 
@@ -89,11 +90,12 @@ class CheckpointWriter:
         self._cancel.clear()
         self._idle.clear()
         thread = threading.Thread(target=self._run, args=(job,), name=self.name, daemon=True)
-        try:
-            thread.start()
-        except BaseException:
-            self._idle.set()
-            raise
+        with signals_held():  # an interrupt inside start() would hide a running job; it comes after
+            try:
+                thread.start()
+            except BaseException:
+                self._idle.set()  # the thread could not start: nothing is in flight
+                raise
 
     def _run(self, job: Job) -> None:
         t0 = time.perf_counter()
