@@ -21,6 +21,7 @@ USAGE = """usage: {prog} [--config PATH] [--set key.path=value ...] [--key.path 
        [--seed N] [--tag key=value ...] [--status exploratory|keep|baseline|failed]
        [--name NAME] [--description TEXT] [--experiment NAME] [--resume RUN_ID [--trust-checkpoints]]
        [--system-metrics on|off|auto] [--log-model on|off|auto] [--register-model NAME]
+       [--nproc N [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]]
 
 Runs the {task!r} task as one tracked MLflow run.
 
@@ -42,6 +43,11 @@ Runs the {task!r} task as one tracked MLflow run.
   --log-model M        log the trained model as an MLflow model: on, off, or auto (default:
                        runs that lasted 20 s or more, or that --register-model)
   --register-model NAME  register the model the task logs in MLflow's model registry
+  --nproc N            train on N processes of this machine under torchrun and DDP (one run;
+                       gloo on CPU, nccl on CUDA); tasks that train in one process refuse it
+  --nnodes M, --node-rank R, --rdzv-endpoint HOST:PORT
+                       M machines: start the same command on each, with its R (0..M-1) and
+                       the address of node 0 (HOST:PORT must be free there)
 
 Valid config keys:
 {keys}
@@ -115,6 +121,8 @@ def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
             opts.system_metrics = value
         elif name == "--register-model":
             opts.register_model = value or None
+        elif name in _TOPOLOGY:
+            _topology(opts, name, value)
         elif name == "--log-model":
             if value not in ("on", "off", "auto"):
                 raise ConfigError(f"unknown --log-model {value!r}; valid: on, off, auto")
@@ -123,6 +131,42 @@ def parse_argv(argv: Sequence[str]) -> tuple[LaunchOptions, list[str], bool]:
             overrides.append(f"{name[2:]}={value}")
     opts.overrides = overrides
     return opts, overrides, False
+
+
+_TOPOLOGY = ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint")
+
+
+def _topology(opts: LaunchOptions, name: str, value: str) -> None:
+    """One of torchrun's options (:mod:`tracking.distributed.launch`), checked here."""
+    field = name[2:].replace("-", "_")
+    if field == "rdzv_endpoint":
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--rdzv-endpoint {value!r} must be HOST:PORT (node 0's address), "
+                              f"e.g. 10.0.0.1:29400")
+        opts.topology[field] = value
+        return
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    low = 0 if field == "node_rank" else 1
+    if number < low:
+        raise ConfigError(f"{name} needs an integer >= {low}, got {value!r}")
+    opts.topology[field] = number
+
+
+def strip_topology(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the torchrun options: what each rank is started with."""
+    out, args, i = [], list(argv), 0
+    while i < len(args):
+        name = args[i].partition("=")[0]
+        if name in _TOPOLOGY:
+            i += 1 if "=" in args[i] else 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
 
 
 def _tag(value: str) -> tuple[str, str]:

@@ -84,15 +84,18 @@ class CheckpointConnector:
         self._artifacts: Any = None
 
     # ------------------------------------------------------------------ resume
-    def restore(self, found: Found) -> ckpt.ResumeInfo:
-        """Continue from the checkpoint :func:`fetch` read; copy the source's history."""
+    def restore(self, found: Found, *, record: bool = True) -> ckpt.ResumeInfo:
+        """Continue from the checkpoint :func:`fetch` read; copy the source's history
+        (``record=False``: only load it, as a DDP rank other than 0 does)."""
         if found.error is not None:
             raise found.error
         run, source_run, state = self.run, found.source_run, found.state
-        store.close_if_stale(run.client, source_run)  # a SIGKILLed source must not stay RUNNING
         self.resume = ckpt.ResumeInfo(run_id=source_run, path=found.name, global_step=state["global_step"],
                                       epoch=state["epoch"], extra=state["extra"])
         self._resume_state = state
+        if not record:
+            return self.resume
+        store.close_if_stale(run.client, source_run)  # a SIGKILLed source must not stay RUNNING
         from tracking.metrics import recover
 
         recover(run.client, source_run, fast_uri=store.tracking_uri())  # what a SIGKILL left unflushed
@@ -120,7 +123,12 @@ class CheckpointConnector:
         self.tracked = dict(objects)
         if self._resume_state is None:
             return None
-        ckpt.apply(self._resume_state, self.tracked)
+        world = self.run.world
+        saved = ckpt.saved_world_size(self._resume_state)
+        if saved != world.size and world.leader:
+            self.run.log.warning("resuming a %d-process checkpoint with %d processes: the data order changes "
+                                 "from here on (the same --nproc continues it exactly)", saved, world.size)
+        ckpt.apply(self._resume_state, self.tracked, rank=world.rank, world_size=world.size)
         self._resume_state = None
         self.run.log.info("resumed from %s at global step %d (epoch %d)", self.resume.run_id,
                           self.resume.global_step, self.resume.epoch)
@@ -134,13 +142,19 @@ class CheckpointConnector:
         # When the state was taken: a resume copies only the history logged before it (what a
         # task logs after its loop, e.g. final diagnostics at step 0, is logged again anyway).
         extra = {**(extra or {}), SAVED_AT_KEY: int(time.time() * 1000)}
+        world = self.run.world
+        ranks = world.gather(ckpt.rank_state(self.tracked)) if world.distributed else None
+        folder = self.run.local_dir / "checkpoints"
+        path = folder / "best" / "best.ptz" if best else folder / ckpt.checkpoint_name(global_step)
+        if not world.leader:  # its share is in rank 0's file
+            return path
         writer = self._checkpoint_writer()
         writer.wait()  # one snapshot in memory at a time; its buffers are reused
         deferred = self._snapshot == "deferred"  # ckpt.Deferred
         state = ckpt.snapshot(ckpt.collect(self.tracked, global_step=global_step, epoch=epoch, extra=extra),
                               self._pool, defer=self.tracked if deferred else None)
-        folder = self.run.local_dir / "checkpoints"
-        path = folder / "best" / "best.ptz" if best else folder / ckpt.checkpoint_name(global_step)
+        if ranks is not None:
+            state["ranks"] = ranks
         writer.submit(lambda cancel: self._write(state, path, best, cancel))
         return path
 

@@ -319,6 +319,10 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
         check_reachable(tracking_uri())  # before any run exists: one line, not a long retry loop
         if not opts.experiment:
             check_experiment_env()
+        if opts.topology:  # under torchrun from here on (or refused): after every check above
+            from tracking.distributed.launch import maybe_relaunch
+
+            maybe_relaunch(schema, opts, argv, cfg.execution.num_threads)
     except ConfigError as exc:
         exit_with_config_error(str(exc), prog)
     cfg._launch = opts

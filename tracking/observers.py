@@ -68,7 +68,9 @@ class Watchers:
     def start_system_metrics(self) -> None:
         from tracking.sysmetrics import SystemMetrics
 
-        self._sysmetrics = SystemMetrics(self.run.run_id, self.run.cfg.launch.system_metrics)
+        world = self.run.world
+        self._sysmetrics = SystemMetrics(self.run.run_id, self.run.cfg.launch.system_metrics,
+                                         node_id=f"rank{world.rank}" if world.distributed else None)
         self._sysmetrics.start()
 
     def start(self, observers: Sequence[RunObserver]) -> None:

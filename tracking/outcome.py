@@ -37,6 +37,8 @@ class Outcome:
     exit_code: int = EXIT_FINISHED
     exc: BaseException | None = None
     pruned: bool = False
+    trace: str | None = None
+    """The traceback to keep when it is not ``exc``'s (another DDP rank's failure)."""
 
     @classmethod
     def of(cls, exc: BaseException) -> "Outcome":
@@ -61,6 +63,9 @@ class Outcome:
             raise SystemExit(self.exit_code)
         if self.exc is not None:
             raise self.exc
+        if self.status == "FAILED":  # another rank's failure: its traceback is in the run
+            print(f"labrun: run {run_id} FAILED ({self.failure}); its traceback.txt has the rest", file=sys.stderr)
+            raise SystemExit(self.exit_code)
         if self.status == "KILLED":
             if not self.pruned:
                 print(f"labrun: run {run_id} KILLED ({self.failure}); continue it with --resume {run_id}",
@@ -151,8 +156,9 @@ def record_outcome(client: Any, run_id: str, end: Outcome, guarded: Callable,
     if end.status == "FAILED":
         tags[T.STATUS] = "failed"
         guarded("set the research status", client.set_tag, run_id, T.STATUS, "failed")
-        if end.exc is not None:
-            guarded("upload the traceback", client.log_text, run_id, _traceback(end.exc), "traceback.txt")
+        trace = end.trace or (_traceback(end.exc) if end.exc is not None else None)
+        if trace:
+            guarded("upload the traceback", client.log_text, run_id, trace, "traceback.txt")
     if end.pruned:
         tags[T.PRUNED] = "true"
         guarded("tag the pruning", client.set_tag, run_id, T.PRUNED, "true")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from tracking import checkpoint as ckpt
-from tracking import leftovers
+from tracking import distributed, leftovers
 from tracking import observers as _observers
 from tracking import startup, store
 from tracking import tags as T
@@ -67,7 +68,8 @@ class Run:
         # Provenance of the code that runs (the schema's module), not of the working directory.
         self.git: GitInfo = git_info(Path(sys.modules[type(cfg).__module__].__file__).resolve().parent)
         self.log = logging.getLogger(f"labrun.{cfg.task}")
-        self.device = resolve_device(cfg.device)
+        self.world = distributed.current()
+        self.device = self.world.device(resolve_device(cfg.device))
         self.components: dict[str, ComponentResult] = {}
         self.results: dict[str, Any] = {}
         self.figures: list[str] = []
@@ -108,6 +110,33 @@ class Run:
         line = epoch_line(epoch, total, metrics, elapsed_s, keys)
         self.log.info(line)
         return line
+
+    # ------------------------------------------------------------------ many processes (torchrun)
+    @property
+    def rank(self) -> int:
+        """This process's rank under torchrun (0 alone); rank 0 owns the MLflow run."""
+        return self.world.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.world.size
+
+    def distribute(self, model: Any) -> Any:
+        """``model`` wrapped in DistributedDataParallel under torchrun, else ``model``.
+
+        Track the module itself (``run.track_state(model=model)``), train through what this
+        returns: DDP averages the gradients, so every rank holds the same weights."""
+        if not self.world.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def all_ranks(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Each metric averaged over the ranks (every rank must call it, with the same names);
+        what rank 0 then logs is the group's value, not its own shard's."""
+        return self.world.mean(metrics)
 
     # ------------------------------------------------------------------ components, artifacts
     def component(self, name: str, provider: Provider) -> ComponentResult:
@@ -264,7 +293,7 @@ class Run:
             self.checkpoints.restore(found)
             self.set_tag(T.RESUMED_STEP, self.resume.global_step)
         self.log_text(startup.config_yaml(self), "config.yaml")
-        seed_everything(self.cfg.seed, self.cfg.deterministic)
+        seed_everything(self.cfg.seed + self.world.rank, self.cfg.deterministic)
         self.watchers.start(observers)
         from tracking.views import run_url
 
@@ -298,14 +327,25 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
     """
     store.quiet_environment()
     set_threads(cfg.execution.num_threads)
+    world = _join_world(cfg)
     client = store.client()
     trust = "--trust-checkpoints" if cfg.launch.trust_checkpoints else None
     with ckpt.trusting(trust):  # the run's own loads only, not the rest of the process
         found = _fetch_resume(client, cfg)
+        if not world.leader:
+            from tracking.distributed.follower import follow
+
+            try:
+                with follow(cfg, client, world, found) as follower:
+                    yield follower
+            finally:
+                world.close()
+            return
         run_id, exp_id, adopted = startup.create_or_adopt(client, cfg, experiment)
+        world.broadcast((run_id, exp_id))  # the other ranks follow this run
         run: Run | None = None
         end = Outcome()
-        with sigterm_as_exception():
+        with sigterm_as_exception(then=signal.SIG_IGN if world.distributed else None):
             try:
                 run = Run(cfg, run_id, exp_id, client)
                 run._begin(adopted, observers, found)
@@ -314,13 +354,32 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
                 end = Outcome.of(exc)
                 if end.pruned:
                     log.info("run %s pruned: %s", run_id, exc)
+                if world.distributed:
+                    from tracking.distributed.failures import classify
+
+                    end = classify(end, exc, world, cfg.execution.dist_timeout_s)
             finally:
                 if run is None:
                     fail_unbuilt(client, run_id, end)
                 else:
                     run._finish(end)
                     _say_ended(run, end)
+                world.close()
     end.settle(run_id)
+
+
+def _join_world(cfg: TaskConfig) -> "distributed.World":
+    """Under torchrun: the process group, before any run exists (a task that trains in one
+    process refuses a group in one line, exit 2)."""
+    world = distributed.current()
+    if world.distributed:
+        if not cfg.supports_distributed:
+            from tracking.config import exit_with_config_error
+
+            exit_with_config_error(f"task {cfg.task!r} trains in one process; it cannot run as one of "
+                                   f"{world.size} ranks (WORLD_SIZE={world.size})", cfg)
+        world.init(resolve_device(cfg.device), cfg.execution.dist_timeout_s)
+    return world
 
 
 def _say_ended(run: Run, end: Outcome) -> None:

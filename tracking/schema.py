@@ -93,6 +93,8 @@ class ExecutionConfig(Section):
 
     num_threads: Optional[int] = Field(None, ge=0)
     """torch CPU threads (0 or None: torch's default; not given: the task's default_num_threads)."""
+    dist_timeout_s: float = Field(900.0, gt=0)
+    """Under torchrun: a collective that waits longer fails the run (a hung rank), not forever."""
 
 
 MOVED_KEYS: dict[str, str] = {"train.num_threads": "execution.num_threads"}
@@ -147,6 +149,8 @@ class TaskConfig(Section):
     nonfinite_metrics: ClassVar[tuple[str, ...]] = ("loss.total",)
     """The training losses whose non-finite value is divergence (``divergence.metrics``)."""
     default_num_threads: ClassVar[int | None] = None
+    supports_distributed: ClassVar[bool] = False
+    """The task trains under torchrun/DDP (``--nproc N``); False: it refuses N > 1 in one line."""
     """``execution.num_threads`` when the config does not say (None: torch's default)."""
     moved_keys: ClassVar[Mapping[str, str]] = MOVED_KEYS
     """Old dotted keys still accepted, and where they now live (:data:`MOVED_KEYS`)."""
@@ -226,6 +230,8 @@ class LaunchOptions:
     """Register the model the task logs (``run.log_model``) under this name."""
     log_model: str = "auto"
     """on | off | auto: log the task's model; auto skips runs under 20 s (tests, smoke runs)."""
+    topology: dict[str, Any] = field(default_factory=dict)
+    """``--nproc``, ``--nnodes``, ``--node-rank``, ``--rdzv-endpoint`` as given (torchrun's)."""
 
 
 C = TypeVar("C", bound=TaskConfig)

@@ -22,8 +22,10 @@ def raise_terminated(signum: int, frame: Any) -> NoReturn:
 
 
 @contextmanager
-def sigterm_as_exception() -> Iterator[None]:
-    """Inside the block SIGTERM raises :class:`Terminated`; the previous handler is back after.
+def sigterm_as_exception(then: Any = None) -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated`; the previous handler is back after
+    (or ``then``: a DDP rank 0 ignores the SIGTERM torchrun sends once its run is recorded,
+    so its exit code still says how the run ended).
 
     Only the main thread can set a handler; elsewhere the block runs unchanged.
     """
@@ -34,7 +36,7 @@ def sigterm_as_exception() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGTERM, old if then is None else then)
 
 
 @contextmanager

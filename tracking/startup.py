@@ -94,6 +94,8 @@ def record_start(run: "Run", adopted: bool) -> None:
         run.name = _naming.run_name(client, cfg)
     tags = {**_identity_tags(cfg), **_provenance_tags(run),
             **({T.RESUMED_FROM: opts.resume} if opts.resume else {}),
+            **({T.WORLD_SIZE: str(run.world.size), T.DIST_BACKEND: run.world.backend}
+               if run.world.distributed else {}),
             **({"mlflow.note.content": opts.description} if opts.description else {}),
             **({"mlflow.runName": opts.name} if opts.name and not adopted else {}),
             **({"mlflow.runName": run.name} if renamed else {}),
@@ -143,6 +145,7 @@ def config_yaml(run: "Run") -> str:
         "cli_overrides": list(opts.overrides),
         "resumed_from": opts.resume,
         "resumed_epoch": run.resume.epoch if run.resume else None,
+        "world_size": run.world.size,
     }
     doc = {"experiment": header, "config": run.cfg.model_dump(mode="json")}
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

@@ -24,8 +24,9 @@ class SystemMetrics:
     """Owns one run's monitor: :meth:`start` per the mode, :meth:`stop` when the run ends."""
 
     def __init__(self, run_id: str, mode: str = "auto", *, after_s: float = AUTO_AFTER_S,
-                 sampling_s: float = SAMPLING_S) -> None:
+                 sampling_s: float = SAMPLING_S, node_id: str | None = None) -> None:
         self.run_id, self.mode, self.after_s, self.sampling_s = run_id, mode, after_s, sampling_s
+        self.node_id = node_id  # a DDP rank's samples go under system/<node_id>/ (MLflow's own prefix)
         self._monitor: Any = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -53,7 +54,7 @@ class SystemMetrics:
             if self._monitor is not None:
                 return
             self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.sampling_s,
-                                                 tracking_uri=tracking_uri())
+                                                 tracking_uri=tracking_uri(), node_id=self.node_id)
             self._monitor.start()
 
     @property

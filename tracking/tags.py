@@ -27,6 +27,8 @@ HOST = "labrun.host"
 PID = "labrun.pid"
 DEVICE = "labrun.device"
 HEARTBEAT = "labrun.heartbeat"           # unix time, refreshed while the process lives
+WORLD_SIZE = "labrun.world_size"         # processes of one DDP run (torchrun); absent: one
+DIST_BACKEND = "labrun.dist.backend"     # gloo | nccl
 
 # --- how it ended / continued ---------------------------------------------------------------
 FAILURE = "labrun.failure"               # "Type: message"

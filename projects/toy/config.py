@@ -34,6 +34,10 @@ class TrainConfig(Section):
     """Pause per step: lets a person (or a test) interrupt a run mid-way."""
     fail_at_step: NonNegativeInt | None = None
     """Raise at this step: shows what a crashing run leaves in the store."""
+    fail_rank: NonNegativeInt | None = execution(None)
+    """Under ``--nproc``: only this rank fails at ``fail_at_step`` (None: every rank)."""
+    fail_kind: Literal["raise", "hang"] = execution("raise")
+    """How it fails: an exception, or a hang (what a stuck rank looks like to the others)."""
 
 
 class DiagnosticsConfig(Section):
@@ -46,6 +50,7 @@ class DiagnosticsConfig(Section):
 class Config(TaskConfig):
     task: ClassVar[str] = "toy"
     method_key: ClassVar[str] = "train.optimizer"
+    supports_distributed: ClassVar[bool] = True
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

@@ -28,6 +28,12 @@ def _data(cfg: Config, device):
     return x[:n].to(device), y[:n].to(device), x[n:].to(device), y[n:].to(device)
 
 
+def _fail(cfg: Config, step: int) -> None:
+    if cfg.train.fail_kind == "hang":
+        time.sleep(10**6)
+    raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config(Config, argv)
     import torch
@@ -39,22 +45,23 @@ def main(argv: list[str] | None = None) -> None:
         act = torch.nn.ReLU() if cfg.model.activation == "relu" else torch.nn.Tanh()
         model = torch.nn.Sequential(torch.nn.Linear(cfg.data.n_features, cfg.model.hidden), act,
                                     torch.nn.Linear(cfg.model.hidden, 1)).to(run.device)
+        trained = run.distribute(model)  # DDP under --nproc N: each rank draws its own batch
         opt_cls = torch.optim.Adam if cfg.train.optimizer == "adam" else torch.optim.SGD
         opt = opt_cls(model.parameters(), lr=cfg.train.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.train.steps))
-        sampler = torch.Generator().manual_seed(cfg.seed)
+        sampler = torch.Generator().manual_seed(cfg.seed + 1_000_003 * run.rank)
         run.track_state(model=model, optimizer=opt, scheduler=sched, sampler=sampler)
         loop = run.steps(cfg.train.steps, desc="toy")
         for step in loop:
-            if cfg.train.fail_at_step == step:
-                raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
+            if cfg.train.fail_at_step == step and cfg.train.fail_rank in (None, run.rank):
+                _fail(cfg, step)
             idx = torch.randint(0, xtr.shape[0], (cfg.train.batch_size,), generator=sampler)
-            loss = torch.nn.functional.mse_loss(model(xtr[idx]), ytr[idx])
+            loss = torch.nn.functional.mse_loss(trained(xtr[idx]), ytr[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            metrics = {"loss.total": loss.item(), "diag.lr": sched.get_last_lr()[0]}
+            metrics = {**run.all_ranks({"loss.total": loss.item()}), "diag.lr": sched.get_last_lr()[0]}
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 with torch.no_grad():
                     metrics["metric.mse.val"] = torch.nn.functional.mse_loss(model(xva), yva).item()

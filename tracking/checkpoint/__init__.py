@@ -32,13 +32,13 @@ from tracking.checkpoint.quantize import (dequantize_optimizer_state, quantize_o
                                           quantize_state)
 from tracking.checkpoint.snapshot import (_ACTIVE, DEFER_MIN_BYTES, Deferred, DeferredState, SnapshotPool,
                                           SnapshotTorn, byte_view, settle_pending, snapshot)
-from tracking.checkpoint.state import ResumeInfo, apply, collect
+from tracking.checkpoint.state import ResumeInfo, apply, collect, rank_state, saved_world_size
 
 __all__ = [
     "CHUNK", "DEFER_MIN_BYTES", "FLAG_SHUFFLE", "LEVEL", "LOAD_WORKERS", "MAGIC", "SAVE_WORKERS", "VERSION",
     "CheckpointError", "Deferred", "DeferredState", "ResumeInfo", "SaveCancelled", "SnapshotPool",
     "SnapshotTorn", "UnsafeCheckpoint", "allowed_globals", "apply", "byte_view", "checkpoint_name", "collect", "dequantize_optimizer_state",
     "dumps", "file_options", "is_trusted", "latest_valid", "load", "loads", "periodic", "quantize_optimizer_state",
-    "quantize_state", "register_safe_globals", "safe_globals", "save", "settle_pending", "snapshot", "step_of",
+    "quantize_state", "rank_state", "register_safe_globals", "saved_world_size", "safe_globals", "save", "settle_pending", "snapshot", "step_of",
     "trusting", "write_stream",
 ]

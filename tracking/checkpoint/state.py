@@ -89,8 +89,29 @@ def collect(objects: Mapping[str, Any], *, global_step: int, epoch: int = 0,
             "global_step": int(global_step), "epoch": int(epoch), "extra": dict(extra or {})}
 
 
-def apply(state: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
-    """Load a collected state into live objects and restore the RNGs last."""
+def rank_local(obj: Any) -> bool:
+    """Objects each DDP rank has its own of (its data order): generators, and anything that
+    says so with ``rank_local = True`` (a sharded sampler). The model, optimizer and
+    scheduler are the same on every rank and are saved once, from rank 0."""
+    import numpy as np
+    import torch
+
+    return (isinstance(obj, (torch.Generator, np.random.Generator, random.Random))
+            or getattr(obj, "rank_local", False) is True)
+
+
+def rank_state(objects: Mapping[str, Any]) -> dict:
+    """One rank's share of a checkpoint: its RNGs and its rank-local objects."""
+    return {"rng": _rng_state(),
+            "objects": {name: _object_state(obj) for name, obj in objects.items() if rank_local(obj)}}
+
+
+def apply(state: Mapping[str, Any], objects: Mapping[str, Any], *, rank: int = 0, world_size: int = 1) -> None:
+    """Load a collected state into live objects and restore the RNGs last.
+
+    A checkpoint of a DDP run holds every rank's RNGs and rank-local objects (``ranks``):
+    rank ``rank`` takes its own. A rank the checkpoint has no share for (more processes than
+    it was saved with) keeps its fresh seeding, so two ranks never draw the same data."""
     settle_pending()  # a deferred snapshot still reading these tensors finishes first
     saved = state["objects"]
     missing = sorted(set(objects) - set(saved))
@@ -98,9 +119,20 @@ def apply(state: Mapping[str, Any], objects: Mapping[str, Any]) -> None:
         raise CheckpointError(
             f"checkpoint has no state for {', '.join(missing)} (it holds {', '.join(sorted(saved))})"
         )
+    ranks = state.get("ranks") or [{"rng": state["rng"], "objects": {}}]
+    mine = ranks[rank] if rank < len(ranks) else None
     for name, obj in objects.items():
         value = saved[name]
+        if rank_local(obj) and (mine is None or rank > 0):
+            if mine is None or name not in mine["objects"]:
+                continue
+            value = mine["objects"][name]
         if is_optimizer_state(value):
             value = dequantize_optimizer_state(value)
         _load_object_state(obj, value)
-    _set_rng_state(state["rng"])
+    if mine is not None:
+        _set_rng_state(mine["rng"])
+
+
+def saved_world_size(state: Mapping[str, Any]) -> int:
+    return len(state.get("ranks") or [None])
