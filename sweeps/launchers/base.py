@@ -67,6 +67,8 @@ class Job:
     attempt: int = 1
     run_id: str | None = None
     """Known up front when the launcher pre-creates the run (mlflow launcher)."""
+    nproc: int = 1
+    """Processes of the cell's one run (torchrun/DDP, ``--nproc``): the launcher's ``nproc_per_node``."""
 
     def all_tags(self) -> dict[str, str]:
         return {**self.tags, T.JOB: self.key}
@@ -81,6 +83,8 @@ class Job:
         if self.resume:
             argv += ["--resume", self.resume]
         argv += ["--experiment", self.experiment, "--name", self.run_name]
+        if self.nproc > 1:
+            argv += ["--nproc", str(self.nproc)]
         if with_tags:
             for k, v in self.all_tags().items():
                 argv += ["--tag", f"{k}={v}"]
@@ -125,13 +129,18 @@ def apply_env(cell_env: Mapping[str, str], *, complete: bool = False) -> None:
 
 @dataclass
 class LauncherOptions:
-    """A launcher's options: the spec's block under its name (``submitit: {...}``); none here.
+    """A launcher's options: the spec's block under its name (``submitit: {...}``); every
+    launcher takes ``nproc_per_node``.
 
     A plain dataclass, so that registering a launcher imports nothing (``labrun --help``
     reads the registry); pydantic validates it, strictly, when a spec is loaded.
     """
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    nproc_per_node: int = 1
+    """Processes per cell: each cell is one run on that many processes (torchrun and DDP,
+    the task's ``--nproc``); ledger, claims and resume are the same as for one process."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -173,11 +182,16 @@ class Launcher(ABC):
         from pydantic import TypeAdapter
 
         try:
-            return TypeAdapter(cls.Options).validate_python(dict(raw or {}))
+            options = TypeAdapter(cls.Options).validate_python(dict(raw or {}))
         except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             from tracking.config import ConfigError
 
             raise ConfigError(_options_error(cls, exc)) from None
+        if options.nproc_per_node < 1:
+            from tracking.config import ConfigError
+
+            raise ConfigError(f"launcher {cls.name!r}: nproc_per_node must be >= 1, got {options.nproc_per_node}")
+        return options
 
     def claim_tags(self, job: Job) -> dict[str, str]:
         """Tags of the run a sweep creates for ``job`` before launching it (sweeps/claims.py)
@@ -202,6 +216,7 @@ class Launcher(ABC):
 
     def submit(self, job: Job) -> None:
         """Queue a job; it starts when a slot is free (the launcher keeps the queue)."""
+        job.nproc = self.options.nproc_per_node
         self.queue.append(job)
         self._fill()
 

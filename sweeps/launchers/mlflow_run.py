@@ -31,6 +31,8 @@ def mlflow_params(job: Job) -> list[str]:
         args += ["-P", item]
     if job.resume:
         args += ["-P", f"resume={job.resume}"]
+    if job.nproc > 1:
+        args += ["-P", f"nproc={job.nproc}"]
     return args
 
 
