@@ -322,7 +322,7 @@ def load_config(schema: type[C], argv: Sequence[str] | None = None, *, prog: str
         if opts.topology:  # under torchrun from here on (or refused): after every check above
             from tracking.distributed.launch import maybe_relaunch
 
-            maybe_relaunch(schema, opts, argv, cfg.execution.num_threads)
+            maybe_relaunch(cfg, opts, argv)
     except ConfigError as exc:
         exit_with_config_error(str(exc), prog)
     cfg._launch = opts

@@ -373,11 +373,13 @@ def _join_world(cfg: TaskConfig) -> "distributed.World":
     process refuses a group in one line, exit 2)."""
     world = distributed.current()
     if world.distributed:
-        if not cfg.supports_distributed:
+        from tracking.distributed.launch import refusal
+
+        why = refusal(cfg)
+        if why:
             from tracking.config import exit_with_config_error
 
-            exit_with_config_error(f"task {cfg.task!r} trains in one process; it cannot run as one of "
-                                   f"{world.size} ranks (WORLD_SIZE={world.size})", cfg)
+            exit_with_config_error(f"{why} (this process is one of WORLD_SIZE={world.size} ranks)", cfg)
         world.init(resolve_device(cfg.device), cfg.execution.dist_timeout_s)
     return world
 

@@ -174,6 +174,11 @@ class TaskConfig(Section):
 
     _launch: "LaunchOptions" = PrivateAttr(default=None)
 
+
+    def distributed_refusal(self) -> str | None:
+        """Why this config cannot run on many processes although the task can (None: it can);
+        said in one line before any run exists."""
+        return None
     @model_validator(mode="before")
     @classmethod
     def _platform_keys(cls, data: Any) -> Any:

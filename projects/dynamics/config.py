@@ -249,6 +249,7 @@ class Config(TaskConfig):
     method_key: ClassVar[str] = "train.stabiliser"
     packages: ClassVar[tuple[str, ...]] = ("zclip", "pytorch_optimizer")
     default_num_threads: ClassVar[int | None] = 1
+    supports_distributed: ClassVar[bool] = True
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -256,6 +257,12 @@ class Config(TaskConfig):
     monitor: MonitorConfig = MonitorConfig()
     events: EventsConfig = EventsConfig()
     branch: BranchConfig = BranchConfig()
+
+    def distributed_refusal(self) -> str | None:
+        if self.branch.enabled:
+            return ("branch.enabled rolls futures back and forth on one process's state; "
+                    "run branching with one process (drop --nproc) or set branch.enabled=false")
+        return None
 
     @property
     def method_tag(self) -> str:

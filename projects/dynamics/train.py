@@ -32,7 +32,7 @@ def _train(cfg: Config, run) -> None:
     from projects.dynamics.trainer import Trainer
 
     brancher = _brancher(cfg, run) if cfg.branch.enabled else None
-    t = Trainer(cfg, run.device)
+    t = Trainer(cfg, run.device, run)
     run.track_state(**t.objects(), **({"branch": brancher} if brancher is not None else {}))
     run.log.info("dynamics: stabiliser=%s params=%d vocab=%d corpus=%d tokens", cfg.train.stabiliser,
                  t.model.n_params(), t.corpus.vocab.size, len(t.corpus.train))

@@ -39,7 +39,11 @@ class DynamicsState(TrainerState):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, device: str | torch.device = "cpu") -> None:
+    """``run``: under ``--nproc N`` each rank draws its own batches, trains through DDP
+    (``run.distribute``) and decides skips, events and triggers on the loss averaged over
+    the ranks (``run.all_ranks``), so every rank takes the same branch of every decision."""
+
+    def __init__(self, cfg: Config, device: str | torch.device = "cpu", run: Any = None) -> None:
         from projects.dynamics.baselines import build_clipper, build_optimizer
         from projects.dynamics.data import Corpus
         from projects.dynamics.events import EventDetector
@@ -57,7 +61,10 @@ class Trainer:
         self.optimizer = build_optimizer(t, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t, cfg.instability))
         self.clipper = build_clipper(t)
-        self.sampler = torch.Generator().manual_seed(cfg.seed)
+        rank = run.rank if run is not None else 0
+        self.net = run.distribute(self.model) if run is not None else self.model
+        self._mean = run.all_ranks if run is not None and run.world_size > 1 else None
+        self.sampler = torch.Generator().manual_seed(cfg.seed + 1_000_003 * rank)
         self.monitor = Monitor(cfg.monitor, cfg.seed) if cfg.monitor.enabled else None
         self.events = EventDetector.from_config(cfg.events)
         self.state = DynamicsState()
@@ -130,13 +137,13 @@ class Trainer:
         keep = bool(every) and step % every == 0
         self.model.train()
         with self._autocast():
-            logits = self.model(x, keep_layers=keep)
+            logits = self.net(x, keep_layers=keep)
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         held = self.knobs.active(step)
         grad_norm = (self.knobs.clipper if held and self.knobs.clipper is not None else self.clipper)(self.model)
-        value = float(loss.detach())
+        value = float(loss.detach()) if self._mean is None else self._mean({"loss": float(loss.detach())})["loss"]
         lr = self.optimizer.param_groups[0]["lr"] * ((1.0 + self.knobs.action.lr) if held else 1.0)
         if not (math.isfinite(value) and math.isfinite(grad_norm)):
             st.skipped += 1  # a non-finite step would poison the weights for good: skip it, count it

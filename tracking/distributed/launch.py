@@ -36,21 +36,29 @@ class Topology:
         return (self.nproc > 1 or self.nnodes > 1) and not inside_torchrun()
 
 
-def maybe_relaunch(schema: type, opts: object, argv: Sequence[str], threads: int | None) -> None:
+def refusal(cfg: object) -> str | None:
+    """Why ``cfg`` cannot run on many processes, or None."""
+    if not cfg.supports_distributed:
+        return (f"task {cfg.task!r} trains in one process; --nproc/--nnodes > 1 is for the tasks "
+                f"that run under DDP ({', '.join(distributed_tasks()) or 'none'})")
+    return cfg.distributed_refusal()
+
+
+def maybe_relaunch(cfg: object, opts: object, argv: Sequence[str]) -> None:
     """From ``load_config``: refuse what cannot run, else hand the command to torchrun."""
     from tracking.argv import strip_topology
     from tracking.schema import ConfigError
 
     top = Topology(**getattr(opts, "topology"))
-    if top.nproc * top.nnodes > 1 and not schema.supports_distributed:
-        raise ConfigError(f"task {schema.task!r} trains in one process; --nproc/--nnodes > 1 is for the tasks "
-                          f"that run under DDP ({', '.join(distributed_tasks()) or 'none'})")
+    why = refusal(cfg) if top.nproc * top.nnodes > 1 else None
+    if why:
+        raise ConfigError(why)
     if top.nnodes > 1 and not top.rdzv_endpoint:
         raise ConfigError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address) and --node-rank")
     if top.node_rank >= top.nnodes:
         raise ConfigError(f"--node-rank {top.node_rank} must be below --nnodes {top.nnodes}")
     if top.wants_launch:
-        relaunch(top, entry_module(schema), strip_topology(argv), threads)
+        relaunch(top, entry_module(type(cfg)), strip_topology(argv), cfg.execution.num_threads)
 
 
 def entry_module(schema: type) -> str:
@@ -133,5 +141,5 @@ def exit_code(failures: dict, top: Topology) -> int:
     return 128 - code if code < 0 else (code or EXIT_FAILED)
 
 
-__all__ = ["ENV_LAUNCHED", "Topology", "entry_module", "exit_code", "inside_torchrun", "maybe_relaunch",
+__all__ = ["ENV_LAUNCHED", "Topology", "entry_module", "exit_code", "inside_torchrun", "maybe_relaunch", "refusal",
            "relaunch", "torchrun_args"]
