@@ -212,3 +212,27 @@ def test_resuming_with_another_world_size_says_the_data_order_changes(store):
     assert two.returncode == 0, two.stderr[-3000:]
     warned = [ln for ln in two.stderr.splitlines() if "resuming a 1-process checkpoint with 2 processes" in ln]
     assert len(warned) == 1
+
+
+@pytest.mark.slow  # two 2-process runs of real tasks: ~60 s
+@pytest.mark.parametrize("task,args", [
+    ("dynamics", ["--set", "train.steps=20", "--set", "train.eval_every=10", "--set", "checkpoint.every=10"]),
+    ("mutual", ["--set", "train.epochs=2"]),
+])
+def test_the_study_tasks_train_under_ddp(store, task, args):
+    proc = _labrun("run", task, *QUICK, "--nproc", "2", "--name", f"{task}-ddp", *args, cwd=store.root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = _run(store, f"{task}-ddp")
+    assert run.info.status == "FINISHED" and run.data.tags["labrun.world_size"] == "2"
+    assert [a.path for a in store.list_artifacts(run.info.run_id, "checkpoints")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,args,needle", [
+    ("dynamics", ["--set", "branch.enabled=true"], "branch.enabled"),
+    ("mutual", ["--config", "operator_quick"], "problem=classification"),
+])
+def test_settings_that_need_one_process_refuse_many(store, task, args, needle):
+    args = args if "--config" in args else ["--config", "quick", *args]
+    one_line_exit_2(_labrun("run", task, "--nproc", "2", *args, cwd=store.root), needle)
+    assert all_runs(store) == []

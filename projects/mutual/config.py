@@ -254,6 +254,8 @@ class Config(TaskConfig):
     """Small nets run fastest on one thread."""
     shorthands: ClassVar[dict[str, str]] = {"task": "problem", "method": "method.name"}
     """``mlflow run . -e mutual -P task=operator -P method=ssmo-soft`` (or ``--set task=...``)."""
+    supports_distributed: ClassVar[bool] = True
+    """``--nproc N``: the classification problem (both models under DDP, batches split by rank)."""
 
     condition: str = "clean"
     """clean | noise<NN> | weak_peer | corrupt_<kind>_<1-5>, joined with '+'; fills perturbation.*."""
@@ -270,6 +272,12 @@ class Config(TaskConfig):
     train: TrainConfig = TrainConfig()
 
     # ------------------------------------------------------------------ condition <-> knobs
+
+    def distributed_refusal(self) -> str | None:
+        if self.problem != "classification":
+            return (f"problem {self.problem!r} trains in one process; --nproc > 1 is for "
+                    f"problem=classification")
+        return None
     @field_validator("method", mode="before")
     @classmethod
     def _method_shorthand(cls, value: Any) -> Any:

@@ -61,6 +61,10 @@ class Pair:
     sampler: Any
     probe: Any
     train_eval: Any
+    run: Any = None
+    """Under ``--nproc``: DDP wrappers (``nets``), each rank's share of the batches, epoch means
+    averaged over ranks. ``models`` stay the modules themselves (checkpoints, probes, evaluation)."""
+    nets: dict[str, Any] | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,7 +95,8 @@ def _build(cfg: Config, run, task, data) -> Pair:
     return Pair(cfg, task, data, {"a": a, "b": b},
                 {"a": make_optimizer(a, cfg.train), "b": make_optimizer(b, cfg.train)},
                 build_method(cfg.method), derived_generator(cfg.seed, "batches"),
-                data.probe(cfg.train.probe_size, cfg.seed), data.train.subset(sub, "train"))
+                data.probe(cfg.train.probe_size, cfg.seed), data.train.subset(sub, "train"),
+                run, {"a": run.distribute(a), "b": run.distribute(b)})
 
 
 def _to(data, device):
@@ -165,17 +170,26 @@ def _train_epoch(p: Pair, epoch: int) -> dict[str, float]:
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     noisy = p.data.train.noisy
+    rank, world = (p.run.rank, p.run.world_size) if p.run is not None else (0, 1)
+    mine = range(rank, n_batches - n_batches % world, world)  # equal shares: DDP steps in lockstep
+    nets = p.nets or p.models
     for i, (x, y, idx) in enumerate(iterate_batches(p.data.train, cfg.train.batch_size, p.sampler,
                                                       with_index=True)):
+        if i not in mine:
+            continue
         groups = {"noisy": noisy[idx]} if noisy is not None else None
-        result = joint_step(p.task, p.method, p.models["a"], p.models["b"], p.opts["a"], p.opts["b"],
+        result = joint_step(p.task, p.method, nets["a"], nets["b"], p.opts["a"], p.opts["b"],
                             (x, y), epoch=(epoch - 1) + i / n_batches, step=None, update_b=update_b,
                             grad_clip=cfg.train.grad_clip, groups=groups)
         for k, v in result.metrics().items():
+            sums.setdefault(k, 0.0)
+            counts.setdefault(k, 0)
             if not math.isnan(v):
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-    out = {k: sums[k] / counts[k] for k in sums}
+                sums[k] += v
+                counts[k] += 1
+    out = {k: sums[k] / counts[k] if counts[k] else math.nan for k in sums if counts[k] or world > 1}
+    if world > 1:  # every rank has every name (NaN where it saw none); NaN stays out
+        out = {k: v for k, v in p.run.all_ranks(out).items() if not math.isnan(v)}
     out["diag.b.updated"] = float(update_b)
     return out
 

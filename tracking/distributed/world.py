@@ -95,7 +95,8 @@ class World:
         return out
 
     def mean(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        """The mean of each metric over the ranks (every rank calls it, in the same order)."""
+        """The mean of each metric over the ranks that have a value (NaN: none has); every
+        rank calls it with the same names."""
         if not self.distributed or not metrics:
             return {k: float(v) for k, v in metrics.items()}
         import torch
@@ -104,8 +105,11 @@ class World:
         names = sorted(metrics)
         dev = torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
         values = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64, device=dev)
-        dist.all_reduce(values)
-        return {k: float(v) / self.size for k, v in zip(names, values.tolist())}
+        seen = ~torch.isnan(values)
+        both = torch.cat([torch.where(seen, values, torch.zeros_like(values)), seen.double()])
+        dist.all_reduce(both)
+        total, count = both[:len(names)].tolist(), both[len(names):].tolist()
+        return {k: t / c if c else float("nan") for k, t, c in zip(names, total, count)}
 
     # ------------------------------------------------------------------ failures
     def _kv(self) -> Any:
