@@ -124,7 +124,7 @@ def test_a_new_launcher_is_one_subclass(monkeypatch):
     assert base.launcher_class("inline_test") is Inline
     assert list(base.registered())[:4] == BUILTIN and "inline_test" in base.registered()
     spec = SweepSpec.model_validate({"entry": "toy", "launcher": "inline_test"})
-    assert spec.launcher_options() is None
+    assert spec.launcher_options() == base.LauncherOptions(nproc_per_node=1)  # every launcher's one option
     launcher = base.make_launcher("inline_test", 2, module="m")
     job = base.Job("k", "toy", "m", None, [], "e", "1", "p", "r")
     assert launcher.wait_one(job, poll_s=0) == EXIT_PRUNED
@@ -249,7 +249,7 @@ def test_submitit_block_keeps_its_yaml_shape_in_sweeps_and_studies(tmp_path):
         submitit: {cluster: local}
     """, "o.yaml")
     spec, _ = load_spec(StudySpec, study)
-    assert spec.launcher == "mlflow" and spec.launcher_options() is None
+    assert spec.launcher == "mlflow" and spec.launcher_options().nproc_per_node == 1
     assert load_spec(StudySpec, study, ["launcher=submitit"])[0].launcher_options().cluster == "local"
 
 

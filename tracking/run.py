@@ -34,6 +34,7 @@ from tracking.checkpointing import SAVED_AT_KEY, CheckpointConnector, Found, fet
 from tracking.components import ComponentResult, Components, Provider, evaluate
 from tracking.config import TaskConfig
 from tracking.divergence import DivergenceWatch, NonFinite
+from tracking.exits import EXIT_CONFIG
 from tracking.logs import RunLogging
 from tracking.loop import Steps
 from tracking.metrics import MetricLogger
@@ -41,7 +42,7 @@ from tracking.outcome import Outcome, OutcomeRecorder, end_mlflow_run, fail_unbu
 from tracking.progress import epoch_line, progress
 from tracking.provenance import GitInfo, git_info
 from tracking.seeding import resolve_device, seed_everything, set_threads
-from tracking.signals import Terminated, sigterm_as_exception
+from tracking.signals import Terminated, ignore_sigterm, sigterm_as_exception
 
 log = logging.getLogger("labrun")
 
@@ -351,6 +352,8 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
                 run._begin(adopted, observers, found)
                 yield run
             except BaseException as exc:
+                if world.distributed:  # torchrun's SIGTERM must not cut the record of the end short
+                    ignore_sigterm()
                 end = Outcome.of(exc)
                 if end.pruned:
                     log.info("run %s pruned: %s", run_id, exc)
@@ -359,6 +362,8 @@ def start_run(cfg: TaskConfig, *, experiment: str | None = None,
 
                     end = classify(end, exc, world, cfg.execution.dist_timeout_s)
             finally:
+                if world.distributed:  # also when the task finished: another rank may end first
+                    ignore_sigterm()
                 if run is None:
                     fail_unbuilt(client, run_id, end)
                 else:
@@ -376,6 +381,8 @@ def _join_world(cfg: TaskConfig) -> "distributed.World":
         from tracking.distributed.launch import refusal
 
         why = refusal(cfg)
+        if why and not world.leader:  # rank 0 says it, once
+            raise SystemExit(EXIT_CONFIG)
         if why:
             from tracking.config import exit_with_config_error
 

@@ -39,6 +39,13 @@ def sigterm_as_exception(then: Any = None) -> Iterator[None]:
         signal.signal(signal.SIGTERM, old if then is None else then)
 
 
+def ignore_sigterm() -> None:
+    """From here on SIGTERM does nothing (main thread only): a DDP rank 0 recording how its
+    run ended, while torchrun stops the group because another rank has ended."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until the block is over (they are blocked, then delivered).
@@ -60,4 +67,4 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-__all__ = ["Terminated", "raise_terminated", "sigterm_as_exception", "signals_held"]
+__all__ = ["Terminated", "ignore_sigterm", "raise_terminated", "sigterm_as_exception", "signals_held"]
