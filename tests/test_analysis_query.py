@@ -75,7 +75,8 @@ def test_sql_and_search_paths_give_the_same_frame(mixed):
     a = query.runs_frame("mixed", tracking_uri=uri, backend="sql")
     b = query.runs_frame("mixed", tracking_uri=uri, backend="search")
     pd.testing.assert_frame_equal(a, b)
-    assert query.backend_for(uri) == "sql" and query.backend_for("http://h:5000") == "search"
+    assert query.backend_for(uri) == "sql" and query.backend_for("http://h:5000") == "bulk"
+    assert query.backend_for("file:///tmp/mlruns") == "search"
     a2 = query.runs_frame("mixed", tracking_uri=uri, backend="sql", task_runs_only=False)
     b2 = query.runs_frame("mixed", tracking_uri=uri, backend="search", task_runs_only=False)
     pd.testing.assert_frame_equal(a2, b2)

@@ -142,7 +142,7 @@ def test_the_password_goes_only_into_a_private_ini(tmp_path, monkeypatch):
 
     cmd = server.server_command(settings)
     assert "from-the-file-123" not in " ".join(cmd) and "from-the-environment" not in " ".join(cmd)
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--app-name") + 1] == "labrun-auth"
     assert cmd[cmd.index("--allowed-hosts") + 1] == "127.0.0.1:5000,localhost:5000"
     assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp_path / "art")
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "stale")
