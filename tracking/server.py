@@ -85,6 +85,8 @@ class ServerSettings:
     auth_database_uri: str | None = None
     """Where users and permissions live; default: the tracking store's database."""
     workers: int = 4
+    auth_cache_seconds: int = 30
+    """How long a worker trusts a checked login (MLflow's ``auth_cache_ttl_seconds``; 0: never)."""
 
     @property
     def url(self) -> str:
@@ -111,6 +113,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--auth-database-uri", default=None, metavar="URI",
                    help="users and permissions (default: the tracking store's database)")
     p.add_argument("--workers", type=int, default=4, help="server worker processes (default: 4)")
+    p.add_argument("--auth-cache-seconds", type=int, default=30, metavar="S",
+                   help="a worker trusts a checked login this long (default: 30; 0 checks the password "
+                        "hash on every request, ~0.1 s each: a changed password or a deleted user is "
+                        "refused by every worker within S seconds)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -120,9 +126,10 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if not args.backend_store_uri.startswith(("postgresql://", "postgresql+", "postgres://")):
         raise ConfigError(f"--backend-store-uri must be a PostgreSQL URI (postgresql://USER@HOST:PORT/DB) "
                           f"for a group server, got {args.backend_store_uri!r}")
-    if not 0 <= args.port < 65536 or args.workers < 1:
-        raise ConfigError(f"--port must be 0-65535 (0 picks a free one) and --workers at least 1 "
-                          f"(got {args.port}, {args.workers})")
+    if not 0 <= args.port < 65536 or args.workers < 1 or args.auth_cache_seconds < 0:
+        raise ConfigError(f"--port must be 0-65535 (0 picks a free one), --workers at least 1 and "
+                          f"--auth-cache-seconds at least 0 (got {args.port}, {args.workers}, "
+                          f"{args.auth_cache_seconds})")
     if args.port == 0:
         from tracking.serving import free_port
 
@@ -141,7 +148,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if "://" not in dest:
         dest = str(Path(dest).expanduser().resolve())
     return ServerSettings(args.backend_store_uri, dest, args.host, args.port, hosts, args.admin_username,
-                          args.default_permission, args.auth_database_uri, args.workers)
+                          args.default_permission, args.auth_database_uri, args.workers,
+                          args.auth_cache_seconds)
 
 
 def default_allowed_hosts(host: str, port: int) -> list[str]:
@@ -178,7 +186,13 @@ def admin_password(password_file: str | None, environ: Mapping[str, str] | None 
 
 
 def auth_ini(settings: ServerSettings, password: str) -> str:
-    """The basic-auth app's configuration (``MLFLOW_AUTH_CONFIG_PATH``), password included."""
+    """The basic-auth app's configuration (``MLFLOW_AUTH_CONFIG_PATH``), password included.
+
+    MLflow checks the password hash (scrypt, ~0.1 s) up to three times a request without its
+    login cache, so an analysis's thirty requests took 11 s; the cache is on for
+    ``auth_cache_seconds``, MLflow's own trade-off (a revoked login lives that long on the
+    other workers).
+    """
     import configparser
     import io
 
@@ -190,6 +204,7 @@ def auth_ini(settings: ServerSettings, password: str) -> str:
         "admin_password": password,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
+        "auth_cache_ttl_seconds": str(settings.auth_cache_seconds),
     }
     out = io.StringIO()
     cfg.write(out)
