@@ -378,7 +378,8 @@ def create_user(tracking_uri: str, username: str, password: str, *, admin: tuple
 
 def grant(tracking_uri: str, experiment_id: str, username: str, permission: str, *,
           admin: tuple[str, str]) -> None:
-    """Give ``username`` READ | EDIT | MANAGE | NO_PERMISSIONS on one experiment."""
+    """Give ``username`` READ | EDIT | MANAGE | DENY on one experiment (MLflow 3.17 refuses
+    NO_PERMISSIONS as a per-experiment grant; DENY takes even the default permission away)."""
     from mlflow.server import get_app_client
 
     with credentials(*admin):
