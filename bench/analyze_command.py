@@ -104,9 +104,10 @@ def _through_labrun_server(root: Path, runs: int) -> None:
 
             login = ("reader", "reader-" + secrets.token_hex(8))
             create_user(url, *login, admin=("admin", password))
-            wall = _analyze(url, root / "out-labrun", root, login)
-            print(f"labrun analyze through labrun server ({url}, logins on, user with READ): {wall:.1f} s wall; "
-                  f"load {open('/proc/loadavg').read().strip()}")
+            for when in ("first after the server started", "again"):   # cold workers, then warm
+                wall = _analyze(url, root / f"out-labrun-{when[:5]}", root, login)
+                print(f"labrun analyze through labrun server ({url}, logins on, user with READ), {when}: "
+                      f"{wall:.1f} s wall; load {open('/proc/loadavg').read().strip()}")
         finally:
             from bench._common import stop_server
 
