@@ -4,9 +4,11 @@
 ORM objects) for each run, which costs ~1 ms a run on SQLite: 10,000 runs take seconds.
 When the tracking URI is a database (SQLite, PostgreSQL, MySQL) the same information is
 read here with five bulk SQL statements against MLflow's own tables (``runs``, ``tags``,
-``params``, ``latest_metrics``, ``metrics``); for a tracking *server* (http/https) the
-REST ``search_runs`` pages are walked to the end. Both paths feed one assembler, so they
-give the same frame (the tests check that).
+``params``, ``latest_metrics``, ``metrics``); through ``labrun server`` the server runs those
+statements on its store and answers one request with the tables as Arrow
+(:mod:`tracking.backends.bulk`); through any other tracking server (http/https) the REST
+``search_runs`` pages are walked to the end (one log line says so). All paths feed one
+assembler, so they give the same frame (the tests check that).
 
 Columns of the frame (a stable schema; ``export`` writes it as is):
 
@@ -62,9 +64,10 @@ class RawRuns:
 # ----------------------------------------------------------------------------- backends
 
 def backend_for(uri: str) -> str:
-    """'sql' for a database URI, 'search' (REST / store API) for anything else."""
+    """'sql' for a database URI, 'bulk' for a tracking server (labrun server's endpoint, else
+    the REST API), 'search' (the store API) for anything else."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    return "sql" if scheme in SQL_SCHEMES else "search"
+    return "sql" if scheme in SQL_SCHEMES else "bulk" if scheme in ("http", "https") else "search"
 
 
 def _client(uri: str | None):
@@ -96,7 +99,7 @@ def resolve_experiments(client: Any, experiments: str | Sequence[str]) -> dict[s
         raise ConfigError("no experiment given: pass --experiment NAME")
     found: dict[str, str] = {}
     for name in names:
-        exp = client.get_experiment_by_name(name)
+        exp = _by_name(client, name)
         if exp is None and str(name).isdigit():
             try:
                 exp = client.get_experiment(str(name))
@@ -113,6 +116,19 @@ def resolve_experiments(client: Any, experiments: str | Sequence[str]) -> dict[s
     return found
 
 
+def _by_name(client: Any, name: str) -> Any:
+    """``get_experiment_by_name``; a server's 403 is a one-line ConfigError naming the experiment."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_experiment_by_name(name)
+    except MlflowException as exc:
+        if exc.get_http_status_code() != 403:
+            raise
+        raise ConfigError(f"the tracking server says this user may not READ experiment {name!r} (HTTP 403): "
+                          f"ask its admin for READ permission on it") from None
+
+
 def _tag_column(key: str) -> bool:
     return key.startswith(TAG_PREFIXES) and not key.startswith(EXCLUDED_TAG_PREFIXES)
 
@@ -127,6 +143,18 @@ def _read_sql(uri: str, exp_ids: Sequence[str], metrics: Sequence[str] | None) -
     tables = backends.read_runs(uri, exp_ids, metrics, tag_prefixes=TAG_PREFIXES, tag_keys=(PARENT_TAG, NOTE_TAG),
                                 exclude_prefixes=EXCLUDED_TAG_PREFIXES,
                                 skip_tags=VOLATILE_TAGS)
+    return None if tables is None else RawRuns(**tables)
+
+
+def _read_bulk(uri: str, exp_names: Mapping[str, str], metrics: Sequence[str] | None) -> RawRuns | None:
+    """The same tables from ``labrun server``'s bulk endpoint, one request; None when the
+    server has none (a plain ``mlflow server``, logged once): the caller walks ``search_runs``."""
+    from tracking.backends import bulk
+
+    label = "experiment " + ", ".join(repr(n) for n in exp_names.values())
+    tables = bulk.read_runs(uri, list(exp_names), metrics, tag_prefixes=TAG_PREFIXES,
+                            tag_keys=(PARENT_TAG, NOTE_TAG), exclude_prefixes=EXCLUDED_TAG_PREFIXES,
+                            skip_tags=VOLATILE_TAGS, label=label)
     return None if tables is None else RawRuns(**tables)
 
 
@@ -283,7 +311,7 @@ def runs_frame(experiments: str | Sequence[str], filter: str | Sequence[str] | N
     ``metrics`` limits which histories are scanned for ``best.*`` (final values of every
     metric are always there). ``task_runs_only`` drops what is not a task run: analysis
     runs, sweep/study parents and runs without ``labrun.task``. ``filter`` takes
-    :func:`apply_filters` expressions. ``backend``: 'auto' | 'sql' | 'search'.
+    :func:`apply_filters` expressions. ``backend``: 'auto' | 'sql' | 'bulk' | 'search'.
     """
     client, uri = _client(tracking_uri)
     exp_names = resolve_experiments(client, experiments)
@@ -294,10 +322,14 @@ def runs_frame(experiments: str | Sequence[str], filter: str | Sequence[str] | N
         raw = _read_sql(uri, list(exp_names), metrics)
         if raw is None:  # the SQL fast path is off (logged once): the public API gives the same frame
             raw = _read_search(client, list(exp_names), metrics)
+    elif chosen == "bulk":
+        raw = _read_bulk(uri, exp_names, metrics)
+        if raw is None:  # not a labrun server (logged once): the REST API gives the same frame
+            raw = _read_search(client, list(exp_names), metrics)
     elif chosen == "search":
         raw = _read_search(client, list(exp_names), metrics)
     else:
-        raise ConfigError(f"unknown backend {backend!r}: use auto, sql or search")
+        raise ConfigError(f"unknown backend {backend!r}: use auto, sql, bulk or search")
     frame = _assemble(raw, exp_names, directions)
     if task_runs_only:
         frame = task_runs(frame)
@@ -382,12 +414,15 @@ def curves_frame(run_ids: Iterable[str], metrics: Sequence[str], *, tracking_uri
     """Metric histories in long format: ``run_id, metric, step, value, timestamp``."""
     import pandas as pd
 
+    from tracking.backends import bulk
+
     client, uri = _client(tracking_uri)
     ids = list(dict.fromkeys(run_ids))
     chosen = backend_for(uri) if backend == "auto" else backend
     rows: list[tuple] = []
     if ids and metrics:
-        found = backends.metric_histories(uri, ids, list(metrics)) if chosen == "sql" else None
+        found = (backends.metric_histories(uri, ids, list(metrics)) if chosen == "sql" else
+                 bulk.metric_histories(uri, ids, list(metrics)) if chosen == "bulk" else None)
         if found is not None:
             rows = found
         else:

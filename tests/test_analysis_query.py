@@ -75,7 +75,8 @@ def test_sql_and_search_paths_give_the_same_frame(mixed):
     a = query.runs_frame("mixed", tracking_uri=uri, backend="sql")
     b = query.runs_frame("mixed", tracking_uri=uri, backend="search")
     pd.testing.assert_frame_equal(a, b)
-    assert query.backend_for(uri) == "sql" and query.backend_for("http://h:5000") == "search"
+    assert query.backend_for(uri) == "sql" and query.backend_for("http://h:5000") == "bulk"
+    assert query.backend_for("file:///tmp/mlruns") == "search"
     a2 = query.runs_frame("mixed", tracking_uri=uri, backend="sql", task_runs_only=False)
     b2 = query.runs_frame("mixed", tracking_uri=uri, backend="search", task_runs_only=False)
     pd.testing.assert_frame_equal(a2, b2)
@@ -159,8 +160,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_tracking_server_over_http_agrees_with_sql(mixed, tmp_path):
-    """A real ``mlflow server`` on 127.0.0.1: the REST paging path gives the SQL frame."""
+def test_tracking_server_over_http_agrees_with_sql(mixed, tmp_path, caplog):
+    """A real ``mlflow server`` on 127.0.0.1: the REST paging path gives the SQL frame. A plain
+    server has no labrun bulk endpoint: analysis falls back to the REST API, saying so once."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="labrun")
     uri, _, ids = mixed
     port = _free_port()
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
@@ -184,6 +189,9 @@ def test_tracking_server_over_http_agrees_with_sql(mixed, tmp_path):
         pd.testing.assert_frame_equal(http, sql)
         a = query.curves_frame(ids["task"], ["metric.mse.val"], tracking_uri=url)
         pd.testing.assert_frame_equal(a, query.curves_frame(ids["task"], ["metric.mse.val"], tracking_uri=uri))
+        pd.testing.assert_frame_equal(query.runs_frame("mixed", tracking_uri=url), sql)
+        fell_back = [r.getMessage() for r in caplog.records if "bulk read endpoint" in r.getMessage()]
+        assert len(fell_back) == 1 and f"{url} has no labrun bulk endpoint (HTTP 404" in fell_back[0], fell_back
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -108,6 +108,7 @@ def test_no_admin_password_is_a_one_line_error_and_starts_nothing(monkeypatch, c
     (["--host", "0.0.0.0"], "--host 0.0.0.0 listens on every interface: name the host names"),
     (["--host", "0.0.0.0", "--allowed-hosts", "*"], "--allowed-hosts must name the hosts"),
     (["--port", "70000"], "--port must be 0-65535"),
+    (["--auth-cache-seconds", "-1"], "--auth-cache-seconds at least 0"),
 ])
 def test_unsafe_or_wrong_settings_are_one_line_errors(argv, expected):
     from tracking import server
@@ -138,11 +139,12 @@ def test_the_password_goes_only_into_a_private_ini(tmp_path, monkeypatch):
     assert dict(cfg["mlflow"]) == {
         "default_permission": "READ", "database_uri": server.DEFAULT_BACKEND, "admin_username": "admin",
         "admin_password": "from-the-file-123", "grant_default_workspace_access": "false",
+        "auth_cache_ttl_seconds": "30",
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth"}
 
     cmd = server.server_command(settings)
     assert "from-the-file-123" not in " ".join(cmd) and "from-the-environment" not in " ".join(cmd)
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--app-name") + 1] == "labrun-auth"
     assert cmd[cmd.index("--allowed-hosts") + 1] == "127.0.0.1:5000,localhost:5000"
     assert cmd[cmd.index("--artifacts-destination") + 1] == str(tmp_path / "art")
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "stale")

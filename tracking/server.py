@@ -11,7 +11,9 @@ PostgreSQL (a given URI, else the local server), artifacts are served through th
 (clients need no access to the artifact folder), the server binds 127.0.0.1, and the allowed
 ``Host`` headers are set.
 
-Users and their permissions are MLflow's own (``AuthServiceClient``); :func:`create_user` and
+The app is ``labrun-auth`` (:mod:`tracking.server_app`): MLflow's basic-auth app plus one bulk
+read endpoint, behind the same logins and permissions, that ``labrun analyze`` uses instead of
+thousands of REST calls. Users and their permissions are MLflow's own (``AuthServiceClient``); :func:`create_user` and
 :func:`grant` wrap it for scripts and tests. Nothing heavy is imported at module level:
 ``labrun --help`` builds this parser.
 """
@@ -30,6 +32,9 @@ from typing import Iterator, Mapping
 
 from tracking import env
 
+APP_NAME = "labrun-auth"
+"""MLflow's basic-auth app plus labrun's bulk read endpoint (:mod:`tracking.server_app`)."""
+APP_ENTRY_POINT = "tracking.server_app:create_app"
 DEFAULT_BACKEND = "postgresql+psycopg2://127.0.0.1:5432/labrun"
 """The local PostgreSQL server, as libpq's default user ($PGUSER, else the login name)."""
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
@@ -42,8 +47,8 @@ SECRETS = ("LABRUN_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_A
            "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME")
 
 SERVER_HELP = f"""\
-Start the group's MLflow tracking server with logins (MLflow's basic-auth app), in the foreground
-(Ctrl-C stops it).
+Start the group's MLflow tracking server with logins (MLflow's basic-auth app, plus a bulk read
+endpoint that labrun analyze uses), in the foreground (Ctrl-C stops it).
 
   store       PostgreSQL: --backend-store-uri, default {DEFAULT_BACKEND}
               (the database is created if it does not exist)
@@ -80,6 +85,8 @@ class ServerSettings:
     auth_database_uri: str | None = None
     """Where users and permissions live; default: the tracking store's database."""
     workers: int = 4
+    auth_cache_seconds: int = 30
+    """How long a worker trusts a checked login (MLflow's ``auth_cache_ttl_seconds``; 0: never)."""
 
     @property
     def url(self) -> str:
@@ -106,6 +113,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--auth-database-uri", default=None, metavar="URI",
                    help="users and permissions (default: the tracking store's database)")
     p.add_argument("--workers", type=int, default=4, help="server worker processes (default: 4)")
+    p.add_argument("--auth-cache-seconds", type=int, default=30, metavar="S",
+                   help="a worker trusts a checked login this long (default: 30; 0 checks the password "
+                        "hash on every request, ~0.1 s each: a changed password or a deleted user is "
+                        "refused by every worker within S seconds)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -115,9 +126,10 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if not args.backend_store_uri.startswith(("postgresql://", "postgresql+", "postgres://")):
         raise ConfigError(f"--backend-store-uri must be a PostgreSQL URI (postgresql://USER@HOST:PORT/DB) "
                           f"for a group server, got {args.backend_store_uri!r}")
-    if not 0 <= args.port < 65536 or args.workers < 1:
-        raise ConfigError(f"--port must be 0-65535 (0 picks a free one) and --workers at least 1 "
-                          f"(got {args.port}, {args.workers})")
+    if not 0 <= args.port < 65536 or args.workers < 1 or args.auth_cache_seconds < 0:
+        raise ConfigError(f"--port must be 0-65535 (0 picks a free one), --workers at least 1 and "
+                          f"--auth-cache-seconds at least 0 (got {args.port}, {args.workers}, "
+                          f"{args.auth_cache_seconds})")
     if args.port == 0:
         from tracking.serving import free_port
 
@@ -136,7 +148,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if "://" not in dest:
         dest = str(Path(dest).expanduser().resolve())
     return ServerSettings(args.backend_store_uri, dest, args.host, args.port, hosts, args.admin_username,
-                          args.default_permission, args.auth_database_uri, args.workers)
+                          args.default_permission, args.auth_database_uri, args.workers,
+                          args.auth_cache_seconds)
 
 
 def default_allowed_hosts(host: str, port: int) -> list[str]:
@@ -173,7 +186,13 @@ def admin_password(password_file: str | None, environ: Mapping[str, str] | None 
 
 
 def auth_ini(settings: ServerSettings, password: str) -> str:
-    """The basic-auth app's configuration (``MLFLOW_AUTH_CONFIG_PATH``), password included."""
+    """The basic-auth app's configuration (``MLFLOW_AUTH_CONFIG_PATH``), password included.
+
+    MLflow checks the password hash (scrypt, ~0.1 s) up to three times a request without its
+    login cache, so an analysis's thirty requests took 11 s; the cache is on for
+    ``auth_cache_seconds``, MLflow's own trade-off (a revoked login lives that long on the
+    other workers).
+    """
     import configparser
     import io
 
@@ -185,6 +204,7 @@ def auth_ini(settings: ServerSettings, password: str) -> str:
         "admin_password": password,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
+        "auth_cache_ttl_seconds": str(settings.auth_cache_seconds),
     }
     out = io.StringIO()
     cfg.write(out)
@@ -202,20 +222,42 @@ def write_private(folder: Path, name: str, text: str) -> Path:
 
 def server_command(settings: ServerSettings) -> list[str]:
     """The ``mlflow server`` command line: never a secret in it (``ps`` shows argv)."""
-    return [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+    return [sys.executable, "-m", "mlflow", "server", "--app-name", APP_NAME,
             "--backend-store-uri", settings.backend_store_uri, "--serve-artifacts",
             "--artifacts-destination", settings.artifacts_destination,
             "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
             "--allowed-hosts", ",".join(settings.allowed_hosts)]
 
 
-def server_environment(ini_path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: quiet, the auth ini, a Flask secret key, no stray secrets.
+def register_app(folder: Path) -> Path:
+    """A one-entry-point distribution in ``folder/site`` naming :data:`APP_NAME` for the server.
+
+    ``mlflow server --app-name`` looks the app up among installed ``mlflow.app`` entry points.
+    pyproject.toml declares it, but an install made before it (an editable checkout) has no
+    such metadata; this folder on the server's ``PYTHONPATH`` makes the lookup work from any
+    checkout without reinstalling. Returns the folder to put on the path.
+    """
+    site = folder / "site"
+    info = site / "labrun_server_app-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labrun-server-app\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[mlflow.app]\n{APP_NAME} = {APP_ENTRY_POINT}\n")
+    return site
+
+
+def server_environment(ini_path: Path, environ: Mapping[str, str] | None = None,
+                       site: Path | None = None) -> dict[str, str]:
+    """The server's environment: quiet, the auth ini, a Flask secret key, no stray secrets, and
+    (``site``, from :func:`register_app`) the app's entry point and this labrun's code first
+    on ``PYTHONPATH``, so the server runs the same labrun as the command that started it.
 
     MLflow's GenAI job runner (a handful of extra processes) is off unless asked for: labrun
     runs no server-side jobs.
     """
     child = dict(os.environ if environ is None else environ)
+    if site is not None:
+        code = str(Path(__file__).resolve().parent.parent)
+        child["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), code, child.get("PYTHONPATH")) if p)
     for name in SECRETS:
         child.pop(name, None)
     env.quiet(child)
@@ -273,7 +315,8 @@ def serve(settings: ServerSettings, password: str) -> int:
         try:
             ini = write_private(folder, "basic_auth.ini", auth_ini(settings, password))
             print(_banner(settings, created), flush=True)
-            server = Foreground(server_command(settings), env=server_environment(ini)).start()
+            child = server_environment(ini, site=register_app(folder))
+            server = Foreground(server_command(settings), env=child).start()
             return server.wait()
         except KeyboardInterrupt:
             return 0
@@ -335,7 +378,8 @@ def create_user(tracking_uri: str, username: str, password: str, *, admin: tuple
 
 def grant(tracking_uri: str, experiment_id: str, username: str, permission: str, *,
           admin: tuple[str, str]) -> None:
-    """Give ``username`` READ | EDIT | MANAGE | NO_PERMISSIONS on one experiment."""
+    """Give ``username`` READ | EDIT | MANAGE | DENY on one experiment (MLflow 3.17 refuses
+    NO_PERMISSIONS as a per-experiment grant; DENY takes even the default permission away)."""
     from mlflow.server import get_app_client
 
     with credentials(*admin):

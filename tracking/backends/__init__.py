@@ -13,7 +13,8 @@ back to. A fast path is used only when :func:`fast_path_available` says so:
 
 Otherwise the caller uses the public API and one line goes to the ``labrun`` logger, once
 per process per (fast path, reason). A store that is not SQL at all (a tracking server)
-simply takes the public path: nothing is logged for that.
+takes the SQL paths' public twins silently; a tracking server that is not a ``labrun server``
+(no bulk endpoint) is logged once, as ``bulk`` falling back.
 
 =============  ================================================  =====================================
 fast path      what it does                                      public fallback
@@ -25,6 +26,14 @@ runs           five bulk SELECTs (``runs``, ``tags``, ``params``,  paged ``searc
                ``latest_metrics``, ``metrics``) for analysis     ``get_metric_history``
 histories     metric histories of many runs, one SELECT         ``get_metric_history`` per run and key
                per chunk on ``metrics``
+bulk           through ``labrun server``: ``runs`` and           the REST ``search_runs`` pages and
+               ``histories`` run by the server on its store,     ``get_metric_history`` calls
+               one POST each, Arrow tables back
+               (:mod:`~tracking.backends.bulk`)
+bulk_server    the server side of ``bulk``: READ checked per     no route (clients get 404 and fall
+               experiment with mlflow.server.auth's private      back)
+               ``_get_experiment_permission`` as a validator in
+               its ``BEFORE_REQUEST_VALIDATORS``
 latest         a run's latest metrics with their steps           ``get_metric_history`` per metric
                (``RunData._metric_objs``, private)
 delete         prune a checkpoint file from the artifact store   keep the file (logged at debug)
@@ -101,6 +110,13 @@ FAST_PATHS: dict[str, FastPath] = {p.name: p for p in (
     FastPath("histories", "mlflow", ("metrics",), False,
              "analysis' bulk SQL read of metric histories (MLflow's metrics table)",
              "MlflowClient.get_metric_history per run and metric"),
+    FastPath("bulk", "mlflow", (), False,
+             "labrun server's bulk read endpoint (the runs tables and histories in one request)",
+             "paged MlflowClient.search_runs and get_metric_history"),
+    FastPath("bulk_server", "mlflow", (), False,
+             "labrun server's bulk read endpoint (checks READ with mlflow.server.auth's private "
+             "_get_experiment_permission and BEFORE_REQUEST_VALIDATORS)",
+             "no endpoint: clients read through MLflow's REST API"),
     FastPath("latest", "mlflow", (), False, "MLflow's private RunData._metric_objs",
              "get_metric_history per metric"),
     FastPath("delete", "mlflow", (), False,
@@ -218,7 +234,7 @@ def describe_error(exc: BaseException) -> str:
 _LAZY = {
     "sql": ("SQL_SCHEMES", "WRITER_SCHEMES", "scheme_of", "sql_engine"),
     "sql_writer": ("SqlMetricWriter", "metric_writer"),
-    "sql_reads": ("ledger_rows", "metric_histories", "read_runs"),
+    "sql_reads": ("ledger_rows", "metric_histories", "read_runs", "run_experiments"),
     "private_api": ("dataset_entity", "delete_artifact", "is_mlflow_word_pair", "latest_metrics",
                     "read_project", "trial_id"),
 }

@@ -141,3 +141,22 @@ def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str]) -> l
         return rows
     finally:
         engine.dispose()
+
+
+def run_experiments(uri: str, run_ids: Sequence[str]) -> dict[str, str]:
+    """``{run_id: experiment_id}`` of the runs that exist: what the bulk endpoint checks READ
+    on before it returns their histories (as MLflow checks a run's experiment)."""
+    import sqlalchemy as sa
+
+    engine = sql_engine(uri, poolclass=sa.pool.NullPool)
+    try:
+        runs = tables()["runs"]
+        found: dict[str, str] = {}
+        with engine.connect() as conn:
+            for i in range(0, len(run_ids), _CHUNK):
+                q = sa.select(runs.c.run_uuid, runs.c.experiment_id).where(
+                    runs.c.run_uuid.in_(list(run_ids[i:i + _CHUNK])))
+                found.update((r[0], str(r[1])) for r in conn.execute(q))
+        return found
+    finally:
+        engine.dispose()
