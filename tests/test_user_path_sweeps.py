@@ -120,6 +120,25 @@ def test_sigterm_during_the_cells_exits_143_and_ends_them_killed(store, tmp_path
     assert parent.info.status == "KILLED"
 
 
+def test_sigterm_to_labrun_optimize_ends_the_trial_and_the_study_killed(store, tmp_path):
+    """SIGTERM took Ctrl-C's path only for sweeps: a study died by the default handler and
+    left its parent run and the running trial's run RUNNING."""
+    spec = _write(tmp_path, "entry: toy\nname: opt\nconfig: quick\noverrides: {train.steps: 40, train.sleep_s: 0.3}\n"
+                  "space: {train.lr: {type: float, low: 0.001, high: 0.1}}\nobjective: {metric: metric.mse.val}\n"
+                  "n_trials: 5\nstorage: sqlite:///optuna.db\n")
+    proc = subprocess.Popen([PYTHON, "-m", "labrun", "optimize", str(spec)], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(lambda: any(r.info.status == "RUNNING" and r.data.params.get("train.lr")
+                      for r in all_runs(store)), 180, "a trial that has started training")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out, out
+    runs = all_runs(store)
+    assert not [r for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
+    assert "KILLED" in {r.info.status for r in runs if r.data.params.get("train.lr")}
+
+
 def test_sigterm_while_planning_exits_143_and_leaves_no_process(store, tmp_path):
     """SIGTERM while the sweep starts its fork server (before any run exists): 143, not a
     death by the default handler (-15 here), and the fork server goes too."""

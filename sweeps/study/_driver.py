@@ -8,6 +8,7 @@ with the same fingerprint is read back instead of being trained again.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -25,7 +26,8 @@ from sweeps.study._trial import CellFailed, Surplus, TrialRunner
 from tracking import env
 from tracking import tags as T
 from tracking.config import ConfigError
-from tracking.exits import EXIT_CONFIG, EXIT_FINISHED, EXIT_SIGINT
+from tracking.exits import EXIT_CONFIG, EXIT_FINISHED, EXIT_SIGINT, EXIT_SIGTERM
+from tracking.signals import Terminated, sigterm_as_exception
 
 
 def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
@@ -50,8 +52,9 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     exp_name = spec.experiment or spec.entry
     exp_id = store.experiment_id(exp_name, description=spec.description or None)
     parent_id = open_study_parent(study, client, exp_id, spec)
-    try:
-        return _work(spec, raw, study, target, client, exp_name, exp_id, parent_id)
+    try:  # SIGTERM (a scheduler, `kill`) takes Ctrl-C's path: the trial ends KILLED, the parent closes
+        with sigterm_as_exception():
+            return _work(spec, raw, study, target, client, exp_name, exp_id, parent_id)
     except BaseException as exc:  # the study itself failed (not a trial): never leave the parent RUNNING
         _end_parent(client, parent_id, exc)
         raise
@@ -76,7 +79,7 @@ def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client:
     logs = Path(tempfile.mkdtemp(prefix=f"labrun-study-{spec.name}-"))
     runner = TrialRunner(spec, target, client, exp_name, exp_id, parent_id, launcher, logs)
     try:
-        interrupted = done_before < spec.n_trials and _optimize(study, runner)
+        interrupted = _optimize(study, runner) if done_before < spec.n_trials else None
     finally:
         launcher.close()
     if runner.kept_logs:
@@ -85,14 +88,16 @@ def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client:
         import shutil
 
         shutil.rmtree(logs, ignore_errors=True)
-    close_study_parent(study, client, parent_id, spec, interrupted)
+    close_study_parent(study, client, parent_id, spec, interrupted is not None)
     ran = [r for t in study.get_trials(deepcopy=False) for r in t.user_attrs.get("mlflow_run_ids", [])]
     views.save_sweep_view(client, exp_id, spec.name or "study", objective=o.metric,  # with every metric
                           ascending=o.direction == "minimize", params=list(spec.space), run_ids=ran)
     if runner.metric_error:
         print(f"labrun optimize: error: {runner.metric_error}", file=sys.stderr)
         return EXIT_CONFIG
-    return EXIT_SIGINT if interrupted else EXIT_FINISHED
+    if interrupted:
+        return EXIT_SIGTERM if isinstance(interrupted, Terminated) else EXIT_SIGINT
+    return EXIT_FINISHED
 
 
 def _end_parent(client: Any, parent_id: str, exc: BaseException) -> None:
@@ -145,8 +150,9 @@ def open_study(spec: StudySpec) -> Any:
     return study
 
 
-def _optimize(study: Any, runner: TrialRunner) -> bool:
-    """Run trials until the study holds ``n_trials``; True when interrupted (Ctrl-C, SIGTERM).
+def _optimize(study: Any, runner: TrialRunner) -> KeyboardInterrupt | None:
+    """Run trials until the study holds ``n_trials``; the interrupt when interrupted (Ctrl-C,
+    or SIGTERM as :class:`~tracking.signals.Terminated`), else None.
 
     One trial at a time, asking for one only while the budget is not taken: a worker that
     finds the rest of the budget held by other workers' RUNNING trials waits for them, and
@@ -157,11 +163,15 @@ def _optimize(study: Any, runner: TrialRunner) -> bool:
     spec = runner.spec
     callbacks = [_reporter(runner), _fail_guard(spec, runner)]
     said = ""
+    quiet = _NoInterruptTraces()
+    handlers = logging.getLogger("optuna").handlers  # a logger's own filter misses its children's records
+    for h in handlers:
+        h.addFilter(quiet)
     try:
         while not runner.stopped:
             counted, running = _budget(study)
             if counted >= spec.n_trials:
-                return False
+                return None
             if counted + len(running) >= spec.n_trials:
                 line = (f"waiting for {len(running)} trial(s) of other workers (RUNNING: "
                         f"{', '.join(str(t.number) for t in running)}); a killed worker's trial is retried "
@@ -175,11 +185,33 @@ def _optimize(study: Any, runner: TrialRunner) -> bool:
             said = ""
             study.optimize(runner, n_trials=1, catch=(CellFailed, Surplus), callbacks=callbacks,
                            gc_after_trial=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         runner.launcher.stop()  # the running cell ends KILLED, its checkpoints kept
         runner.launcher.poll()
-        return True
-    return False
+        print(f"interrupted ({exc or 'Ctrl-C'}): the running trial ends KILLED and is tried again when "
+              f"the study goes on (run the same command)", file=sys.stderr)
+        return exc
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+    return None
+
+
+class _NoInterruptTraces(logging.Filter):
+    """Optuna logs an interrupted trial as a failure with the interrupt's traceback (every
+    frame of the wait), then once more; the study says it in one line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in record.getMessage() \
+                or "Terminated(" in record.getMessage():
+            self.dropped = True
+            return False
+        return not (self.dropped and "failed with value None" in record.getMessage())
 
 
 def _budget(study: Any) -> tuple[int, list[Any]]:
