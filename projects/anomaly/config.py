@@ -27,9 +27,14 @@ class GeneratedConfig(Section):
     """Normal training images per domain (a fraction is held out for validation)."""
     n_test_good: PositiveInt = 16
     n_per_defect: PositiveInt = 6
-    """Test images per defect kind (scratch, spot, missing, blob) per domain."""
+    """Test images per defect kind (scratch, spot, missing, blob) per domain; the subtle set
+    shares the same total (4 x this) among the domain's own kinds."""
     seed: int = Field(0, ge=0, le=SEED_MAX)
     """Seed of the images themselves: the same set for every run seed."""
+    defect_set: Literal["easy", "subtle"] = "easy"
+    """easy: painted defects (scratch, spot, missing, blob) a per-pixel Gaussian already finds;
+    subtle: displaced, rotated, pulled, refocused or colour-shifted texture that keeps each
+    pixel's statistics (the floor near chance), severities 1-3. Same normal images in both."""
 
 
 class DataConfig(Section):
@@ -140,7 +145,7 @@ class Config(TaskConfig):
         "target_domain": "data.target_domain", "data_root": "data.root",
         "image_size": "data.image_size", "batch_size": "data.batch_size",
         "max_epochs": "train.max_epochs", "early_stopping_patience": "train.early_stopping_patience",
-        "learning_rate": "train.learning_rate",
+        "learning_rate": "train.learning_rate", "defect_set": "data.generated.defect_set",
     }
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
