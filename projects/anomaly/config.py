@@ -109,9 +109,14 @@ class DraemParams(Section):
 
 class DinomalyParams(Section):
     encoder_name: str = "vit_small_patch14_reg4_dinov2"
+    encoder_init: Literal["dinov2_file", "random"] = "dinov2_file"
+    """dinov2_file: the published DINOv2 encoder, from ``weights`` (disabled without it).
+    random: the same timm ViT architecture with random weights, so the decoder, the loss and
+    early stopping run without any download; NOT the published encoder (the model component
+    and tag dinomaly.encoder say so), and its scores say nothing about DINOv2's."""
     weights: str | None = None
     """A local file of the DINOv2 encoder's weights (timm state dict, .safetensors or .pth).
-    Without it Dinomaly is reported disabled: its encoder only works pretrained."""
+    Without it (and with encoder_init dinov2_file) Dinomaly is reported disabled."""
     decoder_depth: PositiveInt = 8
     bottleneck_dropout: float = Field(0.2, ge=0, lt=1)
 

@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             run.component("model", ComponentResult.disabled(*blocked))
             run.log.warning("model %s disabled: %s", cfg.model.model_type, blocked[0])
             return
+        if cfg.model.model_type == "dinomaly":
+            run.set_tag("dinomaly.encoder", cfg.model.dinomaly.encoder_init)
         ctx = _fit_and_test(run, cfg, data)
         _record(ctx)
         run.report_components(COMPONENTS, ctx)
