@@ -20,8 +20,10 @@ def _load(path: Path, size: int, mask: bool = False) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def gaussian_floor(category: str | Path, image_size: int) -> tuple[float, float]:
-    """Image and pixel AUROC of the per-pixel Gaussian on one category.
+def gaussian_floor(category: str | Path, image_size: int,
+                   train_category: str | Path | None = None) -> tuple[float, float]:
+    """Image and pixel AUROC of the per-pixel Gaussian on one category (fitted on
+    ``train_category``'s normal images when given: the cross-domain condition).
 
     Pixel score: the largest |z| over the colour channels, blurred (sigma 2 px); image score:
     the map's maximum. Deterministic.
@@ -30,7 +32,8 @@ def gaussian_floor(category: str | Path, image_size: int) -> tuple[float, float]
     from sklearn.metrics import roc_auc_score
 
     root = Path(category)
-    train = np.stack([_load(p, image_size) for p in sorted((root / "train" / "good").glob("*.png"))])
+    fit = Path(train_category) if train_category is not None else root
+    train = np.stack([_load(p, image_size) for p in sorted((fit / "train" / "good").glob("*.png"))])
     mu, sd = train.mean(0), train.std(0) + 0.02
     labels, scores, pix_true, pix_score = [], [], [], []
     for folder in sorted((root / "test").iterdir()):
