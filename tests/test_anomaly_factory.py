@@ -12,7 +12,7 @@ pytest.importorskip("anomalib")
 from projects.anomaly.config import Config
 from projects.anomaly.data.mvtec import GenerateSpec, generate
 from projects.anomaly.factory import SPECS, BuildContext, build_model, spec_for
-from projects.anomaly.validation import DraemValidationLoss
+from projects.anomaly.validation import DinomalyValidationLoss, DraemValidationLoss
 from tests.helpers import PYTHON, REPO, run_cli
 from tracking import resolve_config
 
@@ -158,6 +158,9 @@ def test_dinomaly_with_a_random_init_encoder_trains_offline(no_network, tmp_path
     assert trainer.global_step == 2
     assert all(torch.equal(v, model.model.encoder.state_dict()[k]) for k, v in encoder.items())
     assert any(not torch.equal(v, model.model.decoder.state_dict()[k]) for k, v in decoder.items())
+    with torch.no_grad():  # as the validation callback calls it (the loss hooks a gradient)
+        val = DinomalyValidationLoss().batch_loss(model, torch.rand(2, 3, 56, 56), 0)
+    assert torch.isfinite(val) and float(val) > 0
 
 
 def test_dinomaly_random_encoder_and_a_weights_file_exclude_each_other():
