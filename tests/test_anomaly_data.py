@@ -1,11 +1,15 @@
 """The generated texture set: MVTec AD layout, exact masks, deterministic, cached."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from projects.anomaly.data.mvtec import MARKER, GenerateSpec, generate, open_category
+from projects.anomaly.data.floor import chance_bound, gaussian_floor
+from projects.anomaly.data.mvtec import MARKER, SEVERITY_FILE, GenerateSpec, generate, open_category
+from projects.anomaly.data.subtle import APPLIES, MIN_CHANGE, SEVERITIES, subtle_image
 from projects.anomaly.data.textures import DEFECTS, DOMAINS, defective_image, normal_image
 
 SMALL = GenerateSpec(domains=("A", "C"), size=32, n_train=3, n_test_good=2, n_per_defect=2, seed=1)
@@ -66,3 +70,62 @@ def test_open_category_says_what_is_there(tmp_path):
         open_category(root, "domain_B")
     with pytest.raises(ValueError, match="is not a folder"):
         open_category(tmp_path / "nope", "domain_A")
+
+
+# --------------------------------------------------------------------------- the subtle set
+
+SUBTLE_CASES = [(d, k) for d, kinds in APPLIES.items() for k in kinds]
+
+
+@pytest.mark.parametrize("domain, defect", SUBTLE_CASES)
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_a_subtle_defect_changes_exactly_the_masked_pixels(domain, defect, severity):
+    """Outside the mask the very same image (bit for bit); inside, the material really moved:
+    at least MIN_CHANGE on average and a grey level or more on a good share of the pixels."""
+    for seed in (0, 1):
+        clean = normal_image(domain, np.random.default_rng(seed), 64)
+        img, mask = subtle_image(domain, defect, np.random.default_rng(seed), 64, severity)
+        assert 0 < mask.mean() < 0.1
+        changed = np.abs(img - clean).max(-1)
+        assert not (changed[~mask] > 0).any()
+        assert changed[mask].mean() > MIN_CHANGE / 2  # light (<= 1) scales the material's change
+        assert (changed[mask] >= 1 / 255).mean() > 0.25
+
+
+def test_a_subtle_defect_needs_a_domain_where_it_shows():
+    with pytest.raises(ValueError, match="does not apply to domain 'D'.*D has sharpen, chroma"):
+        subtle_image("D", "rotated", np.random.default_rng(0), 32, 1)
+
+
+def test_subtle_set_is_mvtec_layout_with_severities_and_its_own_cache(tmp_path):
+    spec = GenerateSpec(domains=("A", "D"), size=32, n_train=3, n_test_good=2, n_per_defect=2, seed=1,
+                        defect_set="subtle")
+    root = generate(tmp_path, spec)
+    assert root != generate(tmp_path, SMALL) and "subtle" in root.name
+    for domain in spec.domains:
+        cat = root / f"domain_{domain}"
+        counts = spec.defects(domain)
+        assert set(counts) == set(APPLIES[domain]) and sum(counts.values()) == 8  # as many as easy's 4 x 2
+        cat_obj = open_category(root, f"domain_{domain}")
+        assert cat_obj.defects == tuple(sorted(APPLIES[domain]))
+        severity = json.loads((cat / SEVERITY_FILE).read_text())
+        for defect, n in counts.items():
+            stems = [p.stem for p in sorted((cat / "test" / defect).glob("*.png"))]
+            assert len(stems) == n
+            assert [p.name for p in sorted((cat / "ground_truth" / defect).glob("*.png"))] == \
+                [f"{s}_mask.png" for s in stems]
+            assert [severity[f"{defect}/{s}"] for s in stems] == list(SEVERITIES * n)[:n]
+
+
+def test_the_per_pixel_floor_is_near_chance_on_the_subtle_set_only(tmp_path):
+    """A property of the generator, not a tuned number: subtle defects keep each pixel's
+    distribution, so the per-pixel Gaussian's image AUROC, averaged over the four domains, stays
+    under the 3-sigma bound of uninformative scores; on the easy set it is far above it."""
+    n_good, n_per = 12, 3
+    bound = chance_bound(n_good, 4 * n_per, k=3, sets=4)  # 0.68
+    floors = {}
+    for defect_set in ("easy", "subtle"):
+        spec = GenerateSpec(size=48, n_train=16, n_test_good=n_good, n_per_defect=n_per, defect_set=defect_set)
+        root = generate(tmp_path, spec)
+        floors[defect_set] = np.mean([gaussian_floor(root / f"domain_{d}", 48)[0] for d in DOMAINS])
+    assert floors["subtle"] < bound < floors["easy"], floors

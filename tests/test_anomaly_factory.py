@@ -12,7 +12,7 @@ pytest.importorskip("anomalib")
 from projects.anomaly.config import Config
 from projects.anomaly.data.mvtec import GenerateSpec, generate
 from projects.anomaly.factory import SPECS, BuildContext, build_model, spec_for
-from projects.anomaly.validation import DraemValidationLoss
+from projects.anomaly.validation import DinomalyValidationLoss, DraemValidationLoss
 from tests.helpers import PYTHON, REPO, run_cli
 from tracking import resolve_config
 
@@ -132,3 +132,38 @@ def test_unknown_model_or_parameter_exits_2_naming_the_valid_ones(store, arg, me
     if "coreset" in arg:
         assert "model.patchcore.coreset_sampling_ratio" in proc.stderr
     assert not store.search_experiments(filter_string="name = 'anomaly'")
+
+
+@pytest.mark.slow
+def test_dinomaly_with_a_random_init_encoder_trains_offline(no_network, tmp_path):
+    """encoder_init=random: the DINOv2 architecture with random weights, no file, no download;
+    Dinomaly's own loss and optimizer (StableAdamW, warm-cosine schedule) change the decoder and
+    leave the frozen encoder as it was. Two steps: the warm-up starts at lr 0, so the first
+    step moves nothing."""
+    import lightning.pytorch as pl
+    import torch
+
+    from projects.anomaly.datamodule import folder, plan
+
+    cfg = _cfg("model.model_type=dinomaly", "model.dinomaly.encoder_init=random",
+               "data.image_size=56", f"data.cache_dir={tmp_path}", "data.generated.n_train=5")
+    assert spec_for(cfg).unavailable(cfg.model.params()) is None and spec_for(cfg).config_error(cfg) is None
+    model = build_model(cfg, BuildContext(56, None, None, aupro=False))
+    encoder = {k: v.clone() for k, v in model.model.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in model.model.decoder.state_dict().items()}
+    trainer = pl.Trainer(max_steps=2, max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         **{k: v for k, v in model.trainer_arguments.items() if k == "gradient_clip_val"})
+    trainer.fit(model, datamodule=folder(plan(cfg).source, cfg))
+    assert trainer.global_step == 2
+    assert all(torch.equal(v, model.model.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert any(not torch.equal(v, model.model.decoder.state_dict()[k]) for k, v in decoder.items())
+    with torch.no_grad():  # as the validation callback calls it (the loss hooks a gradient)
+        val = DinomalyValidationLoss().batch_loss(model, torch.rand(2, 3, 56, 56), 0)
+    assert torch.isfinite(val) and float(val) > 0
+
+
+def test_dinomaly_random_encoder_and_a_weights_file_exclude_each_other():
+    cfg = _cfg("model.model_type=dinomaly", "model.dinomaly.encoder_init=random", "model.dinomaly.weights=x.pth",
+               "data.image_size=56")
+    assert "encoder_init is random" in spec_for(cfg).config_error(cfg)

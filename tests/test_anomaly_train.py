@@ -25,8 +25,8 @@ def _summary(store, run_id):
     return json.loads(Path(store.download_artifacts(run_id, "summary.json")).read_text())
 
 
-def test_quick_run_records_auroc_heatmaps_and_a_checkpoint(store):
-    train.main(["--config", "quick", "--set", "model.patchcore.coreset_sampling_ratio=0.02"])
+def test_quick_run_records_auroc_heatmaps_a_checkpoint_and_a_loadable_model(store):
+    train.main(["--config", "quick", "--set", "model.patchcore.coreset_sampling_ratio=0.02", "--log-model", "on"])
     run = _only(store)
     assert run.info.status == "FINISHED"
     assert run.data.tags["labrun.method"] == "patchcore"
@@ -46,6 +46,29 @@ def test_quick_run_records_auroc_heatmaps_and_a_checkpoint(store):
     arts = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
     assert arts == {"figures/heatmaps.png"}
     assert store.list_artifacts(run.info.run_id, "checkpoints")
+    model = s["models"]["model"]
+    assert model["status"] == "success" and run.data.tags["labrun.model"] == "success", model
+    _loaded_model_scores_images(model["data"]["model_uri"])
+
+
+def _loaded_model_scores_images(model_uri):
+    """The run's MLflow model is the detector alone (no Lightning): loaded with
+    mlflow.pytorch.load_model it scores new images, a defective one above a normal one."""
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    from projects.anomaly.data.textures import defective_image, normal_image
+
+    loaded = mlflow.pytorch.load_model(model_uri)
+    rng = np.random.default_rng(123)
+    good = normal_image("A", rng, 64)
+    bad, _ = defective_image("A", "missing", rng, 64)
+    images = torch.as_tensor(np.stack([good, bad]), dtype=torch.float32).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        scores, maps = loaded(images)
+    assert scores.shape == (2,) and maps.shape[0] == 2 and torch.isfinite(maps).all()
+    assert float(scores[1]) > float(scores[0])
 
 
 def test_dinomaly_without_weights_finishes_with_the_model_disabled(store):

@@ -62,9 +62,13 @@ def log_torch_model(model: Any, input_example: Any, *, name: str = "model",
         model.train(was_training)
     x = _as_numpy(example)
     signature = infer_signature(x, _as_numpy(output))
-    return mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=x,
-                                    registered_model_name=registered_model_name, step=step,
-                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    # Exported (pt2) with gradients off, as it will be used: a ``torch.no_grad()`` block inside
+    # ``forward`` traced with gradients on becomes a ``wrap_with_set_grad_enabled`` node that
+    # torch.export.load then rejects ("missing val field"), so the model would log but never load.
+    with torch.no_grad():
+        return mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=x,
+                                        registered_model_name=registered_model_name, step=step,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 
 def log_model_status(model: Any, input_example: Any, *, name: str, mode: str, register: str | None,

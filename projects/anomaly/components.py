@@ -23,9 +23,15 @@ MEMORY_BANK = Gate(_memory_bank,
 @COMPONENTS.provider("model")
 def _model(ctx: SimpleNamespace) -> ComponentResult:
     n = sum(p.numel() for p in ctx.model.parameters())
-    return ComponentResult.success({"model_type": ctx.cfg.model.model_type, "parameters": n,
-                                    "memory_bank": ctx.spec.memory_bank,
-                                    **ctx.cfg.model.params().model_dump(mode="json")})
+    data = {"model_type": ctx.cfg.model.model_type, "parameters": n, "memory_bank": ctx.spec.memory_bank,
+            **ctx.cfg.model.params().model_dump(mode="json")}
+    if ctx.cfg.model.model_type == "dinomaly" and ctx.cfg.model.dinomaly.encoder_init == "random":
+        data["encoder"] = RANDOM_ENCODER
+    return ComponentResult.success(data)
+
+
+RANDOM_ENCODER = ("random init: the DINOv2 architecture with random weights, NOT the published "
+                  "DINOv2 encoder (its scores say nothing about Dinomaly's published ones)")
 
 
 @COMPONENTS.provider("training.early_stopping", gates=(

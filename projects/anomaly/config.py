@@ -27,9 +27,14 @@ class GeneratedConfig(Section):
     """Normal training images per domain (a fraction is held out for validation)."""
     n_test_good: PositiveInt = 16
     n_per_defect: PositiveInt = 6
-    """Test images per defect kind (scratch, spot, missing, blob) per domain."""
+    """Test images per defect kind (scratch, spot, missing, blob) per domain; the subtle set
+    shares the same total (4 x this) among the domain's own kinds."""
     seed: int = Field(0, ge=0, le=SEED_MAX)
     """Seed of the images themselves: the same set for every run seed."""
+    defect_set: Literal["easy", "subtle"] = "easy"
+    """easy: painted defects (scratch, spot, missing, blob) a per-pixel Gaussian already finds;
+    subtle: displaced, rotated, pulled, refocused or colour-shifted texture that keeps each
+    pixel's statistics (the floor near chance), severities 1-3. Same normal images in both."""
 
 
 class DataConfig(Section):
@@ -104,9 +109,14 @@ class DraemParams(Section):
 
 class DinomalyParams(Section):
     encoder_name: str = "vit_small_patch14_reg4_dinov2"
+    encoder_init: Literal["dinov2_file", "random"] = "dinov2_file"
+    """dinov2_file: the published DINOv2 encoder, from ``weights`` (disabled without it).
+    random: the same timm ViT architecture with random weights, so the decoder, the loss and
+    early stopping run without any download; NOT the published encoder (the model component
+    and tag dinomaly.encoder say so), and its scores say nothing about DINOv2's."""
     weights: str | None = None
     """A local file of the DINOv2 encoder's weights (timm state dict, .safetensors or .pth).
-    Without it Dinomaly is reported disabled: its encoder only works pretrained."""
+    Without it (and with encoder_init dinov2_file) Dinomaly is reported disabled."""
     decoder_depth: PositiveInt = 8
     bottleneck_dropout: float = Field(0.2, ge=0, lt=1)
 
@@ -140,7 +150,7 @@ class Config(TaskConfig):
         "target_domain": "data.target_domain", "data_root": "data.root",
         "image_size": "data.image_size", "batch_size": "data.batch_size",
         "max_epochs": "train.max_epochs", "early_stopping_patience": "train.early_stopping_patience",
-        "learning_rate": "train.learning_rate",
+        "learning_rate": "train.learning_rate", "defect_set": "data.generated.defect_set",
     }
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()

@@ -48,7 +48,8 @@ def plan(cfg: Config) -> DataPlan:
                              f"(or give data.root, an MVTec-AD-style folder)")
         root = generate(Path(cfg.data.cache_dir).resolve(), GenerateSpec(domains=("A", "B", "C", "D"), size=g.size,
                                                               n_train=g.n_train, n_test_good=g.n_test_good,
-                                                              n_per_defect=g.n_per_defect, seed=g.seed))
+                                                              n_per_defect=g.n_per_defect, seed=g.seed,
+                                                              defect_set=g.defect_set))
     else:
         root = Path(cfg.data.root).expanduser().resolve()
     source = open_category(root, _category_name(root, cfg.data.source_domain, generated))

@@ -209,7 +209,7 @@ class DinomalySpec(ModelSpec):
     name = "dinomaly"
 
     def unavailable(self, params: DinomalyParams) -> tuple[str, str] | None:
-        if params.weights and Path(params.weights).is_file():
+        if params.encoder_init == "random" or (params.weights and Path(params.weights).is_file()):
             return None
         why = (f"weights file {params.weights!r} not found" if params.weights else
                "no local weights file given")
@@ -217,9 +217,14 @@ class DinomalySpec(ModelSpec):
                 f"which anomalib fetches from the Hugging Face hub, and nothing is downloaded here ({why})",
                 f"save the encoder's weights where the hub is reachable (timm.create_model("
                 f"'{params.encoder_name}', pretrained=True).state_dict() to a .safetensors or .pth file) "
-                f"and set model.dinomaly.weights=/path/to/that/file")
+                f"and set model.dinomaly.weights=/path/to/that/file; or, to exercise the architecture "
+                f"without them, model.dinomaly.encoder_init=random (not the published encoder)")
 
     def config_error(self, cfg: Config) -> str | None:
+        params = cfg.model.dinomaly
+        if params.encoder_init == "random" and params.weights:
+            return (f"model.dinomaly.weights ({params.weights!r}) is set but model.dinomaly.encoder_init is "
+                    f"random; drop one of them")
         if cfg.data.image_size % 14:
             return (f"dinomaly needs data.image_size to be a multiple of its ViT patch size 14 "
                     f"(e.g. 56, 112, 224), got {cfg.data.image_size}")
@@ -232,7 +237,8 @@ class DinomalySpec(ModelSpec):
             model = Dinomaly(encoder_name=params.encoder_name, decoder_depth=params.decoder_depth,
                              bottleneck_dropout=params.bottleneck_dropout,
                              **_common(Dinomaly, ctx, crop_size=ctx.image_size))
-        load_weights(model.model.encoder.feature_extractor, params.weights, "dinomaly")
+        if params.encoder_init == "dinov2_file":
+            load_weights(model.model.encoder.feature_extractor, params.weights, "dinomaly")
         return model
 
     def validation_loss(self) -> ValidationLoss:
@@ -242,7 +248,7 @@ class DinomalySpec(ModelSpec):
 @contextmanager
 def _timm_without_download() -> Iterator[None]:
     """anomalib's Dinomaly asks timm for ``pretrained=True`` with no way to pass a file; build
-    the architecture with random weights instead (the local file is loaded right after), and
+    the architecture with random weights instead (the local file, if any, is loaded right after), and
     keep the Hugging Face hub offline so any other attempt fails at once instead of fetching."""
     import anomalib.models.components.feature_extractors.timm as fx
 

@@ -118,9 +118,20 @@ def main(argv: list[str] | None = None) -> None:
             run.component("model", ComponentResult.disabled(*blocked))
             run.log.warning("model %s disabled: %s", cfg.model.model_type, blocked[0])
             return
+        if cfg.model.model_type == "dinomaly":
+            run.set_tag("dinomaly.encoder", cfg.model.dinomaly.encoder_init)
         ctx = _fit_and_test(run, cfg, data)
         _record(ctx)
         run.report_components(COMPONENTS, ctx)
+        _log_model(ctx)
+
+
+def _log_model(ctx: SimpleNamespace) -> None:
+    """The detector as an MLflow model (``--log-model``): pre-processing, model and the
+    thresholds learnt while testing, without Lightning (:mod:`projects.anomaly.export`)."""
+    from projects.anomaly.export import AnomalyScorer, input_example
+
+    ctx.run.log_model(AnomalyScorer(ctx.model).eval(), input_example(ctx.test_dm.test_data))
 
 
 if __name__ == "__main__":

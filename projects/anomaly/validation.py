@@ -79,11 +79,16 @@ class FastflowValidationLoss(ValidationLoss):
 
 
 class DinomalyValidationLoss(ValidationLoss):
-    """Dinomaly's encoder-decoder feature loss (its forward returns it in training mode)."""
+    """Dinomaly's encoder-decoder feature loss (its forward returns it in training mode).
+
+    Computed with gradients on: the loss registers a gradient hook on the decoder's features
+    (its hard mining), which fails under the callback's ``no_grad``; nothing is stepped."""
 
     def batch_loss(self, module: Any, images: Any, batch_idx: int) -> Any:
-        with training_branch(module.model):
-            return module.model(images, global_step=module.global_step)
+        import torch
+
+        with training_branch(module.model), torch.enable_grad():
+            return module.model(images, global_step=module.global_step).detach()
 
 
 def validation_loss_callback(loss: ValidationLoss) -> Any:

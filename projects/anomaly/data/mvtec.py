@@ -19,9 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from projects.anomaly.data.subtle import SEVERITIES, subtle_defects, subtle_image
 from projects.anomaly.data.textures import DEFECTS, DOMAIN_DESCRIPTIONS, defective_image, normal_image
 
 MARKER = "labrun_textures.json"
+SEVERITY_FILE = "labrun_severity.json"
+"""Per category, ``{"<defect>/<stem>": severity}`` for the subtle set (beside train/ and test/,
+so MVTec readers never see it)."""
+DEFECT_SETS = ("easy", "subtle")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,18 @@ class GenerateSpec:
     n_test_good: int = 16
     n_per_defect: int = 6
     seed: int = 0
+    defect_set: str = "easy"
+    """``easy``: painted defects (scratch, spot, missing, blob); ``subtle``: structure defects
+    that keep per-pixel statistics (:mod:`projects.anomaly.data.subtle`), at severities 1-3."""
+
+    def defects(self, domain: str) -> dict[str, int]:
+        """Defect kind -> test images of it. The subtle kinds differ per domain, so the same
+        total (``n_per_defect`` x 4, as in the easy set) is shared among the domain's kinds."""
+        kinds = DEFECTS if self.defect_set == "easy" else subtle_defects(domain)
+        total = self.n_per_defect * len(DEFECTS)
+        if self.defect_set == "easy":
+            return {k: self.n_per_defect for k in kinds}
+        return {k: total // len(kinds) + (i < total % len(kinds)) for i, k in enumerate(kinds)}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=list).encode()).hexdigest()[:12]
@@ -61,13 +78,28 @@ def write_domain(root: Path, domain: str, spec: GenerateSpec) -> Path:
     rng = np.random.default_rng([base, 1])
     for i in range(spec.n_test_good):
         _save_png(cat / "test" / "good" / f"{i:03d}.png", normal_image(domain, rng, spec.size))
-    for k, defect in enumerate(DEFECTS):
+    severities = {}
+    for k, (defect, count) in enumerate(spec.defects(domain).items()):
         rng = np.random.default_rng([base, 2 + k])
-        for i in range(spec.n_per_defect):
-            img, mask = defective_image(domain, defect, rng, spec.size)
+        for i in range(count):
+            img, mask, severity = _defective(domain, defect, rng, spec, i)
             _save_png(cat / "test" / defect / f"{i:03d}.png", img)
             _save_png(cat / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
+            if severity is not None:
+                severities[f"{defect}/{i:03d}"] = severity
+    if severities:
+        (cat / SEVERITY_FILE).write_text(json.dumps(severities, indent=1))
     return cat
+
+
+def _defective(domain: str, defect: str, rng: np.random.Generator, spec: GenerateSpec,
+               i: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Image, mask and severity (None for the easy set) of the i-th test image of a defect:
+    subtle severities cycle 1, 2, 3 so every count of images holds each level evenly."""
+    if spec.defect_set == "easy":
+        return (*defective_image(domain, defect, rng, spec.size), None)
+    severity = SEVERITIES[i % len(SEVERITIES)]
+    return (*subtle_image(domain, defect, rng, spec.size, severity), severity)
 
 
 SOURCES = "anomaly_sources"
@@ -82,7 +114,7 @@ def write_anomaly_sources(out: Path, spec: GenerateSpec, n: int = 24) -> Path:
     folder = out / SOURCES
     families = list(TEXTURES)
     for i in range(n):
-        tex = TEXTURES[families[i % len(families)]](rng, spec.size)
+        tex = TEXTURES[families[i % len(families)]](rng, spec.size).raw()
         tint = perlin(rng, spec.size, octaves=2, base=32)[..., None] * rng.uniform(0, 1, 3)
         _save_png(folder / f"{i:03d}.png", np.clip(0.6 * tex[..., rng.permutation(3)] + 0.6 * tint, 0, 1))
     return folder
@@ -93,13 +125,16 @@ def generate(root: str | Path, spec: GenerateSpec = GenerateSpec()) -> Path:
 
     The marker file is written last, so a generation cut short is redone, never half-used.
     """
-    out = Path(root) / f"textures-{spec.digest()}"
+    if spec.defect_set not in DEFECT_SETS:
+        raise ValueError(f"unknown defect set {spec.defect_set!r}; one of {', '.join(DEFECT_SETS)}")
+    out = Path(root) / f"textures-{spec.defect_set}-{spec.digest()}"
     if (out / MARKER).exists():
         return out
     for domain in spec.domains:
         write_domain(out, domain, spec)
     write_anomaly_sources(out, spec)
-    info = {**spec.__dict__, "domains": list(spec.domains), "defects": list(DEFECTS),
+    info = {**spec.__dict__, "domains": list(spec.domains),
+            "defects": {d: spec.defects(d) for d in spec.domains},
             "descriptions": {d: DOMAIN_DESCRIPTIONS[d] for d in spec.domains}}
     (out / MARKER).write_text(json.dumps(info, indent=2))
     return out

@@ -8,6 +8,7 @@ Everything is numpy, seeded, and takes milliseconds per image.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -53,6 +54,28 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return y, x
 
 
+@dataclass
+class Layers:
+    """A normal image before it is composed: the material's colour (what a defect of the
+    surface changes), the light falling on it and the sensor noise (neither of which a surface
+    defect moves). Subtle defects edit ``material`` only, so the light and the noise at every
+    pixel stay those of a normal image."""
+
+    material: np.ndarray
+    """(size, size, 3) reflectance."""
+    light: np.ndarray
+    """(size, size) illumination factor."""
+    noise: np.ndarray
+    """(size, size, 3) additive sensor noise."""
+
+    def raw(self) -> np.ndarray:
+        """The composed image before clipping to [0, 1]."""
+        return self.material * self.light[..., None] + self.noise
+
+    def compose(self) -> np.ndarray:
+        return np.clip(self.raw(), 0, 1)
+
+
 def _stripes(rng, size):
     y, x = _grid(size)
     angle = rng.uniform(0.6, 0.9)
@@ -60,15 +83,14 @@ def _stripes(rng, size):
     phase = rng.uniform(0, 2 * np.pi)
     s = 0.5 + 0.35 * np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase)
     rgb = np.stack([s * 0.9, s * 0.75, s * 0.55], -1)
-    return rgb + rng.normal(0, 0.03, rgb.shape)
+    return Layers(rgb, np.ones((size, size)), rng.normal(0, 0.03, rgb.shape))
 
 
 def _fabric(rng, size):
     n = perlin(rng, size, octaves=4, base=24)
     _, x = _grid(size)
-    light = 1.0 - 0.35 * x
-    rgb = np.stack([0.3 + 0.5 * n, 0.45 + 0.3 * n, 0.6 + 0.25 * n], -1) * light[..., None]
-    return rgb + rng.normal(0, 0.02, rgb.shape)
+    rgb = np.stack([0.3 + 0.5 * n, 0.45 + 0.3 * n, 0.6 + 0.25 * n], -1)
+    return Layers(rgb, 1.0 - 0.35 * x, rng.normal(0, 0.02, rgb.shape))
 
 
 def _tiles(rng, size):
@@ -80,8 +102,8 @@ def _tiles(rng, size):
     mortar = ((gx > 0.44) | (gy > 0.44)).astype(float)
     tile = 0.55 + 0.08 * perlin(rng, size, octaves=2, base=16)
     v = tile * (1 - mortar) + 0.2 * mortar
-    rgb = np.stack([v * 0.8, v * 0.8, v * 0.85], -1) * 0.75
-    return rgb + rng.normal(0, 0.02, rgb.shape)
+    rgb = np.stack([v * 0.8, v * 0.8, v * 0.85], -1)
+    return Layers(rgb, np.full((size, size), 0.75), rng.normal(0, 0.02, rgb.shape))
 
 
 def _grain(rng, size):
@@ -91,18 +113,23 @@ def _grain(rng, size):
     g = (g - g.mean()) / (g.std() + 1e-9)
     y, x = _grid(size)
     vignette = 1.0 - 0.6 * ((x - 0.5) ** 2 + (y - 0.5) ** 2)
-    v = (0.55 + 0.08 * g) * vignette
+    v = 0.55 + 0.08 * g
     rgb = np.stack([v * 1.0, v * 0.9, v * 0.7], -1)
-    return rgb
+    return Layers(rgb, vignette, np.zeros_like(rgb))
 
 
-TEXTURES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+TEXTURES: dict[str, Callable[[np.random.Generator, int], Layers]] = {
     "A": _stripes, "B": _fabric, "C": _tiles, "D": _grain}
+
+
+def normal_layers(domain: str, rng: np.random.Generator, size: int) -> Layers:
+    """One defect-free image of a domain, not yet composed (see :class:`Layers`)."""
+    return TEXTURES[domain](rng, size)
 
 
 def normal_image(domain: str, rng: np.random.Generator, size: int) -> np.ndarray:
     """One defect-free image of a domain, float RGB in [0, 1], shape (size, size, 3)."""
-    return np.clip(TEXTURES[domain](rng, size), 0, 1)
+    return normal_layers(domain, rng, size).compose()
 
 
 # --------------------------------------------------------------------------- defects
@@ -153,7 +180,7 @@ def _blob(img, rng, size):
     focus = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.02)
     score = field * focus
     mask = score > np.quantile(score, 1 - rng.uniform(0.03, 0.06))
-    other = TEXTURES[rng.choice(list(TEXTURES))](rng, size)
+    other = normal_layers(str(rng.choice(list(TEXTURES))), rng, size).raw()
     img[mask] = 0.25 * img[mask] + 0.75 * np.clip(other[mask][:, ::-1], 0, 1)
     return mask
 
