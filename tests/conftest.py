@@ -83,3 +83,15 @@ def store(tmp_path, monkeypatch, _template_db):
         mlflow.end_run()
 
 
+
+
+@pytest.fixture
+def fast_paths_on(monkeypatch):
+    """The fast paths allowed and nothing logged about them yet (tests of tracking.backends
+    and of what uses them): ``pytestmark = pytest.mark.usefixtures("fast_paths_on")``."""
+    from tracking import backends
+
+    monkeypatch.delenv("LABRUN_PUBLIC_API_ONLY", raising=False)
+    backends.reset()
+    yield
+    backends.reset()

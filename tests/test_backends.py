@@ -19,12 +19,7 @@ from tests.helpers import REPO
 from tracking import backends
 
 
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
-    monkeypatch.delenv("LABRUN_PUBLIC_API_ONLY", raising=False)
-    backends.reset()
-    yield
-    backends.reset()
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 
 def _lines(caplog, kind):

@@ -24,12 +24,7 @@ from tracking.config import ConfigError
 from tracking.exits import EXIT_CONFIG
 
 
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
-    monkeypatch.delenv("LABRUN_PUBLIC_API_ONLY", raising=False)
-    backends.reset()
-    yield
-    backends.reset()
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 
 def _fallbacks(caplog) -> list[str]:

@@ -13,13 +13,7 @@ from tracking import backends
 from tracking.metrics import MetricLogger, default_direction, validate_name
 
 
-@pytest.fixture(autouse=True)
-def _fast_paths_on(monkeypatch):
-    """Every test starts with the fast paths allowed and nothing logged yet."""
-    monkeypatch.delenv("LABRUN_PUBLIC_API_ONLY", raising=False)
-    backends.reset()
-    yield
-    backends.reset()
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 
 @pytest.mark.parametrize("name", ["loss.kl.z", "metric.accuracy.val", "diag.grad_norm_clipped",
