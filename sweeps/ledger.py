@@ -162,6 +162,10 @@ class Ledger:
     def state(self, fp: str) -> CellState:
         return self.states.get(fp) or CellState(fp)
 
+    def finished_run_ids(self, fingerprints: Iterable[str]) -> list[str]:
+        """The FINISHED run of each of these cells that has one (their metrics name the charts)."""
+        return [s.finished.run_id for fp in fingerprints if (s := self.state(fp)).finished is not None]
+
     def has_checkpoints(self, run_id: str) -> bool:
         try:
             return any(f.path.endswith(".ptz") or f.is_dir

@@ -87,3 +87,16 @@ def close_parent(client: Any, run_id: str, status: str, metrics: dict[str, float
     if rows:
         client.log_batch(run_id, metrics=rows)
     runs.end(client, run_id, status, end_time=now)
+
+
+def end_if_running(client: Any, run_id: str, status: str, reason: str, what: str = "parent run") -> None:
+    """A sweep's or study's parent that the run of the sweep itself could not close (a
+    failure, an interrupt outside the cells) ends ``status`` with ``reason``, never RUNNING;
+    one it already closed is left as it is."""
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, T.FAILURE, reason[:5000])
+            close_parent(client, run_id, status, {})
+    except Exception as err:  # the store itself may be what failed
+        print(f"(could not end the {what} {run_id} {status}: {err})", file=sys.stderr)
+

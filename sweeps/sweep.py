@@ -10,6 +10,7 @@ launch / poll / watch until nothing is left, and finish.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -19,11 +20,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, TextIO
 
 from sweeps.launchers.base import Job, launcher_class, make_launcher, outcome_of
 from sweeps.ledger import Ledger
 from sweeps.matrix import Cell, Expansion
+from sweeps.plan_view import PlanView, head_line
 from sweeps.progress import Labels, SweepProgress, summarize, table
 from sweeps.spec import SweepSpec, dump
 from tracking import env
@@ -106,20 +108,6 @@ def find_run(client: Any, experiment_id: str, job: Job) -> Any | None:
     return found[0] if found else None
 
 
-def _describe(decision: str, state: Any, retries: int) -> str:
-    if decision == "done":
-        return f"skip (FINISHED {state.finished.run_id[:12]})"
-    if decision == "elsewhere":
-        return f"running elsewhere ({state.live.run_id[:12]}): wait"
-    if decision == "exhausted":
-        return f"failed {state.failures}x > retries={retries}: not run (raise retries to retry)"
-    if state.attempts:
-        kinds = summarize((s, sum(a.status == s or (s == "stale" and a.stale) for a in state.attempts))
-                          for s in ("FAILED", "KILLED", "stale"))
-        return f"rerun (earlier: {kinds})"
-    return "run"
-
-
 @dataclass
 class _Pending:
     """A cell waiting for a slot: a first launch (attempt from the ledger) or a retry."""
@@ -171,8 +159,8 @@ class Sweep:
                 return self.finish()
             except KeyboardInterrupt as exc:  # outside the loop: planning, opening, finishing
                 return self.stopped_outside_loop(exc)
-            except BaseException as exc:
-                self.fail_parent(exc)
+            except BaseException as exc:  # the sweep's own failure (not a cell's): the parent FAILED
+                self._end_parent("FAILED", f"{type(exc).__name__}: {exc}")
                 raise
 
     def loop(self) -> None:
@@ -202,26 +190,14 @@ class Sweep:
               file=sys.stderr, flush=True)
         return code
 
-    def fail_parent(self, exc: BaseException) -> None:
-        """A failure of the sweep itself (not of a cell) once the parent exists: FAILED + reason."""
-        self._end_parent("FAILED", f"{type(exc).__name__}: {exc}")
-
     def _end_parent(self, status: str, reason: str) -> None:
         if self.launcher is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.launcher.close()
-            except Exception:
-                pass
-        if self.parent_id is None:
-            return
-        from sweeps.parent import close_parent
+        if self.parent_id is not None:
+            from sweeps.parent import end_if_running
 
-        try:
-            if self.client.get_run(self.parent_id).info.status == "RUNNING":
-                self.client.set_tag(self.parent_id, T.FAILURE, reason[:5000])
-                close_parent(self.client, self.parent_id, status, {})
-        except Exception as err:  # the store itself may be what failed
-            print(f"(could not end the parent run {self.parent_id} {status}: {err})", file=sys.stderr)
+            end_if_running(self.client, self.parent_id, status, reason)
 
     def plan(self, dry_run: bool) -> None:
         """The cells, and what the store already holds for each (one query). A dry run
@@ -247,7 +223,7 @@ class Sweep:
         if dry_run:
             self.ledger = Ledger(client, self.exp_id, self.task).load(None)
             return
-        self.cells = list(self._cells())
+        self.cells = list(self.source.cells() if isinstance(self.source, Expansion) else self.source)
         _name_cells(self.cells, spec.entry)
         fps = [c.fingerprint for c in self.cells]
         self.ledger = Ledger(client, self.exp_id, self.task).load(fps, mark_stale=True)
@@ -258,74 +234,16 @@ class Sweep:
         self.count = len(self.cells)
 
     def _head(self) -> str:
-        spec = self.spec
-        return (f"sweep {spec.name!r}: {self.count} cells of {spec.entry!r} in experiment "
-                f"{self.exp_name!r} ({summarize((k, self.n[k]) for k in self.n)}); "
-                f"launcher {self.launcher_name}, parallel {spec.parallel}")
-
-    def _cells(self) -> Iterable[Cell]:
-        return self.source.cells() if isinstance(self.source, Expansion) else self.source
-
-    def _decide(self, fp: str) -> tuple[str, str]:
-        state = self.ledger.states.get(fp)
-        if state is None:  # nothing in the store: the common case, kept cheap
-            return "todo", "run"
-        decision = state.decision(self.spec.retries)
-        return decision, _describe(decision, state, self.spec.retries)
-
-    def _label_rows(self) -> Iterator[tuple[int, str, str]]:
-        """``(index, label, fingerprint)`` per cell, labels joined from per-value pieces."""
-        if not isinstance(self.source, Expansion) or not self.labels.keys:
-            for cell in self._cells():
-                yield cell.index, self.labels(cell), cell.fingerprint
-            return
-        frags, order = self.labels.fragments(self.spec, self.source.axes)
-        for n, idx, fp in self.source.index_rows():
-            yield n, " ".join([f for a in order if (f := frags[a][idx[a]])]) or "base", fp
-
-    def _label_width(self) -> int:
-        if not isinstance(self.source, Expansion) or not self.labels.keys:
-            return max([len(self.labels(c)) for c in self._cells()] + [4])
-        frags, _ = self.labels.fragments(self.spec, self.source.axes)
-        longest = [max(map(len, rows)) for rows in frags if any(rows)]
-        return max(4, sum(longest) + len(longest) - 1)
+        return head_line(self.spec, self.count, self.exp_name, self.n, self.launcher_name)
 
     def show_plan(self, fmt: str = "table") -> int:
-        """The head line, then one row per cell, written as it is made. A reader that closes
-        the pipe early (``| head``) ends it quietly."""
-        try:
-            return self._show_plan(fmt)
-        except BrokenPipeError:
-            _silence(self.out)
-            return EXIT_FINISHED
-
-    def _show_plan(self, fmt: str) -> int:
-        from sweeps.progress import plan_writer
-
-        self.n = dict.fromkeys(("done", "todo", "elsewhere", "exhausted"), 0)
-        self.count, plan_width = 0, 4
-        fps = (c.fingerprint for c in self.source) if not isinstance(self.source, Expansion) else \
-            (fp for _, _, fp in self.source.index_rows())
-        for fp in fps:  # pass 1: the counts for the head line, nothing kept
-            decision, plan = self._decide(fp)
-            self.n[decision] += 1
-            self.count += 1
-            plan_width = max(plan_width, len(plan))
-        print(self._head(), file=sys.stderr if fmt != "table" else self.out, flush=True)
-        if fmt == "table":
-            write = plan_writer(fmt, self.out, (len(str(self.count)), self._label_width(), 16, plan_width))
-            for index, label, fp in self._label_rows():  # pass 2: the rows
-                write(index, label, fp, *self._decide(fp))
-            print("(dry run: nothing launched)", file=self.out, flush=True)
-        else:
-            write = plan_writer(fmt, self.out, ())
-            for cell in self._cells():
-                write(cell.index, cell, cell.fingerprint, *self._decide(cell.fingerprint))
-            write(None, None, "", "", "")
-        return EXIT_FINISHED
+        """The head line, then one row per cell, written as it is made (:class:`PlanView`)."""
+        view = PlanView(self.spec, self.source, self.labels, self.ledger, self.out)
+        return view.show(fmt, lambda count, n: head_line(self.spec, count, self.exp_name, n, self.launcher_name))
 
     def open(self) -> None:
         """The sweep's parent run (shared by every worker), the launcher, the queue."""
+        self.by_fp = {c.fingerprint: c for c in self.cells}
         from sweeps.claims import Claims
         from sweeps.parent import open_parent
         from tracking import store
@@ -343,11 +261,10 @@ class Sweep:
         from tracking import views
 
         self.view = views.save_sweep_view(client, self.exp_id, spec.name, params=_varied(self.cells),
-                                          run_ids=self.ledger_run_ids())
+                                          run_ids=self.ledger.finished_run_ids(self.by_fp))
         print(self._head() + f"\nparent run {self.parent_id}" + (" (continued)" if reopened else "")
               + f"; in the MLflow UI: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         self.logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
-        self.by_fp = {c.fingerprint: c for c in self.cells}
         self.failures = {c.fingerprint: self.ledger.state(c.fingerprint).failures for c in self.cells}
         self.elsewhere = {fp for fp, d in self.decisions.items() if d == "elsewhere"}
         self.queue = deque(_Pending(c) for c in self.cells if self.decisions[c.fingerprint] == "todo")
@@ -356,15 +273,6 @@ class Sweep:
         self.launcher = make_launcher(self.launcher_name, spec.parallel, module=self.module, options=options)
         self.claims = Claims(client, self.ledger, self.task, self.launcher)
         self.last_watch = time.time()
-
-    def ledger_run_ids(self) -> list[str]:
-        """The finished runs the store holds for these cells (their metrics name the charts)."""
-        out = []
-        for c in self.cells:
-            finished = self.ledger.state(c.fingerprint).finished
-            if finished is not None:
-                out.append(finished.run_id)
-        return out
 
     def busy(self) -> bool:
         return bool(self.queue or self.elsewhere or self.launcher.running() or self.launcher.pending())
@@ -506,7 +414,7 @@ class Sweep:
 
         ran = [rid for _, rid in self.results.values() if rid]
         self.view = views.save_sweep_view(self.client, self.exp_id, self.spec.name, params=_varied(self.cells),
-                                          run_ids=ran + self.ledger_run_ids()) or self.view
+                                          run_ids=ran + self.ledger.finished_run_ids(self.by_fp)) or self.view
         print(f"runs table: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         if self.interrupted == signal.SIGTERM:
             return EXIT_SIGTERM
@@ -517,17 +425,6 @@ def run_sweep(spec: SweepSpec, raw: dict[str, Any], *, dry_run: bool = False,
               out: TextIO | None = None, fmt: str = "table") -> int:
     """``labrun sweep``: see :class:`Sweep`; ``fmt`` (table, csv, json) is the dry run's."""
     return Sweep(spec, raw, out).run(dry_run=dry_run, fmt=fmt)
-
-
-def _silence(out: TextIO) -> None:
-    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def _outcome(counts: dict[str, int], skipped: int) -> str:

@@ -102,15 +102,10 @@ def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client:
 
 def _end_parent(client: Any, parent_id: str, exc: BaseException) -> None:
     """FAILED with the reason (KILLED for an interrupt), unless the study already closed it."""
-    from sweeps.parent import close_parent
+    from sweeps.parent import end_if_running
 
     status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-    try:
-        if client.get_run(parent_id).info.status == "RUNNING":
-            client.set_tag(parent_id, T.FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
-            close_parent(client, parent_id, status, {})
-    except Exception as err:  # the store itself may be what failed
-        print(f"(could not end the study's parent run {parent_id} {status}: {err})", file=sys.stderr)
+    end_if_running(client, parent_id, status, f"{type(exc).__name__}: {exc}", "study's parent run")
 
 
 def _counted() -> tuple[Any, ...]:
