@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from sweeps.matrix import Cell, Expansion
-from sweeps.progress import Labels, summarize
+from sweeps.progress import Labels, silence, summarize
 from sweeps.spec import SweepSpec
 from tracking.exits import EXIT_FINISHED
 
@@ -37,7 +37,7 @@ class PlanView:
         try:
             return self._show(fmt, head)
         except BrokenPipeError:
-            _silence(self.out)
+            silence(self.out)
             return EXIT_FINISHED
 
     def _show(self, fmt: str, head: Callable[[int, dict[str, int]], str]) -> int:
@@ -107,17 +107,6 @@ def describe(decision: str, state: Any, retries: int) -> str:
                           for s in ("FAILED", "KILLED", "stale"))
         return f"rerun (earlier: {kinds})"
     return "run"
-
-
-def _silence(out: TextIO) -> None:
-    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 __all__ = ["DECISIONS", "PlanView", "describe", "head_line"]

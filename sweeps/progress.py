@@ -192,3 +192,47 @@ def plan_writer(fmt: str, out: TextIO, widths: Sequence[int]) -> Any:
              "values": cell.values, "overrides": cell.overrides}, default=str))
         first[0] = False
     return json_row
+
+
+class QuietPipe:
+    """``out`` until its reader goes away (``labrun sweep | head``), then nowhere.
+
+    A sweep's cells keep running and finishing when the reader of its report has gone; the
+    report then has nobody to reach, which is no reason to end the sweep with a traceback."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.gone = out, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.out.write(text)
+            except BrokenPipeError:
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.out.flush()
+            except BrokenPipeError:
+                self._lost()
+
+    def _lost(self) -> None:
+        self.gone = True
+        silence(self.out)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.out, name)
+
+
+def silence(out: TextIO) -> None:
+    """After a closed pipe: point ``out`` at /dev/null so the interpreter's final flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+

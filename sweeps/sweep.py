@@ -26,7 +26,7 @@ from sweeps.launchers.base import Job, launcher_class, make_launcher, outcome_of
 from sweeps.ledger import Ledger
 from sweeps.matrix import Cell, Expansion
 from sweeps.plan_view import PlanView, head_line
-from sweeps.progress import Labels, SweepProgress, summarize, table
+from sweeps.progress import Labels, QuietPipe, SweepProgress, summarize, table
 from sweeps.spec import SweepSpec, dump
 from tracking import env
 from tracking import tags as T
@@ -154,6 +154,7 @@ class Sweep:
                 self.plan(dry_run)
                 if dry_run:
                     return self.show_plan(fmt)
+                self.out = QuietPipe(self.out)  # a reader gone (| head) does not stop the cells
                 self.open()
                 self.loop()
                 return self.finish()

@@ -157,6 +157,32 @@ def test_sigterm_while_planning_exits_143_and_leaves_no_process(store, tmp_path)
 
 # ------------------------------------------------------------------------------------ case 13
 
+def test_a_sweep_whose_reader_goes_away_still_finishes_its_cells_quietly(store, tmp_path):
+    """`labrun sweep spec | head -2`: the cells ran, then the final report met the closed pipe
+    and the sweep ended with a BrokenPipeError traceback and exit 1."""
+    spec = _write(tmp_path, TOY.format(name="headed", steps=2, sleep=0))
+    proc = subprocess.run(["bash", "-c", f"{PYTHON} -m labrun sweep {spec} | head -2; "
+                                         "echo \"exit=${PIPESTATUS[0]}\" >&2"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-3000:]
+    assert "exit=0" in proc.stderr, proc.stderr[-3000:]
+    runs = all_runs(store)
+    assert runs and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow  # two trials through a closed pipe: the sweep's twin above runs in make test
+def test_a_study_whose_reader_goes_away_still_runs_its_trials_quietly(store, tmp_path):
+    spec = _write(tmp_path, "entry: toy\nname: headed\nconfig: quick\noverrides: {train.steps: 4}\n"
+                  "space: {train.lr: {type: float, low: 0.001, high: 0.1}}\nobjective: {metric: metric.mse.val}\n"
+                  "n_trials: 2\nstorage: sqlite:///optuna.db\n")
+    proc = subprocess.run(["bash", "-c", f"{PYTHON} -m labrun optimize {spec} | head -1; "
+                                         "echo \"exit=${PIPESTATUS[0]}\" >&2"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-3000:]
+    assert "exit=0" in proc.stderr, proc.stderr[-3000:]
+    assert {r.info.status for r in all_runs(store)} == {"FINISHED"}
+
+
 def test_a_dry_run_into_a_closed_pipe_ends_quietly(store, tmp_path):
     spec = _write(tmp_path, "entry: toy\nname: piped\nconfig: quick\nmatrix: {train.lr: "
                   + str([round(0.001 * (i + 1), 4) for i in range(200)]) + "}\nseeds: [0, 1, 2]\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.launchers.base import launcher_class, make_launcher
+from sweeps.progress import QuietPipe
 from sweeps.spec import StudySpec, dump
 from sweeps.study._heartbeat import reap_stale
 from sweeps.study._parent import close_study_parent, open_study_parent
@@ -52,12 +53,15 @@ def run_study(spec: StudySpec, raw: dict[str, Any]) -> int:
     exp_name = spec.experiment or spec.entry
     exp_id = store.experiment_id(exp_name, description=spec.description or None)
     parent_id = open_study_parent(study, client, exp_id, spec)
+    stdout, sys.stdout = sys.stdout, QuietPipe(sys.stdout)  # a reader gone (| head) does not stop trials
     try:  # SIGTERM (a scheduler, `kill`) takes Ctrl-C's path: the trial ends KILLED, the parent closes
         with sigterm_as_exception():
             return _work(spec, raw, study, target, client, exp_name, exp_id, parent_id)
     except BaseException as exc:  # the study itself failed (not a trial): never leave the parent RUNNING
         _end_parent(client, parent_id, exc)
         raise
+    finally:
+        sys.stdout = stdout
 
 
 def _work(spec: StudySpec, raw: dict[str, Any], study: Any, target: Any, client: Any, exp_name: str,
