@@ -1,8 +1,9 @@
 """The mutual-learning study over all its conditions: Demšar's blocked comparison of the methods.
 
 Reads the ``mutual_all`` experiment (``labrun sweep mutual_all``: every problem at the quick
-scale) and compares the four methods *within* each block = (problem, condition, model pair), on
-each problem's own headline test metric of model A (or B): accuracy and mIoU higher is better,
+scale) and compares the four methods *within* each block, on
+each problem's own headline test metric of model A (or B); a block is (problem, dataset,
+condition, model pair): accuracy and mIoU higher is better,
 relative L2 and MSE lower. A block ranks the methods on their mean over seeds, so metrics of
 different units and directions never mix; across the blocks come the average ranks, Friedman
 with Iman–Davenport, Nemenyi's critical difference and Holm against ``independent``
@@ -43,7 +44,8 @@ def blocked_frame(experiment: str, model: str):
         score = pd.to_numeric(part[col], errors="coerce") * (1.0 if direction == "max" else -1.0)
         rows.append(pd.DataFrame({
             "method": part["labrun.method"].to_numpy(),
-            "block": (problem + " | " + part["labrun.condition"].astype(str) + " | "
+            "block": (problem + " | " + part["mutual.dataset"].astype(str) + " | "
+                      + part["labrun.condition"].astype(str) + " | "
                       + part["mutual.model_a"].astype(str) + "/" + part["mutual.model_b"].astype(str)).to_numpy(),
             "score": score.to_numpy()}))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["method", "block", "score"])
