@@ -153,7 +153,7 @@ def part_baseline(args) -> None:
         for key in ("model_a", "model_b"):
             mc = getattr(cfg, key)
             torch.manual_seed(0)
-            model = build_operator(mc.name, data.dim, data.resolution, **mc.sizes())
+            model = build_operator(mc.name, data.dim, data.resolution, data.periodic, **mc.sizes())
             budget = (args.deeponet_budget_cpu_min or args.budget_cpu_min) if mc.name == "deeponet" else args.budget_cpu_min
             curve = _train_alone(task, model, data, cfg, budget * 60, args.max_epochs, 0)
             marks = [p for i, p in enumerate(curve) if i in _marks(len(curve))]
@@ -169,6 +169,64 @@ def part_baseline(args) -> None:
 
 def _marks(n: int) -> set[int]:
     return {0, n - 1} | {int(round(n * f)) for f in (0.1, 0.25, 0.5, 0.75)} if n > 1 else {0}
+
+
+# ---------------------------------------------------------------------------------- transfer
+TRANSFER_VARIANTS = {"before (neuralop 2.0.0 as shipped)": {"conv": "library", "embedding": "library"},
+                     "centred spectral layer only": {"conv": "centred", "embedding": "library"},
+                     "after (centred layer + the domain's grid)": {"conv": "centred", "embedding": "domain"}}
+
+
+def part_transfer(args) -> None:
+    """The FNO trained at the shift resolution, tested there (test_clean) and at the full
+    resolution (test), with the library's spectral layer and grid and with ours; the FNO
+    trained at the full resolution is the reference."""
+    import torch
+
+    from projects.mutual.models.operator.fno import FieldFNO
+    from projects.mutual.tasks import get_task
+
+    for problem in args.problems:
+        cfg = _config(problem, args, ["condition=resolution_shift"])
+        task = get_task("operator")(cfg)
+        data = task.load_data()
+        mc = cfg.model_a
+        print(f"\n## Resolution transfer, {problem}: FNO trained at {data.resolution}, tested at "
+              f"{data.test.x.shape[-1]} ({cfg.pde.n_train} samples, {args.epochs} epochs, width {mc.width}, "
+              f"modes {mc.modes}; 1-min load {os.getloadavg()[0]:.1f})")
+        print(f"  {'variant':44} {'rel L2 @ train grid':>19} {'rel L2 @ test grid':>18} {'CPU s':>6}")
+        for name, kw in TRANSFER_VARIANTS.items():
+            torch.manual_seed(0)
+            model = FieldFNO(data.dim, mc.width or 32, mc.depth or 4, mc.modes, periodic=data.periodic, **kw)
+            c = _cpu()
+            _train_alone(task, model, data, cfg, math.inf, args.epochs, 0)
+            clean = _rel_l2(task, model, data.extra["test_clean"])
+            print(f"  {name:44} {100 * clean:18.2f}% {100 * _rel_l2(task, model, data.test):17.2f}% "
+                  f"{_cpu() - c:6.0f}")
+        _transfer_reference(args, problem)
+
+
+def _transfer_reference(args, problem: str) -> None:
+    import torch
+
+    from projects.mutual.models import build_operator
+    from projects.mutual.tasks import get_task
+
+    cfg = _config(problem, args, [])
+    task = get_task("operator")(cfg)
+    data = task.load_data()
+    torch.manual_seed(0)
+    model = build_operator("fno", data.dim, data.resolution, data.periodic, **cfg.model_a.sizes())
+    c = _cpu()
+    _train_alone(task, model, data, cfg, math.inf, args.epochs, 0)
+    print(f"  {'reference: trained at the test grid (after)':44} {'':>19} "
+          f"{100 * _rel_l2(task, model, data.test):17.2f}% {_cpu() - c:6.0f}")
+
+
+def _rel_l2(task, model, split) -> float:
+    from projects.mutual.joint import evaluate
+
+    return evaluate(task, {"m": model}, split)[f"metric.m.rel_l2.{split.name}"]
 
 
 # ---------------------------------------------------------------------------------- methods
@@ -248,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["generator", "baseline", "methods"],
-                   choices=["generator", "baseline", "methods"])
+                   choices=["generator", "baseline", "transfer", "methods"])
     p.add_argument("--problems", nargs="+", default=["burgers", "darcy"], choices=["burgers", "darcy"])
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-val", type=int, default=100)
@@ -264,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-cpu-min", type=float, default=3.0, help="baseline: CPU minutes per model (FNO)")
     p.add_argument("--deeponet-budget-cpu-min", type=float, help="baseline: for DeepONet (default: the same)")
     p.add_argument("--max-epochs", type=int, default=100, help="baseline: epochs at most (cosine length)")
-    p.add_argument("--epochs", type=int, default=10, help="methods: epochs per pair")
+    p.add_argument("--epochs", type=int, default=10, help="methods, transfer: epochs per model")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--conditions", nargs="+", help="methods: default clean + each shift + weak_peer")
@@ -280,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mutual_operator bench: {time.strftime('%Y-%m-%d %H:%M')} UTC, 2-core machine shared with other "
           f"agents (1-min load {os.getloadavg()[0]:.1f}); cache {os.environ['LABRUN_PDE_CACHE']}")
     for part in args.parts:
-        {"generator": part_generator, "baseline": part_baseline, "methods": part_methods}[part](args)
+        {"generator": part_generator, "baseline": part_baseline, "transfer": part_transfer,
+         "methods": part_methods}[part](args)
 
 
 if __name__ == "__main__":

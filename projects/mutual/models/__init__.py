@@ -137,12 +137,14 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **sizes
     return factory(tuple(int(s) for s in input_shape), int(num_classes), **model_sizes(name, sizes))
 
 
-def build_operator(name: str, dim: int, resolution: int, **sizes: Any) -> "nn.Module":
+def build_operator(name: str, dim: int, resolution: int, periodic: bool | None = None, **sizes: Any) -> "nn.Module":
     """A fresh operator model mapping (N, s) / (N, s, s) fields to fields of the same grid;
-    ``resolution`` is the training grid (DeepONet's default sensors)."""
+    ``resolution`` is the training grid (DeepONet's default sensors); ``periodic``: the domain
+    is sampled at j / s (Burgers, Navier-Stokes) rather than at the nodes j / (s - 1) (Darcy);
+    None keeps the 1-D-periodic, 2-D-nodes convention."""
     _takes(name, "operator")
     factory = _REGISTRY.get(check_model(name, sizes))
-    return factory(int(dim), int(resolution), **model_sizes(name, sizes))
+    return factory(int(dim), int(resolution), periodic=periodic, **model_sizes(name, sizes))
 
 
 def build_forecaster(name: str, lookback: int, horizon: int, channels: int, outputs: Sequence[int],

@@ -25,6 +25,8 @@ from projects.mutual.data.pde import cache
 from projects.mutual.data.pde.grids import DEFAULT_RESOLUTION, SHIFT_RESOLUTION
 
 DIMS = {"burgers": 1, "darcy": 2}
+PERIODIC = {"burgers": True, "darcy": False}
+"""Sampled at j / s on a periodic domain, or at the nodes j / (s - 1) of a bounded one."""
 
 
 @dataclass
@@ -34,6 +36,8 @@ class OperatorSplits(DataSplits):
     dim: int = 1
     resolution: int = 0
     """Training resolution (DeepONet's sensor grid)."""
+    periodic: bool = True
+    """The grid convention of the domain (:mod:`projects.mutual.models.operator.coords`)."""
     scale: dict[str, float] = field(default_factory=dict)
     """``x_mean, x_std, y_mean, y_std`` of the training split (decode: y * y_std + y_mean)."""
 
@@ -169,4 +173,5 @@ def load_operator(dataset: str, pde: Any, pert: Any, *, split_seed: int = 0) -> 
             "cache_dir": str(cache.cache_dir(pde.cache_dir)), "load_s": round(elapsed, 3),
             "generator": {k: v for k, v in wanted["train"].items() if k not in ("split", "n", "resolution")}}
     return OperatorSplits(dataset, split("train"), split("val"), split("test"), 0, tuple(tr["x"].shape[1:]),
-                          extra, info, dim=dim, resolution=train_res, scale=scale)
+                          extra, info, dim=dim, resolution=train_res, scale=scale,
+                          periodic=PERIODIC[dataset])

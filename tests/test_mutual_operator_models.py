@@ -1,0 +1,82 @@
+"""Operator models beyond the basics: the spectral layer on odd grids, resolution transfer of
+the FNO on a tiny problem, and the grid conventions the models share."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _ones_conv(cls):
+    conv = cls(1, 1, n_modes=(12, 12))
+    with torch.no_grad():
+        for name, p in conv.named_parameters():
+            p.zero_() if "bias" in name else p.fill_(1.0)
+    return conv
+
+
+@pytest.mark.parametrize("size", [22, 43, 44, 85])
+def test_centred_spectral_layer_passes_its_kept_modes_on_odd_and_even_grids(size):
+    """A weight of ones is the identity on the kept modes: a field made of two of them comes
+    back unchanged. neuralop 2.0.0's own layer does so on even grids only (its inverse shift
+    moves every mode by one place on an odd grid)."""
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from projects.mutual.models.operator.spectral import CentredSpectralConv
+
+    x = torch.arange(size) / size
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    f = (torch.cos(2 * torch.pi * 2 * X) + torch.sin(2 * torch.pi * 3 * Y))[None, None]
+    with torch.no_grad():
+        assert torch.allclose(_ones_conv(CentredSpectralConv)(f), f, atol=1e-5)
+        library_error = float((_ones_conv(SpectralConv)(f) - f).abs().max())
+    assert (library_error < 1e-5) == (size % 2 == 0)
+
+
+def test_centred_spectral_layer_is_the_library_layer_on_even_grids():
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    from projects.mutual.models.operator.spectral import CentredSpectralConv
+
+    torch.manual_seed(0)
+    lib, ours = SpectralConv(3, 4, n_modes=(8, 8)), CentredSpectralConv(3, 4, n_modes=(8, 8))
+    ours.load_state_dict(lib.state_dict())
+    x = torch.randn(2, 3, 20, 20)
+    assert torch.allclose(lib(x), ours(x), atol=1e-6)
+    coarse = torch.randn(2, 3, 6, 6)                     # fewer modes than the weight holds
+    assert torch.allclose(lib(coarse), ours(coarse), atol=1e-6)
+    lib1, ours1 = SpectralConv(3, 4, n_modes=(8,)), CentredSpectralConv(3, 4, n_modes=(8,))
+    ours1.load_state_dict(lib1.state_dict())
+    line = torch.randn(2, 3, 33)                         # 1-D: nothing is shifted, any parity
+    assert torch.allclose(lib1(line), ours1(line), atol=1e-6)
+
+
+def _darcy_like(size: int) -> torch.Tensor:
+    x = torch.linspace(0, 1, size)
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    return (torch.sin(torch.pi * X) * torch.sin(2 * torch.pi * Y) + 0.5 * torch.cos(torch.pi * X * Y))[None]
+
+
+def test_fno_gives_the_same_field_on_a_22_and_a_43_node_grid():
+    """Resolution transfer on a tiny problem (the regression for Darcy 22 -> 43): the nodes of
+    the 22-grid are every other node of the 43-grid, so a resolution-invariant FNO returns the
+    same values there. With neuralop's layer and grid (as shipped) the two differ by ~5 %."""
+    from projects.mutual.models.operator.fno import FieldFNO
+
+    def mismatch(**kw) -> float:
+        torch.manual_seed(0)
+        model = FieldFNO(2, width=8, depth=2, modes=6, periodic=False, **kw).eval()
+        with torch.no_grad():
+            coarse, fine = model(_darcy_like(22)), model(_darcy_like(43))[:, ::2, ::2]
+        return float((coarse - fine).norm() / coarse.norm())
+
+    assert mismatch() < 2e-3
+    assert mismatch(conv="library", embedding="library") > 1e-2
+
+
+def test_grid_conventions_periodic_points_and_bounded_nodes():
+    from projects.mutual.models.operator.coords import axis, grid, grid_channels
+
+    assert torch.allclose(axis(4, True), torch.tensor([0, 0.25, 0.5, 0.75]))
+    assert torch.allclose(axis(3, False), torch.tensor([0, 0.5, 1.0]))
+    assert grid(2, 3, False)[-1].tolist() == [1.0, 1.0] and grid(1, 4, True).shape == (4, 1)
+    assert grid_channels((3, 3), False)[0, :, 0].tolist() == [0.0, 0.5, 1.0]
