@@ -69,7 +69,7 @@ def _config(problem: str, args, extra: list[str]):
         over.append(f"pde.burgers.fine_resolution={args.burgers_fine}")
     if problem == "darcy" and args.darcy_fine:
         over.append(f"pde.darcy.fine_resolution={args.darcy_fine}")
-    return resolve_config(Config, f"operator_{problem}", over + extra)
+    return resolve_config(Config, f"operator_{problem}", over + list(args.set or []) + extra)
 
 
 # ---------------------------------------------------------------------------------- generator
@@ -152,6 +152,8 @@ def part_baseline(args) -> None:
         data = task.load_data()
         for key in ("model_a", "model_b"):
             mc = getattr(cfg, key)
+            if args.models and mc.name not in args.models:
+                continue
             torch.manual_seed(0)
             model = build_operator(mc.name, data.dim, data.resolution, data.periodic, **mc.sizes())
             budget = (args.deeponet_budget_cpu_min or args.budget_cpu_min) if mc.name == "deeponet" else args.budget_cpu_min
@@ -164,7 +166,7 @@ def part_baseline(args) -> None:
           f"{'target':7} anchor")
     for problem, name, (epoch, cpu, rel), n in rows:
         print(f"{problem:8} {name:9} {n:8d} {epoch:6d} {cpu:7.0f} {100 * rel:10.2f}%  "
-              f"{TARGET.get((problem, name), '-'):7} {ANCHORS[(problem, name)]}")
+              f"{TARGET.get((problem, name), '-'):7} {ANCHORS.get((problem, name), "-")}")
 
 
 def _marks(n: int) -> set[int]:
@@ -327,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--conditions", nargs="+", help="methods: default clean + each shift + weak_peer")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--models", nargs="+", help="baseline: only these models (default: the pair)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config override for every cell, e.g. --set model_b.branch=cnn")
     args = p.parse_args(argv)
     from tracking.env import quiet
 

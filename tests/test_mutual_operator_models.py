@@ -80,3 +80,40 @@ def test_grid_conventions_periodic_points_and_bounded_nodes():
     assert torch.allclose(axis(3, False), torch.tensor([0, 0.5, 1.0]))
     assert grid(2, 3, False)[-1].tolist() == [1.0, 1.0] and grid(1, 4, True).shape == (4, 1)
     assert grid_channels((3, 3), False)[0, :, 0].tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("dim, size", [(1, 32), (2, 17), (2, 85)])
+def test_deeponet_cnn_branch_maps_any_grid_and_trains(dim, size):
+    """``branch=cnn``: convolutions read the sensor grid (not a flat vector); the output stays
+    on the input's grid at any resolution, and one Adam step lowers the loss on a batch."""
+    from projects.mutual.models import build_operator
+    from projects.mutual.models.operator.deeponet import CNNBranch
+
+    torch.manual_seed(0)
+    model = build_operator("deeponet", dim, size, periodic=dim == 1, width=32, depth=3, basis=16, branch="cnn")
+    assert isinstance(model.branch, CNNBranch)
+    assert any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in model.branch.modules())
+    for s in (size, 2 * size - 1):
+        assert model(torch.randn(2, *([s] * dim))).shape == (2, *([s] * dim))
+    x, y = torch.randn(4, *([size] * dim)), torch.randn(4, *([size] * dim))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(2):
+        loss = (model(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[1] < losses[0]
+
+
+def test_deeponet_branch_is_a_config_key_for_deeponet_only():
+    from projects.mutual.config import Config
+    from tracking import ConfigError, resolve_config
+
+    cfg = resolve_config(Config, "operator_quick", ["model_b.branch=cnn"])
+    assert cfg.model_b.sizes()["branch"] == "cnn"
+    with pytest.raises(ConfigError, match="does not take model_a.branch"):
+        resolve_config(Config, "operator_quick", ["model_a.branch=cnn"])
+    with pytest.raises(ConfigError):
+        resolve_config(Config, "operator_quick", ["model_b.branch=rnn"])

@@ -74,6 +74,10 @@ class ModelConfig(Section):
     """deeponet: number p of branch/trunk basis functions (128)."""
     sensors: PositiveInt | None = None
     """deeponet: sensors per dimension of the branch input (the training resolution)."""
+    branch: Literal["mlp", "cnn"] | None = None
+    """deeponet: the branch net, an MLP on the flattened sensors (mlp) or stride-2 5x5
+    convolutions + a dense layer (cnn, Lu et al. 2022's branch for 2-D inputs; width: its
+    dense layer, the convolutions width/4 channels doubling, depth of them)."""
 
     @field_validator("name")
     @classmethod
@@ -83,7 +87,8 @@ class ModelConfig(Section):
     def sizes(self) -> dict[str, Any]:
         """The size keys that are set (None = the model's default)."""
         return {k: v for k, v in (("width", self.width), ("depth", self.depth), ("dropout", self.dropout),
-                                  ("modes", self.modes), ("basis", self.basis), ("sensors", self.sensors))
+                                  ("modes", self.modes), ("basis", self.basis), ("sensors", self.sensors),
+                                  ("branch", self.branch))
                 if v is not None}
 
 

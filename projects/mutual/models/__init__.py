@@ -25,7 +25,8 @@ fno         ``neuralop.models.FNO`` 1-D / 2-D (grid positional    width (32), de
 tfno        the same with a Tucker-factorised spectral weight      width, depth, modes
 deeponet    unstacked DeepONet with a bias: branch MLP on the    width (128), depth (3),
             input at fixed sensors (interpolated from any grid),  basis (128), sensors
-            trunk MLP on the query coordinates                    (training grid)
+            trunk MLP on the query coordinates; branch=cnn: the  (training grid),
+            convolutional branch of Lu et al. 2022               branch (mlp)
 ==========  ===================================================  ======================
 
 Time series (``problem=timeseries``; :mod:`projects.mutual.models.series`,
@@ -86,7 +87,8 @@ MODELS: dict[str, ModelSpec] = {
     "tfno": ModelSpec("projects.mutual.models.operator.fno:tfno", {"width": 32, "depth": 4, "modes": None},
                       "operator"),
     "deeponet": ModelSpec("projects.mutual.models.operator.deeponet:DeepONet",
-                          {"width": 128, "depth": 3, "basis": 128, "sensors": None}, "operator"),
+                          {"width": 128, "depth": 3, "basis": 128, "sensors": None, "branch": "mlp"},
+                          "operator"),
     "dlinear": ModelSpec("projects.mutual.models.series.dlinear:DLinear", {}, "timeseries"),
     "lstm": ModelSpec("projects.mutual.models.series.lstm:LSTMForecaster",
                       {"width": 64, "depth": 1, "dropout": 0.0}, "timeseries"),
@@ -98,7 +100,7 @@ MODELS: dict[str, ModelSpec] = {
                      {"width": 16, "depth": 3, "dropout": 0.0}, "segmentation"),
     "lraspp": ModelSpec("projects.mutual.models.segmentation.fcn:LRASPP", {}, "segmentation"),
 }
-SIZE_KEYS = ("width", "depth", "dropout", "modes", "basis", "sensors")
+SIZE_KEYS = ("width", "depth", "dropout", "modes", "basis", "sensors", "branch")
 _REGISTRY = LazyRegistry("model", {name: spec.target for name, spec in MODELS.items()})
 
 

@@ -1,7 +1,8 @@
 """An unstacked DeepONet with a bias (Lu et al. 2021), 1-D and 2-D.
 
-``G(u)(y) = sum_k b_k(u(s_1), ..., u(s_m)) t_k(y) + b0``: the branch MLP reads the input field
-at ``m`` fixed sensors (a uniform grid), the trunk MLP the query coordinates ``y``. An input
+``G(u)(y) = sum_k b_k(u(s_1), ..., u(s_m)) t_k(y) + b0``: the branch reads the input field at
+``m`` fixed sensors (a uniform grid; an MLP, or with ``branch="cnn"`` the convolutional branch
+Lu et al. 2022 use for 2-D inputs), the trunk MLP the query coordinates ``y``. An input
 on any other grid is first interpolated to the sensors (linear along each periodic axis, as
 on Burgers' interval and the Navier-Stokes torus; bilinear on the nodes of Darcy's square),
 and the output is queried on the input's own grid, so the model maps a field on any
@@ -47,13 +48,41 @@ def resample(x: torch.Tensor, size: int, periodic: bool | None = None) -> torch.
     return F.interpolate(x.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=True).squeeze(1)
 
 
+class CNNBranch(nn.Module):
+    """The branch of Lu et al. (2022) for fields on a grid: stride-2 5 x 5 convolutions
+    (``width`` channels, doubling; ReLU), flattened, then a dense layer of ``width`` and the
+    ``basis`` coefficients. A dense branch on 85 x 85 sensors must learn locality from 7,225
+    independent inputs; convolutions share it across the grid (their Darcy: 2.98 % with it)."""
+
+    def __init__(self, dim: int, sensors: int, width: int, depth: int, basis: int):
+        super().__init__()
+        conv = nn.Conv1d if dim == 1 else nn.Conv2d
+        layers: list[nn.Module] = []
+        channels, size = 1, sensors
+        for i in range(max(1, depth)):
+            out = width // 4 * 2 ** i if width >= 4 else width
+            layers += [conv(channels, out, 5, stride=2), nn.ReLU()]
+            channels, size = out, (size - 5) // 2 + 1
+            if size < 5:
+                break
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(channels * size ** dim, width), nn.ReLU(), nn.Linear(width, basis))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.unsqueeze(1)))
+
+
 class DeepONet(nn.Module):
     def __init__(self, dim: int, resolution: int, width: int = 128, depth: int = 3, basis: int = 128,
-                 sensors: int | None = None, periodic: bool | None = None):
+                 sensors: int | None = None, periodic: bool | None = None, branch: str = "mlp"):
         super().__init__()
         self.dim, self.sensors = int(dim), int(sensors or resolution)
         self.periodic = default_periodic(self.dim) if periodic is None else bool(periodic)
-        self.branch = _mlp(self.sensors ** self.dim, width, depth, basis)
+        self.branch_kind = branch
+        if branch == "cnn":
+            self.branch = CNNBranch(self.dim, self.sensors, width, depth, basis)
+        else:
+            self.branch = _mlp(self.sensors ** self.dim, width, depth, basis)
         self.trunk = _mlp(self.dim, width, depth, basis)
         self.bias = nn.Parameter(torch.zeros(()))
         self._queries: dict[tuple, torch.Tensor] = {}
@@ -66,7 +95,8 @@ class DeepONet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-1]
-        b = self.branch(resample(x, self.sensors, self.periodic).flatten(1))             # (N, p)
-        t = F.gelu(self.trunk(self._coords(size, x.device)))            # (Q, p)
-        out = b @ t.T + self.bias                                         # (N, Q)
+        sensed = resample(x, self.sensors, self.periodic)
+        b = self.branch(sensed if self.branch_kind == "cnn" else sensed.flatten(1))   # (N, p)
+        t = F.gelu(self.trunk(self._coords(size, x.device)))                           # (Q, p)
+        out = b @ t.T + self.bias                                                      # (N, Q)
         return out.reshape(x.shape)
