@@ -166,7 +166,7 @@ def part_baseline(args) -> None:
           f"{'target':7} anchor")
     for problem, name, (epoch, cpu, rel), n in rows:
         print(f"{problem:8} {name:9} {n:8d} {epoch:6d} {cpu:7.0f} {100 * rel:10.2f}%  "
-              f"{TARGET.get((problem, name), '-'):7} {ANCHORS.get((problem, name), "-")}")
+              f"{TARGET.get((problem, name), '-'):7} {ANCHORS.get((problem, name), '-')}")
 
 
 def _marks(n: int) -> set[int]:

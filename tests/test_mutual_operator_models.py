@@ -117,3 +117,69 @@ def test_deeponet_branch_is_a_config_key_for_deeponet_only():
         resolve_config(Config, "operator_quick", ["model_a.branch=cnn"])
     with pytest.raises(ConfigError):
         resolve_config(Config, "operator_quick", ["model_b.branch=rnn"])
+
+
+@pytest.mark.parametrize("dim, sizes", [(1, (32, 64, 47)), (2, (9, 17, 22))])
+def test_gnot_maps_a_field_on_any_grid_to_the_same_grid(dim, sizes):
+    """The transformer operator has no parameter tied to a grid size: built for one resolution
+    it evaluates on any other, the output on the input's grid. Its attention sums are
+    normalised (quadratures of integrals), so it discretises one continuous operator: on a
+    smooth input, the values at the points a grid shares with one twice as fine differ less
+    and less as both refine (first order here: the coordinate x jumps at the periodic seam)."""
+    from projects.mutual.models import build_operator
+
+    torch.manual_seed(0)
+    model = build_operator("gnot", dim, sizes[0], periodic=True, width=16, depth=2).eval()
+
+    def on(size: int) -> torch.Tensor:
+        x = torch.arange(size) / size
+        mesh = torch.meshgrid(*([x] * dim), indexing="ij")
+        with torch.no_grad():
+            return model(torch.sin(2 * torch.pi * sum(mesh))[None])
+
+    def mismatch(size: int) -> float:
+        coarse, fine = on(size), on(2 * size)[(slice(None),) + (slice(None, None, 2),) * dim]
+        return float((coarse - fine).norm() / coarse.norm())
+
+    for s in sizes:
+        assert model(torch.randn(3, *([s] * dim))).shape == (3, *([s] * dim))
+    first, second = mismatch(sizes[0]), mismatch(2 * sizes[0])
+    assert first < 0.1 and second < 0.6 * first
+
+
+def test_gnot_is_an_operator_model_with_width_and_depth():
+    from projects.mutual.config import Config
+    from tracking import ConfigError, resolve_config
+
+    cfg = resolve_config(Config, "operator_quick", ["model_b.name=gnot", "model_b.basis=null", "model_b.width=32"])
+    assert cfg.model_b.name == "gnot"
+    with pytest.raises(ConfigError, match="does not take model_b.modes"):
+        resolve_config(Config, "operator_quick", ["model_b.name=gnot", "model_b.basis=null", "model_b.modes=4"])
+
+
+@pytest.mark.parametrize("model_a, model_b", [("fno", "gnot"), ("deeponet", "gnot")])
+def test_transformer_pairs_run_through_the_method_layer_on_navier_stokes(tmp_path, model_a, model_b):
+    """The heterogeneous pairs with the transformer take one joint ssmo-soft step on tiny
+    Navier-Stokes data (periodic grid given to both models) and are evaluated at another grid."""
+    from projects.mutual.config import Config
+    from projects.mutual.joint import evaluate, joint_step, make_optimizer
+    from projects.mutual.methods import build_method
+    from projects.mutual.tasks import get_task
+    from tracking import resolve_config
+
+    sizes = {"fno": [], "deeponet": ["model_a.modes=null", "model_a.width=32"], "gnot": []}
+    cfg = resolve_config(Config, "operator_quick", [
+        f"pde.cache_dir={tmp_path}", "pde.n_train=8", "pde.n_val=4", "pde.n_test=4", "data.dataset=navier_stokes",
+        "pde.resolution=16", "pde.shift_resolution=8", "pde.navier_stokes.fine_resolution=16",
+        "pde.navier_stokes.time=0.5", "condition=resolution_shift", "method.name=ssmo-soft",
+        f"model_a.name={model_a}", *sizes[model_a], f"model_b.name={model_b}", "model_b.basis=null",
+        "model_b.width=16", "model_b.depth=1"])
+    task = get_task("operator")(cfg)
+    data = task.load_data()
+    a, b = task.build_models(data)
+    assert a.periodic and b.periodic
+    step = joint_step(task, build_method(cfg.method), a, b, make_optimizer(a, cfg.train), make_optimizer(b, cfg.train),
+                      (data.train.x, data.train.y))
+    assert all(v == v for v in step.metrics().values())                     # finite, no NaN
+    out = evaluate(task, {"a": a, "b": b}, data.test)                       # trained at 8, tested at 16
+    assert out["metric.a.rel_l2.test"] > 0 and out["metric.b.rel_l2.test"] > 0

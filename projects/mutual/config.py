@@ -58,13 +58,14 @@ class MethodConfig(Section):
 
 class ModelConfig(Section):
     name: str = "mlp"
-    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet (projects/mutual/models).
+    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet | gnot (projects/mutual/models).
     segmentation: unet | fcn | lraspp. timeseries: dlinear | lstm | patchtst."""
     width: PositiveInt | None = None
     """mlp: hidden units (256); cnn: channels of the first block, doubling per block (32);
-    resnet18: fixed (leave unset). None: the model's default."""
+    resnet18: fixed (leave unset); gnot: token width (64, a multiple of its 4 heads). None: the
+    model's default."""
     depth: PositiveInt | None = None
-    """mlp: hidden layers (2); cnn: conv blocks (2); resnet18: fixed."""
+    """mlp: hidden layers (2); cnn: conv blocks (2); resnet18: fixed; gnot: attention blocks (3)."""
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """mlp, cnn: dropout before each linear layer (0)."""
     modes: PositiveInt | None = None

@@ -27,6 +27,8 @@ deeponet    unstacked DeepONet with a bias: branch MLP on the    width (128), de
             input at fixed sensors (interpolated from any grid),  basis (128), sensors
             trunk MLP on the query coordinates; branch=cnn: the  (training grid),
             convolutional branch of Lu et al. 2022               branch (mlp)
+gnot        a small GNOT (Hao et al. 2023): point tokens, linear  width (64), depth (3)
+            cross- and self-attention, coordinate-gated experts
 ==========  ===================================================  ======================
 
 Time series (``problem=timeseries``; :mod:`projects.mutual.models.series`,
@@ -89,6 +91,7 @@ MODELS: dict[str, ModelSpec] = {
     "deeponet": ModelSpec("projects.mutual.models.operator.deeponet:DeepONet",
                           {"width": 128, "depth": 3, "basis": 128, "sensors": None, "branch": "mlp"},
                           "operator"),
+    "gnot": ModelSpec("projects.mutual.models.operator.gnot:GNOT", {"width": 64, "depth": 3}, "operator"),
     "dlinear": ModelSpec("projects.mutual.models.series.dlinear:DLinear", {}, "timeseries"),
     "lstm": ModelSpec("projects.mutual.models.series.lstm:LSTMForecaster",
                       {"width": 64, "depth": 1, "dropout": 0.0}, "timeseries"),
