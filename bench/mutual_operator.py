@@ -1,4 +1,5 @@
-"""SSMO operator-learning bench: FNO (neuraloperator) vs DeepONet on Burgers 1-D and Darcy 2-D.
+"""SSMO operator-learning bench: FNO (neuraloperator), DeepONet and GNOT on Burgers 1-D, Darcy 2-D and
+Navier-Stokes 2-D (pairs chosen with --set model_b.name=..., --set model_b.branch=cnn).
 
 Three parts (``--parts``), each printing a table (asserts nothing):
 
@@ -43,9 +44,11 @@ from bench._common import diff_cells  # noqa: E402
 
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 CONDITIONS = {"burgers": ("clean", "resolution_shift", "viscosity_shift", "weak_peer"),
-              "darcy": ("clean", "resolution_shift", "coefficient_shift", "weak_peer")}
+              "darcy": ("clean", "resolution_shift", "coefficient_shift", "weak_peer"),
+              "navier_stokes": ("clean", "resolution_shift", "viscosity_shift", "weak_peer")}
 ANCHORS = {("burgers", "fno"): "1.93 % (Lu 2022), ~1.6 % (Li 2021)", ("burgers", "deeponet"): "2.15 % (Lu 2022)",
-           ("darcy", "fno"): "2.41 % (Lu 2022), ~1.1 % (Li 2021)", ("darcy", "deeponet"): "2.98 % (Lu 2022)"}
+           ("darcy", "fno"): "2.41 % (Lu 2022), ~1.1 % (Li 2021)", ("darcy", "deeponet"): "2.98 % (Lu 2022)",
+           ("navier_stokes", "fno"): "~1.3 % (Li 2021, FNO-2D, 10 steps -> 40, T = 50: another map, GPU)"}
 TARGET = {("burgers", "fno"): "< 3 %", ("darcy", "fno"): "< 4 %"}
 
 
@@ -59,10 +62,11 @@ def _config(problem: str, args, extra: list[str]):
 
     over = [f"pde.n_train={args.n_train}", f"pde.n_test={args.n_test}", f"pde.n_val={args.n_val}",
             f"train.batch_size={args.batch_size}", f"train.lr={args.lr}"]
-    res = args.burgers_resolution if problem == "burgers" else args.darcy_resolution
+    res = {"burgers": args.burgers_resolution, "darcy": args.darcy_resolution}.get(problem, args.ns_resolution)
     if res:
         over.append(f"pde.resolution={res}")
-    shift = args.burgers_shift_resolution if problem == "burgers" else args.darcy_shift_resolution
+    shift = {"burgers": args.burgers_shift_resolution, "darcy": args.darcy_shift_resolution}.get(
+        problem, args.ns_shift_resolution)
     if shift:
         over.append(f"pde.shift_resolution={shift}")
     if problem == "burgers" and args.burgers_fine:
@@ -262,7 +266,7 @@ def _run_pair(cfg) -> dict[str, float]:
 
 
 def part_methods(args) -> None:
-    print(f"\n## Four methods on FNO/DeepONet: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
+    print(f"\n## Four methods on the pair: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
           f"n_train={args.n_train}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
     for problem in args.problems:
         for condition in args.conditions or CONDITIONS[problem]:
@@ -275,17 +279,18 @@ def part_methods(args) -> None:
                                                   f"method.lam={args.lam}"])
                     results.setdefault(method, []).append(_run_pair(cfg))
             print(f"\n{problem} / {condition} ({_cpu() - c0:.0f} CPU s)")
-            _methods_table(results)
+            _methods_table(results, (cfg.model_a.name, cfg.model_b.name))
 
 
-def _methods_table(results: dict[str, list[dict[str, float]]]) -> None:
+def _methods_table(results: dict[str, list[dict[str, float]]], names: tuple[str, str]) -> None:
     """Per method: each model's mean ± std, and its paired difference against independent."""
     from analysis.stats import describe, paired_comparison
     from analysis.tables import Footnotes
 
     notes = Footnotes()
-    print(f"  {'method':12} {'FNO (a)':>16} {'DeepONet (b)':>16}   {'d FNO vs ind [95% CI]':>26} "
-          f"{'d DeepONet vs ind [95% CI]':>28}")
+    a, b = names
+    print(f"  {'method':12} {a + ' (a)':>16} {b + ' (b)':>16}   {'d ' + a + ' vs ind [95% CI]':>26} "
+          f"{'d ' + b + ' vs ind [95% CI]':>28}")
     for method in METHODS:
         cells = []
         for m in "ab":
@@ -309,7 +314,10 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["generator", "baseline", "methods"],
                    choices=["generator", "baseline", "transfer", "methods"])
-    p.add_argument("--problems", nargs="+", default=["burgers", "darcy"], choices=["burgers", "darcy"])
+    p.add_argument("--problems", nargs="+", default=["burgers", "darcy"],
+                   choices=["burgers", "darcy", "navier_stokes"])
+    p.add_argument("--ns-resolution", type=int, help="navier_stokes: default 64")
+    p.add_argument("--ns-shift-resolution", type=int, help="navier_stokes: default 32")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--n-test", type=int, default=200)
