@@ -1,13 +1,15 @@
 """SSMO operator-learning bench: FNO (neuraloperator), DeepONet and GNOT on Burgers 1-D, Darcy 2-D and
 Navier-Stokes 2-D (pairs chosen with --set model_b.name=..., --set model_b.branch=cnn).
 
-Three parts (``--parts``), each printing a table (asserts nothing):
+Four parts (``--parts``), each printing a table (asserts nothing):
 
 ``generator``  samples per second of each generator at its default grids (a cache miss, into a
                temporary cache) and the time of the cache-hit path for the same set;
 ``baseline``   each model trained alone (= ``independent``) at the chosen scale: the curve of
                test relative L2 against the CPU seconds used, next to the published anchors;
-``methods``    the four methods on the FNO/DeepONet pair, ``--seeds`` seeds, per condition:
+``transfer``   the FNO trained at the shift resolution and tested at the full one, with
+               neuralop 2.0.0's spectral layer and grid and with ours (the README's table);
+``methods``    the four methods on the pair (FNO/DeepONet unless --set says otherwise), ``--seeds`` seeds, per condition:
                each model's test relative L2 at its best validation epoch, and the paired
                difference (same seed) of every mutual method vs ``independent``, per model.
 
