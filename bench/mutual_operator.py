@@ -1,12 +1,15 @@
-"""SSMO operator-learning bench: FNO (neuraloperator) vs DeepONet on Burgers 1-D and Darcy 2-D.
+"""SSMO operator-learning bench: FNO (neuraloperator), DeepONet and GNOT on Burgers 1-D, Darcy 2-D and
+Navier-Stokes 2-D (pairs chosen with --set model_b.name=..., --set model_b.branch=cnn).
 
-Three parts (``--parts``), each printing a table (asserts nothing):
+Four parts (``--parts``), each printing a table (asserts nothing):
 
 ``generator``  samples per second of each generator at its default grids (a cache miss, into a
                temporary cache) and the time of the cache-hit path for the same set;
 ``baseline``   each model trained alone (= ``independent``) at the chosen scale: the curve of
                test relative L2 against the CPU seconds used, next to the published anchors;
-``methods``    the four methods on the FNO/DeepONet pair, ``--seeds`` seeds, per condition:
+``transfer``   the FNO trained at the shift resolution and tested at the full one, with
+               neuralop 2.0.0's spectral layer and grid and with ours (the README's table);
+``methods``    the four methods on the pair (FNO/DeepONet unless --set says otherwise), ``--seeds`` seeds, per condition:
                each model's test relative L2 at its best validation epoch, and the paired
                difference (same seed) of every mutual method vs ``independent``, per model.
 
@@ -43,9 +46,11 @@ from bench._common import diff_cells  # noqa: E402
 
 METHODS = ("independent", "naive", "ssmo-hard", "ssmo-soft")
 CONDITIONS = {"burgers": ("clean", "resolution_shift", "viscosity_shift", "weak_peer"),
-              "darcy": ("clean", "resolution_shift", "coefficient_shift", "weak_peer")}
+              "darcy": ("clean", "resolution_shift", "coefficient_shift", "weak_peer"),
+              "navier_stokes": ("clean", "resolution_shift", "viscosity_shift", "weak_peer")}
 ANCHORS = {("burgers", "fno"): "1.93 % (Lu 2022), ~1.6 % (Li 2021)", ("burgers", "deeponet"): "2.15 % (Lu 2022)",
-           ("darcy", "fno"): "2.41 % (Lu 2022), ~1.1 % (Li 2021)", ("darcy", "deeponet"): "2.98 % (Lu 2022)"}
+           ("darcy", "fno"): "2.41 % (Lu 2022), ~1.1 % (Li 2021)", ("darcy", "deeponet"): "2.98 % (Lu 2022)",
+           ("navier_stokes", "fno"): "~1.3 % (Li 2021, FNO-2D, 10 steps -> 40, T = 50: another map, GPU)"}
 TARGET = {("burgers", "fno"): "< 3 %", ("darcy", "fno"): "< 4 %"}
 
 
@@ -59,17 +64,18 @@ def _config(problem: str, args, extra: list[str]):
 
     over = [f"pde.n_train={args.n_train}", f"pde.n_test={args.n_test}", f"pde.n_val={args.n_val}",
             f"train.batch_size={args.batch_size}", f"train.lr={args.lr}"]
-    res = args.burgers_resolution if problem == "burgers" else args.darcy_resolution
+    res = {"burgers": args.burgers_resolution, "darcy": args.darcy_resolution}.get(problem, args.ns_resolution)
     if res:
         over.append(f"pde.resolution={res}")
-    shift = args.burgers_shift_resolution if problem == "burgers" else args.darcy_shift_resolution
+    shift = {"burgers": args.burgers_shift_resolution, "darcy": args.darcy_shift_resolution}.get(
+        problem, args.ns_shift_resolution)
     if shift:
         over.append(f"pde.shift_resolution={shift}")
     if problem == "burgers" and args.burgers_fine:
         over.append(f"pde.burgers.fine_resolution={args.burgers_fine}")
     if problem == "darcy" and args.darcy_fine:
         over.append(f"pde.darcy.fine_resolution={args.darcy_fine}")
-    return resolve_config(Config, f"operator_{problem}", over + extra)
+    return resolve_config(Config, f"operator_{problem}", over + list(args.set or []) + extra)
 
 
 # ---------------------------------------------------------------------------------- generator
@@ -152,8 +158,10 @@ def part_baseline(args) -> None:
         data = task.load_data()
         for key in ("model_a", "model_b"):
             mc = getattr(cfg, key)
+            if args.models and mc.name not in args.models:
+                continue
             torch.manual_seed(0)
-            model = build_operator(mc.name, data.dim, data.resolution, **mc.sizes())
+            model = build_operator(mc.name, data.dim, data.resolution, data.periodic, **mc.sizes())
             budget = (args.deeponet_budget_cpu_min or args.budget_cpu_min) if mc.name == "deeponet" else args.budget_cpu_min
             curve = _train_alone(task, model, data, cfg, budget * 60, args.max_epochs, 0)
             marks = [p for i, p in enumerate(curve) if i in _marks(len(curve))]
@@ -164,11 +172,69 @@ def part_baseline(args) -> None:
           f"{'target':7} anchor")
     for problem, name, (epoch, cpu, rel), n in rows:
         print(f"{problem:8} {name:9} {n:8d} {epoch:6d} {cpu:7.0f} {100 * rel:10.2f}%  "
-              f"{TARGET.get((problem, name), '-'):7} {ANCHORS[(problem, name)]}")
+              f"{TARGET.get((problem, name), '-'):7} {ANCHORS.get((problem, name), '-')}")
 
 
 def _marks(n: int) -> set[int]:
     return {0, n - 1} | {int(round(n * f)) for f in (0.1, 0.25, 0.5, 0.75)} if n > 1 else {0}
+
+
+# ---------------------------------------------------------------------------------- transfer
+TRANSFER_VARIANTS = {"before (neuralop 2.0.0 as shipped)": {"conv": "library", "embedding": "library"},
+                     "centred spectral layer only": {"conv": "centred", "embedding": "library"},
+                     "after (centred layer + the domain's grid)": {"conv": "centred", "embedding": "domain"}}
+
+
+def part_transfer(args) -> None:
+    """The FNO trained at the shift resolution, tested there (test_clean) and at the full
+    resolution (test), with the library's spectral layer and grid and with ours; the FNO
+    trained at the full resolution is the reference."""
+    import torch
+
+    from projects.mutual.models.operator.fno import FieldFNO
+    from projects.mutual.tasks import get_task
+
+    for problem in args.problems:
+        cfg = _config(problem, args, ["condition=resolution_shift"])
+        task = get_task("operator")(cfg)
+        data = task.load_data()
+        mc = cfg.model_a
+        print(f"\n## Resolution transfer, {problem}: FNO trained at {data.resolution}, tested at "
+              f"{data.test.x.shape[-1]} ({cfg.pde.n_train} samples, {args.epochs} epochs, width {mc.width}, "
+              f"modes {mc.modes}; 1-min load {os.getloadavg()[0]:.1f})")
+        print(f"  {'variant':44} {'rel L2 @ train grid':>19} {'rel L2 @ test grid':>18} {'CPU s':>6}")
+        for name, kw in TRANSFER_VARIANTS.items():
+            torch.manual_seed(0)
+            model = FieldFNO(data.dim, mc.width or 32, mc.depth or 4, mc.modes, periodic=data.periodic, **kw)
+            c = _cpu()
+            _train_alone(task, model, data, cfg, math.inf, args.epochs, 0)
+            clean = _rel_l2(task, model, data.extra["test_clean"])
+            print(f"  {name:44} {100 * clean:18.2f}% {100 * _rel_l2(task, model, data.test):17.2f}% "
+                  f"{_cpu() - c:6.0f}")
+        _transfer_reference(args, problem)
+
+
+def _transfer_reference(args, problem: str) -> None:
+    import torch
+
+    from projects.mutual.models import build_operator
+    from projects.mutual.tasks import get_task
+
+    cfg = _config(problem, args, [])
+    task = get_task("operator")(cfg)
+    data = task.load_data()
+    torch.manual_seed(0)
+    model = build_operator("fno", data.dim, data.resolution, data.periodic, **cfg.model_a.sizes())
+    c = _cpu()
+    _train_alone(task, model, data, cfg, math.inf, args.epochs, 0)
+    print(f"  {'reference: trained at the test grid (after)':44} {'':>19} "
+          f"{100 * _rel_l2(task, model, data.test):17.2f}% {_cpu() - c:6.0f}")
+
+
+def _rel_l2(task, model, split) -> float:
+    from projects.mutual.joint import evaluate
+
+    return evaluate(task, {"m": model}, split)[f"metric.m.rel_l2.{split.name}"]
 
 
 # ---------------------------------------------------------------------------------- methods
@@ -202,7 +268,7 @@ def _run_pair(cfg) -> dict[str, float]:
 
 
 def part_methods(args) -> None:
-    print(f"\n## Four methods on FNO/DeepONet: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
+    print(f"\n## Four methods on the pair: test rel L2 (%) at the best val epoch, {args.seeds} seeds, "
           f"n_train={args.n_train}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
     for problem in args.problems:
         for condition in args.conditions or CONDITIONS[problem]:
@@ -215,17 +281,18 @@ def part_methods(args) -> None:
                                                   f"method.lam={args.lam}"])
                     results.setdefault(method, []).append(_run_pair(cfg))
             print(f"\n{problem} / {condition} ({_cpu() - c0:.0f} CPU s)")
-            _methods_table(results)
+            _methods_table(results, (cfg.model_a.name, cfg.model_b.name))
 
 
-def _methods_table(results: dict[str, list[dict[str, float]]]) -> None:
+def _methods_table(results: dict[str, list[dict[str, float]]], names: tuple[str, str]) -> None:
     """Per method: each model's mean ± std, and its paired difference against independent."""
     from analysis.stats import describe, paired_comparison
     from analysis.tables import Footnotes
 
     notes = Footnotes()
-    print(f"  {'method':12} {'FNO (a)':>16} {'DeepONet (b)':>16}   {'d FNO vs ind [95% CI]':>26} "
-          f"{'d DeepONet vs ind [95% CI]':>28}")
+    a, b = names
+    print(f"  {'method':12} {a + ' (a)':>16} {b + ' (b)':>16}   {'d ' + a + ' vs ind [95% CI]':>26} "
+          f"{'d ' + b + ' vs ind [95% CI]':>28}")
     for method in METHODS:
         cells = []
         for m in "ab":
@@ -248,8 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["generator", "baseline", "methods"],
-                   choices=["generator", "baseline", "methods"])
-    p.add_argument("--problems", nargs="+", default=["burgers", "darcy"], choices=["burgers", "darcy"])
+                   choices=["generator", "baseline", "transfer", "methods"])
+    p.add_argument("--problems", nargs="+", default=["burgers", "darcy"],
+                   choices=["burgers", "darcy", "navier_stokes"])
+    p.add_argument("--ns-resolution", type=int, help="navier_stokes: default 64")
+    p.add_argument("--ns-shift-resolution", type=int, help="navier_stokes: default 32")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--n-test", type=int, default=200)
@@ -264,11 +334,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-cpu-min", type=float, default=3.0, help="baseline: CPU minutes per model (FNO)")
     p.add_argument("--deeponet-budget-cpu-min", type=float, help="baseline: for DeepONet (default: the same)")
     p.add_argument("--max-epochs", type=int, default=100, help="baseline: epochs at most (cosine length)")
-    p.add_argument("--epochs", type=int, default=10, help="methods: epochs per pair")
+    p.add_argument("--epochs", type=int, default=10, help="methods, transfer: epochs per model")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--conditions", nargs="+", help="methods: default clean + each shift + weak_peer")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--models", nargs="+", help="baseline: only these models (default: the pair)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config override for every cell, e.g. --set model_b.branch=cnn")
     args = p.parse_args(argv)
     from tracking.env import quiet
 
@@ -280,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mutual_operator bench: {time.strftime('%Y-%m-%d %H:%M')} UTC, 2-core machine shared with other "
           f"agents (1-min load {os.getloadavg()[0]:.1f}); cache {os.environ['LABRUN_PDE_CACHE']}")
     for part in args.parts:
-        {"generator": part_generator, "baseline": part_baseline, "methods": part_methods}[part](args)
+        {"generator": part_generator, "baseline": part_baseline, "transfer": part_transfer,
+         "methods": part_methods}[part](args)
 
 
 if __name__ == "__main__":

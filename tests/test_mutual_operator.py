@@ -225,10 +225,15 @@ def test_mutual_all_keeps_the_classification_cells_and_adds_operator_rows(tmp_pa
     new_cls = {c.fingerprint for c in new if c.config.problem == "classification"}
     assert new_cls == {c.fingerprint for c in old} and len(new_cls) == 48
     ops = [c for c in new if c.config.problem == "operator"]
-    assert {(c.config.data.dataset, c.condition) for c in ops} == {
-        ("burgers", k) for k in ("clean", "resolution_shift", "viscosity_shift", "weak_peer")} | {
-        ("darcy", k) for k in ("clean", "resolution_shift", "coefficient_shift", "weak_peer")}
-    assert len(ops) == 8 * 4 * 2 and {c.config.method.name for c in ops} == {
+    rows = {(c.config.data.dataset, c.config.model_a.name, c.config.model_b.name, c.condition) for c in ops}
+    assert rows == {("burgers", "fno", "deeponet", k) for k in ("clean", "resolution_shift", "viscosity_shift",
+                                                                "weak_peer")} | {
+        ("darcy", "fno", "deeponet", k) for k in ("clean", "resolution_shift", "coefficient_shift", "weak_peer")} | {
+        ("navier_stokes", "fno", "deeponet", k) for k in ("clean", "resolution_shift", "viscosity_shift")} | {
+        ("navier_stokes", "fno", "gnot", k) for k in ("clean", "resolution_shift")} | {
+        ("navier_stokes", "deeponet", "gnot", "clean"), ("burgers", "fno", "gnot", "clean"),
+        ("darcy", "deeponet", "gnot", "clean")}
+    assert len(ops) == 16 * 4 * 2 and {c.config.method.name for c in ops} == {
         "independent", "naive", "ssmo-hard", "ssmo-soft"}
     study = expand(load_spec(SweepSpec, REPO / "sweeps/specs/mutual_operator.yaml")[0], Config)
     assert len(study) == 96 and {c.config.pde.n_train for c in study} == {1000}

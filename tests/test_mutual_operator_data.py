@@ -151,3 +151,67 @@ def test_darcy_splits_and_coefficient_shift(tmp_path):
     assert set(np.unique(np.round(x.numpy(), 3))) <= {3.0, 12.0}
     x_test = data.test.x * data.scale["x_std"] + data.scale["x_mean"]
     assert 24.0 in set(np.unique(np.round(x_test.numpy(), 3)))
+
+
+# ---------------------------------------------------------------------------------- Navier-Stokes
+def _modes(size: int, rng, shell):
+    x = np.arange(size) / size
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    return sum(rng.normal() * np.cos(2 * np.pi * (a * X + b * Y)) + rng.normal() * np.sin(2 * np.pi * (a * X + b * Y))
+               for a, b in shell)
+
+
+def test_navier_stokes_modes_of_one_shell_decay_as_the_heat_equation_says():
+    """Modes with the same |k| (here |k|^2 = 25: (3, 4), (5, 0), ...) make a Taylor-Green-like
+    field: w is proportional to its stream function, so u . grad w = 0 although each product
+    is not, and without forcing w(t) = w(0) exp(-nu (2 pi |k|)^2 t). The solver matches the
+    exact decay to Crank-Nicolson's O(dt^3) per step, and that step's own factor to round-off."""
+    from projects.mutual.data.pde.navier_stokes import solve_navier_stokes
+
+    nu, t, dt = 1e-3, 2.0, 1e-2
+    w0 = _modes(32, np.random.default_rng(0), [(3, 4), (4, 3), (5, 0), (0, 5), (-3, 4), (4, -3)])
+    w = solve_navier_stokes(w0[None], viscosity=nu, time=t, dt=dt, force=0.0)[0]
+    a = nu * (2 * np.pi) ** 2 * 25 * dt
+    exact = w0 * np.exp(-nu * (2 * np.pi) ** 2 * 25 * t)
+    assert np.abs(w - exact).max() < 1e-4 * np.abs(exact).max()
+    crank_nicolson = w0 * ((1 - a / 2) / (1 + a / 2)) ** round(t / dt)
+    assert np.abs(w - crank_nicolson).max() < 1e-10 * np.abs(exact).max()
+
+
+def test_navier_stokes_forced_from_rest_approaches_the_exact_steady_state():
+    """The paper's forcing is one |k|^2 = 2 shell: from w = 0 the flow stays in it, and
+    w(t) = f / L (1 - exp(-L t)) with L = nu (2 pi)^2 2."""
+    from projects.mutual.data.pde.navier_stokes import forcing, solve_navier_stokes
+
+    nu, t = 1e-3, 5.0
+    w = solve_navier_stokes(np.zeros((1, 16, 16)), viscosity=nu, time=t, dt=1e-2)[0]
+    rate = nu * (2 * np.pi) ** 2 * 2
+    exact = forcing(16) / rate * (1 - np.exp(-rate * t))
+    assert np.abs(w - exact).max() < 1e-6 * np.abs(exact).max()
+
+
+def test_navier_stokes_conserves_mean_vorticity_and_converges_in_time():
+    from projects.mutual.data.pde.grf import periodic_grf_2d
+    from projects.mutual.data.pde.navier_stokes import solve_navier_stokes
+
+    w0 = periodic_grf_2d(np.random.default_rng(1), 2, 32)
+    assert abs(w0.mean()) < 1e-12 and 0.1 < w0.std() < 0.5          # tau = 7, alpha = 2.5: std ~0.27
+    coarse = solve_navier_stokes(w0, viscosity=1e-3, time=2.0, dt=2e-2)
+    fine = solve_navier_stokes(w0, viscosity=1e-3, time=2.0, dt=1e-2)
+    assert np.abs(fine.mean(axis=(1, 2))).max() < 1e-12
+    assert np.linalg.norm(coarse - fine) < 1e-5 * np.linalg.norm(fine)
+    assert np.linalg.norm(fine - w0) > 0.1 * np.linalg.norm(w0)       # the map is not the identity
+
+
+def test_navier_stokes_splits_resolution_and_viscosity_shift(tmp_path):
+    from projects.mutual.tasks import get_task
+
+    base = ["data.dataset=navier_stokes", "pde.resolution=16", "pde.shift_resolution=8",
+            "pde.navier_stokes.fine_resolution=16", "pde.navier_stokes.time=1.0"]
+    shift = get_task("operator")(_cfg(tmp_path, *base, "condition=resolution_shift")).load_data()
+    assert shift.train.x.shape == (16, 8, 8) and shift.test.x.shape == (8, 16, 16) and shift.periodic
+    assert shift.dim == 2 and shift.extra["test_clean"].x.shape == (8, 8, 8)
+    visc = get_task("operator")(_cfg(tmp_path, *base, "condition=viscosity_shift")).load_data()
+    assert np.allclose(visc.test.x.numpy(), visc.extra["test_clean"].x.numpy(), atol=1e-6)  # same w0
+    assert not np.allclose(visc.test.y.numpy(), visc.extra["test_clean"].y.numpy(), atol=1e-4)
+    assert visc.describe()["generator"]["viscosity"] == 1e-3

@@ -208,7 +208,7 @@ def test_the_summary_reads_plainly_when_every_cell_was_already_finished(store, t
 
 
 def test_the_plan_shows_what_varies_and_csv_json_carry_everything(store, tmp_path):
-    """mutual_all: 23 zip rows of ~30 keys x 4 methods x 2 seeds. The table's cell column
+    """mutual_all: 31 zip rows of ~30 keys x 4 methods x 2 seeds. The table's cell column
     names the few keys that tell the rows apart; csv and json have every value."""
     import csv
     import io
@@ -218,17 +218,17 @@ def test_the_plan_shows_what_varies_and_csv_json_carry_everything(store, tmp_pat
     table = run_cli(base, env_extra=_env(), cwd=tmp_path, timeout=240)
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if line.startswith("| ") and "fingerprint" not in line]
-    assert len(rows) == 184
+    assert len(rows) == 248
     cell = rows[0].split(" | ")[1].strip()
     assert cell == "problem=classification data.dataset=digits condition=clean model_a.name=mlp " \
-                   "method.name=independent seed=0", cell
+                   "model_b.name=cnn method.name=independent seed=0", cell   # B varies apart from A
     assert max(len(r) for r in rows) < 200, max(len(r) for r in rows)
     assert "pde.n_train" not in table.stdout and "series.synthetic.length" not in table.stdout
 
     as_csv = run_cli(base + ["--format", "csv"], env_extra=_env(), cwd=tmp_path, timeout=240)
     assert as_csv.returncode == 0, as_csv.stderr
     records = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert len(records) == 184 and as_csv.stderr.startswith("sweep 'mutual_all': 184 cells")
+    assert len(records) == 248 and as_csv.stderr.startswith("sweep 'mutual_all': 248 cells")
     values = json.loads(records[0]["values"])
     assert values["pde.n_train"] == 1000 and values["model_b.name"] == "cnn" and values["seed"] == 0
     assert records[0]["fingerprint"] == rows[0].split(" | ")[2].strip()
@@ -236,7 +236,8 @@ def test_the_plan_shows_what_varies_and_csv_json_carry_everything(store, tmp_pat
     as_json = run_cli(base + ["--format", "json"], env_extra=_env(), cwd=tmp_path, timeout=240)
     assert as_json.returncode == 0, as_json.stderr
     cells = json.loads(as_json.stdout)
-    assert len(cells) == 184 and cells[-1]["values"]["seg.n_train"] == 256
+    assert len(cells) == 248 and cells[-1]["values"]["model_b.name"] == "gnot"
+    assert {c["values"]["seg.n_train"] for c in cells if c["values"]["problem"] == "segmentation"} == {256}
     assert [c["fingerprint"] for c in cells] == [r["fingerprint"] for r in records]
 
     wrong = run_cli([PYTHON, "-m", "labrun", "sweep", "mutual_all", "--format", "csv"], env_extra=_env(),

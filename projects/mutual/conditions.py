@@ -11,9 +11,11 @@ A condition name is one or more atoms joined by ``+`` (in this order when combin
 ``corrupt_<kind>_<severity>``   test-time input corruption, CIFAR-C style, severity 1-5;
                                 kinds: ``gaussian_noise``, ``gaussian_blur``, ``contrast``
 ``resolution_shift``            operator: train at ``pde.shift_resolution``, test at
-                                ``pde.resolution`` (Burgers 256 -> 1024, Darcy 43 -> 85);
+                                ``pde.resolution`` (Burgers 256 -> 1024, Darcy 43 -> 85,
+                                Navier-Stokes 32 -> 64);
                                 segmentation: test at ``seg.shift_image_size`` (64 -> 96)
-``viscosity_shift``             Burgers: test viscosity ``pde.burgers.test_viscosity`` (0.05)
+``viscosity_shift``             Burgers, Navier-Stokes: test viscosity ``pde.<dataset>.test_viscosity``
+                                (Burgers 0.05, Navier-Stokes 1e-4)
 ``coefficient_shift``           Darcy: test coefficients ``pde.darcy.test_high/test_low``
 ``temporal_shift``              timeseries: test on the series' far end, after a gap
 ``horizon_shift``               timeseries: test at ``series.test_horizon`` (recursive rollout)
@@ -25,7 +27,7 @@ A condition name is one or more atoms joined by ``+`` (in this order when combin
 
 Not every atom fits every problem (:data:`ATOM_FITS`; an atom may fit several): label noise is
 classification's, corruptions classification's and segmentation's, the resolution shift operator
-learning's and segmentation's, the other shifts one problem's (viscosity Burgers', coefficients
+learning's and segmentation's, the other shifts one problem's (viscosity Burgers' and Navier-Stokes', coefficients
 Darcy's, domain_shift the generated shapes'); ``clean`` and ``weak_peer`` fit all. :func:`check_fits` gives the one-line error.
 
 e.g. ``noise40+weak_peer``, ``noise20+corrupt_contrast_5``. The name is the run's
@@ -64,7 +66,7 @@ ATOM_FITS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "noise": {"classification": None},
     "corrupt": {"classification": None, "segmentation": None},
     "resolution_shift": {"operator": None, "segmentation": None},
-    "viscosity_shift": {"operator": ("burgers",)},
+    "viscosity_shift": {"operator": ("burgers", "navier_stokes")},
     "coefficient_shift": {"operator": ("darcy",)},
     "temporal_shift": {"timeseries": None},
     "horizon_shift": {"timeseries": None},

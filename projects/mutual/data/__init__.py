@@ -21,6 +21,7 @@ Operator learning (generated offline, cached; :mod:`projects.mutual.data.pde`):
 =============  ==============================================================================
 burgers        1-D viscous Burgers, u(., 0) -> u(., 1) (``pde.*``, ``pde.burgers.*``)
 darcy          2-D Darcy flow, piecewise-constant coefficient a -> solution u (``pde.darcy.*``)
+navier_stokes  2-D Navier-Stokes vorticity on the torus, w(., 0) -> w(., T) (``pde.navier_stokes.*``)
 =============  ==============================================================================
 
 Time series (``problem=timeseries``; :mod:`projects.mutual.data.series`): ``synthetic_series``
@@ -41,7 +42,7 @@ import importlib
 from typing import Any
 
 CLASSIFICATION_DATASETS = ("digits", "mnist5k", "mnist", "cifar10", "cifar100", "imagefolder")
-OPERATOR_DATASETS = ("burgers", "darcy")
+OPERATOR_DATASETS = ("burgers", "darcy", "navier_stokes")
 from projects.mutual.data.series import SERIES_DATASETS  # noqa: E402  (torch-free, no cycle)
 from projects.mutual.data.segmentation import SEGMENTATION_DATASETS  # noqa: E402  (torch-free)
 DATASET_PROBLEMS: dict[str, tuple[str, ...]] = {

@@ -25,7 +25,10 @@ fno         ``neuralop.models.FNO`` 1-D / 2-D (grid positional    width (32), de
 tfno        the same with a Tucker-factorised spectral weight      width, depth, modes
 deeponet    unstacked DeepONet with a bias: branch MLP on the    width (128), depth (3),
             input at fixed sensors (interpolated from any grid),  basis (128), sensors
-            trunk MLP on the query coordinates                    (training grid)
+            trunk MLP on the query coordinates; branch=cnn: the  (training grid),
+            convolutional branch of Lu et al. 2022               branch (mlp)
+gnot        a small GNOT (Hao et al. 2023): point tokens, linear  width (64), depth (3)
+            cross- and self-attention, coordinate-gated experts
 ==========  ===================================================  ======================
 
 Time series (``problem=timeseries``; :mod:`projects.mutual.models.series`,
@@ -86,7 +89,9 @@ MODELS: dict[str, ModelSpec] = {
     "tfno": ModelSpec("projects.mutual.models.operator.fno:tfno", {"width": 32, "depth": 4, "modes": None},
                       "operator"),
     "deeponet": ModelSpec("projects.mutual.models.operator.deeponet:DeepONet",
-                          {"width": 128, "depth": 3, "basis": 128, "sensors": None}, "operator"),
+                          {"width": 128, "depth": 3, "basis": 128, "sensors": None, "branch": "mlp"},
+                          "operator"),
+    "gnot": ModelSpec("projects.mutual.models.operator.gnot:GNOT", {"width": 64, "depth": 3}, "operator"),
     "dlinear": ModelSpec("projects.mutual.models.series.dlinear:DLinear", {}, "timeseries"),
     "lstm": ModelSpec("projects.mutual.models.series.lstm:LSTMForecaster",
                       {"width": 64, "depth": 1, "dropout": 0.0}, "timeseries"),
@@ -98,7 +103,7 @@ MODELS: dict[str, ModelSpec] = {
                      {"width": 16, "depth": 3, "dropout": 0.0}, "segmentation"),
     "lraspp": ModelSpec("projects.mutual.models.segmentation.fcn:LRASPP", {}, "segmentation"),
 }
-SIZE_KEYS = ("width", "depth", "dropout", "modes", "basis", "sensors")
+SIZE_KEYS = ("width", "depth", "dropout", "modes", "basis", "sensors", "branch")
 _REGISTRY = LazyRegistry("model", {name: spec.target for name, spec in MODELS.items()})
 
 
@@ -137,12 +142,14 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **sizes
     return factory(tuple(int(s) for s in input_shape), int(num_classes), **model_sizes(name, sizes))
 
 
-def build_operator(name: str, dim: int, resolution: int, **sizes: Any) -> "nn.Module":
+def build_operator(name: str, dim: int, resolution: int, periodic: bool | None = None, **sizes: Any) -> "nn.Module":
     """A fresh operator model mapping (N, s) / (N, s, s) fields to fields of the same grid;
-    ``resolution`` is the training grid (DeepONet's default sensors)."""
+    ``resolution`` is the training grid (DeepONet's default sensors); ``periodic``: the domain
+    is sampled at j / s (Burgers, Navier-Stokes) rather than at the nodes j / (s - 1) (Darcy);
+    None keeps the 1-D-periodic, 2-D-nodes convention."""
     _takes(name, "operator")
     factory = _REGISTRY.get(check_model(name, sizes))
-    return factory(int(dim), int(resolution), **model_sizes(name, sizes))
+    return factory(int(dim), int(resolution), periodic=periodic, **model_sizes(name, sizes))
 
 
 def build_forecaster(name: str, lookback: int, horizon: int, channels: int, outputs: Sequence[int],

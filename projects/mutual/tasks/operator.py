@@ -43,8 +43,8 @@ class OperatorTask(Task):
     def build_models(self, data: Any) -> tuple[nn.Module, nn.Module]:
         from projects.mutual.models import build_operator
 
-        a = build_operator(self.cfg.model_a.name, data.dim, data.resolution, **self.cfg.model_a.sizes())
-        b = build_operator(self.cfg.model_b.name, data.dim, data.resolution, **self.cfg.model_b_sizes())
+        a = build_operator(self.cfg.model_a.name, data.dim, data.resolution, data.periodic, **self.cfg.model_a.sizes())
+        b = build_operator(self.cfg.model_b.name, data.dim, data.resolution, data.periodic, **self.cfg.model_b_sizes())
         return a, b
 
     def _physical(self, field: torch.Tensor) -> torch.Tensor:

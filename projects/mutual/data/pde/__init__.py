@@ -11,6 +11,11 @@ darcy       -div(a grad u) = 1 on the unit square, u = 0 on the boundary, a = 12
             GRF with covariance (-Laplacian + 9 I)^-2 is >= 0 / < 0; map a -> u. Five-point
             finite differences (harmonic means of a on the faces) on
             ``pde.darcy.fine_resolution`` nodes, SciPy sparse LU, subsampled.
+navier_     w_t + u . grad w = nu Lap w + f on the periodic unit square (vorticity form),
+stokes      f = 0.1 (sin 2 pi (x + y) + cos 2 pi (x + y)), w0 ~ GRF 7^3 (-Lap + 49 I)^-2.5;
+            map w(., 0) -> w(., T). Pseudo-spectral (2/3 rule) on
+            ``pde.navier_stokes.fine_resolution`` points, Crank-Nicolson for the viscous
+            term, Heun for advection and forcing, subsampled.
 ==========  ===================================================================================
 
 :mod:`.cache` keys every generated array by its generator config; :mod:`.loader` builds the

@@ -37,3 +37,18 @@ def neumann_grf_2d(rng: np.random.Generator, n: int, size: int, *, tau2: float =
     std[0, 0] = 0.0
     xi = rng.standard_normal((n, size, size)) * std
     return idctn(xi, type=1, axes=(1, 2))
+
+
+def periodic_grf_2d(rng: np.random.Generator, n: int, size: int, *, tau: float = 7.0,
+                    alpha: float = 2.5) -> np.ndarray:
+    """``(n, size, size)`` zero-mean samples on the periodic unit square (x_j = j / size) with
+    covariance sigma^2 (-Laplacian + tau^2 I)^-alpha, sigma = tau^(alpha - 1): the FNO paper's
+    Navier-Stokes initial vorticity (tau = 7, alpha = 2.5). As its generator does, each mode
+    k gets sqrt(2) sigma ((2 pi |k|)^2 + tau^2)^(-alpha / 2) (a + ib), a, b ~ N(0, 1), and the
+    field is the real part of the inverse transform."""
+    k = np.fft.fftfreq(size, d=1.0 / size)
+    lam = (2 * np.pi) ** 2 * (k[:, None] ** 2 + k[None, :] ** 2) + tau ** 2
+    std = np.sqrt(2.0) * tau ** (alpha - 1) * lam ** (-alpha / 2)
+    std[0, 0] = 0.0
+    xi = rng.standard_normal((n, size, size)) + 1j * rng.standard_normal((n, size, size))
+    return np.real(np.fft.ifft2(std * xi, norm="forward"))

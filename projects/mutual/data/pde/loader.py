@@ -3,11 +3,11 @@ normalised, with the run's condition applied.
 
 * train / val / test are independent draws, fixed by ``data.split_seed`` (every run seed and
   condition sees the same samples); each is solved once on the fine grid and subsampled;
-* ``resolution_shift``: train and val at ``pde.shift_resolution`` (Burgers 256, Darcy 43), test
+* ``resolution_shift``: train and val at ``pde.shift_resolution`` (Burgers 256, Darcy 43, NS 32), test
   at ``pde.resolution``; ``test_clean`` is the same test samples at the training resolution;
-* ``viscosity_shift`` (Burgers) / ``coefficient_shift`` (Darcy): test drawn with
-  ``pde.burgers.test_viscosity`` / ``pde.darcy.test_high, test_low``; ``test_clean`` keeps the
-  training physics;
+* ``viscosity_shift`` (Burgers, Navier-Stokes) / ``coefficient_shift`` (Darcy): test drawn
+  with ``pde.<dataset>.test_viscosity`` / ``pde.darcy.test_high, test_low``; ``test_clean``
+  keeps the training physics;
 * inputs and targets are standardised with the training split's scalar mean and std
   (``OperatorSplits.scale``): the models see O(1) fields, metrics are in physical units.
 """
@@ -22,9 +22,9 @@ import torch
 
 from projects.mutual.data.base import DataSplits, Split, derived_rng
 from projects.mutual.data.pde import cache
-from projects.mutual.data.pde.grids import DEFAULT_RESOLUTION, SHIFT_RESOLUTION
+from projects.mutual.data.pde.grids import DEFAULT_RESOLUTION, NODE_GRIDS, SHIFT_RESOLUTION
 
-DIMS = {"burgers": 1, "darcy": 2}
+DIMS = {"burgers": 1, "darcy": 2, "navier_stokes": 2}
 
 
 @dataclass
@@ -34,6 +34,8 @@ class OperatorSplits(DataSplits):
     dim: int = 1
     resolution: int = 0
     """Training resolution (DeepONet's sensor grid)."""
+    periodic: bool = True
+    """The grid convention of the domain (:mod:`projects.mutual.models.operator.coords`)."""
     scale: dict[str, float] = field(default_factory=dict)
     """``x_mean, x_std, y_mean, y_std`` of the training split (decode: y * y_std + y_mean)."""
 
@@ -46,8 +48,8 @@ class OperatorSplits(DataSplits):
 
 
 def _physics(dataset: str, pde: Any, shifted: bool) -> dict[str, Any]:
-    if dataset == "burgers":
-        b = pde.burgers
+    if dataset in ("burgers", "navier_stokes"):
+        b = getattr(pde, dataset)
         return {"viscosity": b.test_viscosity if shifted else b.viscosity, "time": b.time, "dt": b.dt,
                 "fine_resolution": b.fine_resolution}
     d = pde.darcy
@@ -63,16 +65,18 @@ def _subsample(arr: np.ndarray, fine: int, res: int, dim: int) -> np.ndarray:
 def _solve(dataset: str, solve: dict[str, Any], n: int, seed: int, purpose: str, bar) -> tuple:
     from projects.mutual.data.pde.burgers import generate_burgers
     from projects.mutual.data.pde.darcy import generate_darcy
+    from projects.mutual.data.pde.navier_stokes import generate_navier_stokes
 
     rng = derived_rng(seed, f"pde/{dataset}/{purpose}")
     if dataset == "darcy":
         return generate_darcy(rng, n, fine_resolution=solve["fine_resolution"], high=solve["high"],
                               low=solve["low"], progress=bar.update)
+    generate = generate_burgers if dataset == "burgers" else generate_navier_stokes
     xs, ys, chunk = [], [], 50  # chunks: a live bar, bounded memory at 8192 points
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        x, y = generate_burgers(rng, m, fine_resolution=solve["fine_resolution"], viscosity=solve["viscosity"],
-                                time=solve["time"], dt=solve["dt"])
+        x, y = generate(rng, m, fine_resolution=solve["fine_resolution"], viscosity=solve["viscosity"],
+                        time=solve["time"], dt=solve["dt"])
         xs.append(x)
         ys.append(y)
         bar.update(m)
@@ -169,4 +173,5 @@ def load_operator(dataset: str, pde: Any, pert: Any, *, split_seed: int = 0) -> 
             "cache_dir": str(cache.cache_dir(pde.cache_dir)), "load_s": round(elapsed, 3),
             "generator": {k: v for k, v in wanted["train"].items() if k not in ("split", "n", "resolution")}}
     return OperatorSplits(dataset, split("train"), split("val"), split("test"), 0, tuple(tr["x"].shape[1:]),
-                          extra, info, dim=dim, resolution=train_res, scale=scale)
+                          extra, info, dim=dim, resolution=train_res, scale=scale,
+                          periodic=dataset not in NODE_GRIDS)
