@@ -234,9 +234,6 @@ class Sweep:
                   for k in ("done", "todo", "elsewhere", "exhausted")}
         self.count = len(self.cells)
 
-    def _head(self) -> str:
-        return head_line(self.spec, self.count, self.exp_name, self.n, self.launcher_name)
-
     def show_plan(self, fmt: str = "table") -> int:
         """The head line, then one row per cell, written as it is made (:class:`PlanView`)."""
         view = PlanView(self.spec, self.source, self.labels, self.ledger, self.out)
@@ -263,7 +260,8 @@ class Sweep:
 
         self.view = views.save_sweep_view(client, self.exp_id, spec.name, params=_varied(self.cells),
                                           run_ids=self.ledger.finished_run_ids(self.by_fp))
-        print(self._head() + f"\nparent run {self.parent_id}" + (" (continued)" if reopened else "")
+        print(head_line(spec, self.count, self.exp_name, self.n, self.launcher_name)
+              + f"\nparent run {self.parent_id}" + (" (continued)" if reopened else "")
               + f"; in the MLflow UI: {views.experiment_url(self.exp_id, self.view)}", file=self.out, flush=True)
         self.logs = Path(tempfile.mkdtemp(prefix=f"labrun-sweep-{spec.name}-"))
         self.failures = {c.fingerprint: self.ledger.state(c.fingerprint).failures for c in self.cells}
