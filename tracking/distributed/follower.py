@@ -38,7 +38,8 @@ _RECORDED_BY_RANK0 = "recorded by rank 0"
 class NullMetrics:
     """A metric logger that keeps nothing: rank 0 logs the run's series."""
 
-    listeners: list = []
+    def __init__(self) -> None:
+        self.listeners: list = []   # per instance: a class-level list would be shared by every run
 
     def log(self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None) -> None:
         pass
